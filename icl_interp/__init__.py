@@ -1,0 +1,1 @@
+"""icl_interp: train in-context-learning transformers and take them apart."""

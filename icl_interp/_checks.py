@@ -1,0 +1,93 @@
+"""Input validation shared by every public entry point.
+
+Each helper raises ``ValueError`` or ``TypeError`` whose message names the
+argument, what it got and what was expected, before any work starts.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Sequence
+
+import torch
+
+
+def check_int(name: str, value: Any, *, min_value: int | None = None, max_value: int | None = None) -> int:
+    """An integer (not a bool) within [min_value, max_value]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if min_value is not None and value < min_value:
+        raise ValueError(f"{name} must be >= {min_value}, got {value}")
+    if max_value is not None and value > max_value:
+        raise ValueError(f"{name} must be <= {max_value}, got {value}")
+    return value
+
+
+def check_float(
+    name: str,
+    value: Any,
+    *,
+    min_value: float | None = None,
+    max_value: float | None = None,
+    strict_min: bool = False,
+) -> float:
+    """A finite real number within the given bounds."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if min_value is not None:
+        if strict_min and value <= min_value:
+            raise ValueError(f"{name} must be > {min_value}, got {value}")
+        if not strict_min and value < min_value:
+            raise ValueError(f"{name} must be >= {min_value}, got {value}")
+    if max_value is not None and value > max_value:
+        raise ValueError(f"{name} must be <= {max_value}, got {value}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def check_tensor(
+    name: str,
+    x: Any,
+    *,
+    ndim: int | Sequence[int] | None = None,
+    shape: Sequence[int | None] | None = None,
+    floating: bool = True,
+    finite: bool = True,
+    nonempty: bool = True,
+) -> torch.Tensor:
+    """A torch tensor of the given rank/shape, floating point and finite."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if x.ndim not in allowed:
+            want = " or ".join(str(a) for a in allowed)
+            raise ValueError(f"{name} must have {want} dimensions, got shape {tuple(x.shape)}")
+    if shape is not None:
+        if x.ndim != len(shape) or any(s is not None and s != xs for s, xs in zip(shape, x.shape)):
+            want = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
+            raise ValueError(f"{name} must have shape {want}, got {tuple(x.shape)}")
+    if floating and not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if nonempty and x.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
+    if finite and x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or Inf values")
+    return x
+
+
+def check_layer(name: str, layer: Any, n_layers: int) -> int:
+    """A 0-indexed layer; negative values count from the end as in Python."""
+    layer = check_int(name, layer)
+    if not -n_layers <= layer < n_layers:
+        raise ValueError(f"{name} must be in [0, {n_layers - 1}] (0-indexed), got {layer}")
+    return layer % n_layers

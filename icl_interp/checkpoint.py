@@ -1,0 +1,145 @@
+"""Saving and loading models: safetensors weights + a JSON config, no pickle.
+
+A saved model is a folder with ``model.safetensors`` (our layers plus the core in
+HookedTransformer layout, loadable under transformer-lens 3.x and 4.x) and
+``config.json`` (format version, ModelConfig, task, the weights' SHA-256 and a
+fingerprint: the model's predictions on a fixed prompt). Files are written
+atomically; loading refuses a truncated file, a hash mismatch, an unknown format
+version, weights that do not fit the config, or a fingerprint that does not
+reproduce, instead of returning a silently different model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+__all__ = ["save_model", "load_model", "zoo_names", "atomic_write_bytes", "FORMAT_VERSION"]
+
+FORMAT = "icl_interp.model"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+ZOO = Path(__file__).parent / "zoo"
+_FINGERPRINT_TOL = 1e-4
+
+
+def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _fingerprint_batch(d: int, n_points: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(12345)
+    n = min(4, n_points)
+    return torch.randn(2, n, d, generator=gen), torch.randn(2, n, generator=gen)
+
+
+@torch.no_grad()
+def _fingerprint(model: Any) -> list:
+    xs, ys = _fingerprint_batch(model.cfg.d, model.cfg.max_points)
+    return model(xs, ys).reshape(-1).tolist()
+
+
+def save_model(model: Any, path: Union[str, Path], **extra: Any) -> Path:
+    """Save ``model`` (an ICLTransformer) into folder ``path``; ``extra`` goes into config.json."""
+    from .model import ICLTransformer
+
+    if not isinstance(model, ICLTransformer):
+        raise TypeError(f"model must be an ICLTransformer, got {type(model).__name__}")
+    path = Path(path)
+    weights = st_save({k: v.contiguous() for k, v in model.own_state_dict().items()})
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": model.cfg.to_dict(),
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        "fingerprint": _fingerprint(model),
+        **extra,
+    }
+    # weights first, config last: a config always describes complete weights
+    atomic_write_bytes(path / WEIGHTS, weights)
+    atomic_write_bytes(path / CONFIG, json.dumps(config, indent=1).encode())
+    return path
+
+
+def zoo_names() -> list[str]:
+    """Names of the models shipped with the package."""
+    if not ZOO.is_dir():
+        return []
+    return sorted(p.name for p in ZOO.iterdir() if (p / CONFIG).is_file())
+
+
+def _resolve(path_or_name: Union[str, Path]) -> Path:
+    if not isinstance(path_or_name, (str, Path)):
+        raise TypeError(f"path_or_name must be a str or Path, got {type(path_or_name).__name__}")
+    p = Path(path_or_name)
+    if p.is_dir():
+        return p
+    if isinstance(path_or_name, str) and (ZOO / path_or_name / CONFIG).is_file():
+        return ZOO / path_or_name
+    raise ValueError(f"path_or_name {str(path_or_name)!r} is neither a saved model folder nor a zoo name; zoo names: {zoo_names()}")
+
+
+def read_config(path: Union[str, Path]) -> dict:
+    """The validated config.json of a saved model (folder or zoo name)."""
+    folder = _resolve(path)
+    cfg_file = folder / CONFIG
+    if not cfg_file.is_file():
+        raise ValueError(f"{folder} has no {CONFIG}: not a saved icl_interp model")
+    try:
+        config = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{cfg_file} is not valid JSON ({e}); the file may be truncated") from None
+    if config.get("format") != FORMAT:
+        raise ValueError(f"{cfg_file} has format {config.get('format')!r}, expected {FORMAT!r}")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{cfg_file} has format_version {config.get('format_version')!r}; this icl_interp reads version {FORMAT_VERSION}"
+        )
+    return config
+
+
+def load_model(path_or_name: Union[str, Path] = "default") -> Any:
+    """Load a saved model from a folder, or a shipped one by name (``"default"``)."""
+    from .model import ICLTransformer, ModelConfig
+
+    folder = _resolve(path_or_name)
+    config = read_config(folder)
+    raw = (folder / WEIGHTS).read_bytes() if (folder / WEIGHTS).is_file() else None
+    if raw is None:
+        raise ValueError(f"{folder} has no {WEIGHTS}")
+    if hashlib.sha256(raw).hexdigest() != config.get("weights_sha256"):
+        raise ValueError(f"{folder / WEIGHTS} does not match the SHA-256 in {CONFIG}: truncated or replaced weights")
+    try:
+        state = st_load(raw)
+    except Exception as e:  # safetensors raises its own error type
+        raise ValueError(f"{folder / WEIGHTS} is not a readable safetensors file: {e}") from None
+    model = ICLTransformer(ModelConfig.from_dict(config["model"]))
+    model.load_own_state_dict(state)
+    fp = torch.tensor(config.get("fingerprint", []))
+    got = torch.tensor(_fingerprint(model))
+    if fp.shape != got.shape or not torch.allclose(fp, got, atol=_FINGERPRINT_TOL, rtol=_FINGERPRINT_TOL):
+        raise ValueError(f"{folder}: the loaded model does not reproduce its saved fingerprint predictions")
+    model.saved_config = config
+    return model

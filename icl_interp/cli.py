@@ -1,0 +1,92 @@
+"""``icl-interp``: train, evaluate, run recipes, write the report.
+
+Bad input prints one clear line (no traceback) and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .model import ICLTransformer, ModelConfig
+    from .presets import get_preset
+    from .tasks import task_from_dict
+    from .train import TrainConfig, train
+
+    spec = get_preset(args.preset)
+    for key in ("steps", "batch_size", "lr", "seed", "threads"):
+        if getattr(args, key) is not None:
+            spec["train"][key] = getattr(args, key)
+    if args.no_progress:
+        spec["train"]["progress"] = False
+    task = task_from_dict(spec["task"])
+    model = ICLTransformer(ModelConfig(**spec["model"]), task)
+    cfg = TrainConfig(**spec["train"])
+    out = Path(args.out)
+    if (out / "checkpoint" / "state.json").exists() and not args.resume:
+        raise ValueError(f"--out {out} already holds a training checkpoint: pass --resume to continue it")
+    result = train(model, task, cfg, out_dir=out, resume=args.resume)
+    final = result["log"][-1] if result["log"] else {}
+    print(json.dumps({"out": str(out / "model"), **final}))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .evaluate import evaluate
+
+    model = load_model(args.model)
+    task = model.task
+    if task is None:
+        raise ValueError(f"model {args.model!r} records no task to evaluate on")
+    n = args.n_points or model.cfg.max_points
+    res = evaluate(model, task, n_points=n, n_prompts=args.n_prompts, seed=args.seed)
+    text = json.dumps(res.to_dict(), indent=1)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text if not args.out else f"wrote {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="icl-interp", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model from a preset recipe")
+    t.add_argument("--preset", default="default")
+    t.add_argument("--out", required=True, help="output folder (checkpoint/, model/, log.json)")
+    t.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    t.add_argument("--steps", type=int)
+    t.add_argument("--batch-size", dest="batch_size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--threads", type=int)
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("evaluate", help="error / excess-risk curve of a saved model on its task")
+    e.add_argument("model", help="saved model folder or zoo name")
+    e.add_argument("--n-points", dest="n_points", type=int)
+    e.add_argument("--n-prompts", dest="n_prompts", type=int, default=2000)
+    e.add_argument("--seed", type=int, default=1)
+    e.add_argument("--out", help="write the JSON here")
+    e.set_defaults(func=_evaluate)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError) as e:
+        print(f"icl-interp {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

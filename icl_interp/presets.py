@@ -1,0 +1,48 @@
+"""Named training recipes: (task, model config, train config) triples.
+
+``icl-interp train --preset NAME --out DIR`` reproduces a shipped model; the
+zoo entry of the same name records how long it took here.
+"""
+
+from __future__ import annotations
+
+from copy import deepcopy
+
+from ._checks import check_choice
+
+__all__ = ["PRESETS", "get_preset"]
+
+_DEFAULT_TASK = {"name": "sparse_linear_regression", "d": 8, "s": 2, "noise_std": 0.5}
+_DEFAULT_MODEL = {"d": 8, "n_layers": 3, "n_heads": 4, "d_model": 64, "max_points": 16, "encoding": "interleaved"}
+_DEFAULT_TRAIN = {
+    "steps": 16000,
+    "batch_size": 128,
+    "lr": 1e-3,
+    "warmup_steps": 300,
+    "schedule": "cosine",
+    "min_lr_ratio": 0.02,
+    "grad_clip": 1.0,
+    "curriculum": {"dims_start": 3, "dims_end": 8, "dims_inc": 1, "dims_every": 300,
+                   "points_start": 16, "points_end": 16, "points_inc": 0, "points_every": 1},
+    "eval_every": 1000,
+    "checkpoint_every": 500,
+    "seed": 0,
+}
+
+PRESETS: dict[str, dict] = {
+    # The default model: sparse regression d=8, s=2, noise 0.5; 3 layers x 4 heads.
+    "default": {"task": _DEFAULT_TASK, "model": _DEFAULT_MODEL, "train": _DEFAULT_TRAIN},
+    # A few seconds: used by the tests and --quick recipes.
+    "tiny": {
+        "task": {"name": "sparse_linear_regression", "d": 4, "s": 1, "noise_std": 0.1},
+        "model": {"d": 4, "n_layers": 2, "n_heads": 2, "d_model": 16, "max_points": 8},
+        "train": {"steps": 60, "batch_size": 32, "lr": 3e-3, "warmup_steps": 5, "eval_every": 30,
+                  "checkpoint_every": 20, "eval_prompts": 64},
+    },
+}
+
+
+def get_preset(name: str) -> dict:
+    """A deep copy of preset ``name`` (keys: task, model, train)."""
+    check_choice("preset", name, sorted(PRESETS))
+    return deepcopy(PRESETS[name])

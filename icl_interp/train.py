@@ -1,0 +1,270 @@
+"""Training loop: AdamW, warmup + schedule, gradient clipping, curriculum, resumable.
+
+Readable top to bottom. Each step's batch is drawn from a generator seeded by
+``(seed, step)``, so a run is a pure function of its config: a run killed at any
+point and resumed from its last checkpoint ends with bitwise the same weights
+as an unbroken run (on CPU, same thread count).
+
+Output folder::
+
+    out_dir/checkpoint/state.safetensors   model + AdamW moments (atomic)
+    out_dir/checkpoint/state.json          step, configs, log, SHA-256 of the tensors
+    out_dir/model/                         the final model (``load_model(out_dir / "model")``)
+    out_dir/log.json                       the training log (loss, lr, curriculum, evals)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from . import backend
+from ._checks import check_choice, check_float, check_int
+from .checkpoint import atomic_write_bytes, save_model
+from .tasks import Curriculum, Task
+
+__all__ = ["TrainConfig", "train", "lr_at"]
+
+STATE_FORMAT_VERSION = 1
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of a training run (all JSON-serialisable)."""
+
+    steps: int = 12000
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 300
+    schedule: str = "cosine"  # "cosine" | "linear" | "constant" after warmup
+    min_lr_ratio: float = 0.02
+    grad_clip: Optional[float] = 1.0
+    n_points: Optional[int] = None  # default: the model's max_points
+    curriculum: Optional[dict] = None  # Curriculum fields; default: constant
+    eval_every: int = 1000
+    eval_prompts: int = 512
+    checkpoint_every: int = 500
+    seed: int = 0
+    threads: Optional[int] = None
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_int("steps", self.steps, min_value=1)
+        check_int("batch_size", self.batch_size, min_value=1)
+        check_float("lr", self.lr, min_value=0.0, strict_min=True)
+        check_float("weight_decay", self.weight_decay, min_value=0.0)
+        check_int("warmup_steps", self.warmup_steps, min_value=0)
+        check_choice("schedule", self.schedule, ("cosine", "linear", "constant"))
+        check_float("min_lr_ratio", self.min_lr_ratio, min_value=0.0, max_value=1.0)
+        if self.grad_clip is not None:
+            check_float("grad_clip", self.grad_clip, min_value=0.0, strict_min=True)
+        if self.n_points is not None:
+            check_int("n_points", self.n_points, min_value=1)
+        check_int("eval_every", self.eval_every, min_value=1)
+        check_int("eval_prompts", self.eval_prompts, min_value=1)
+        check_int("checkpoint_every", self.checkpoint_every, min_value=1)
+        check_int("seed", self.seed, min_value=0)
+        if self.threads is not None:
+            check_int("threads", self.threads, min_value=1)
+        self.betas = tuple(self.betas)
+        if self.curriculum is not None:
+            if isinstance(self.curriculum, Curriculum):
+                self.curriculum = asdict(self.curriculum)
+            if not isinstance(self.curriculum, dict):
+                raise TypeError(f"curriculum must be a dict or Curriculum, got {type(self.curriculum).__name__}")
+            Curriculum(**self.curriculum)  # validate
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate at ``step``: linear warmup, then cosine/linear decay to ``min_lr_ratio * lr``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    shape = 0.5 * (1 + math.cos(math.pi * frac)) if cfg.schedule == "cosine" else 1 - frac
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape)
+
+
+def _curriculum(cfg: TrainConfig, model: Any, task: Task) -> Curriculum:
+    n = cfg.n_points or model.cfg.max_points
+    if cfg.curriculum is None:
+        return Curriculum.constant(task.d, n)
+    return Curriculum(**cfg.curriculum)
+
+
+def _step_seed(seed: int, step: int) -> int:
+    return (seed * 1_000_003 + step) % (2**63 - 1)
+
+
+def _loss(model: Any, batch: Any, norm: float) -> torch.Tensor:
+    preds = model(batch.xs, batch.ys)
+    target = batch.ys if preds.ndim == 2 else batch.ys[:, -1]
+    return ((preds - target) ** 2).mean() / norm
+
+
+@torch.no_grad()
+def _evaluate(model: Any, task: Task, n_points: int, n_prompts: int, seed: int) -> dict:
+    batch = task.sample(n_prompts, n_points, seed=seed)
+    preds = model(batch.xs, batch.ys)
+    if preds.ndim == 1:
+        err = ((preds - batch.ys[:, -1]) ** 2).mean() / task.norm
+        return {"eval_error_last": float(err)}
+    per_pos = ((preds - batch.ys) ** 2).mean(0) / task.norm
+    return {"eval_error_last": float(per_pos[-1]), "eval_error_mean": float(per_pos.mean())}
+
+
+# -- train-state checkpoints ------------------------------------------------------------
+
+def _save_state(folder: Path, model: Any, opt: torch.optim.Optimizer, step: int, meta: dict) -> None:
+    tensors = {f"model.{k}": v for k, v in model.own_state_dict().items()}
+    opt_sd = opt.state_dict()
+    for idx, st in opt_sd["state"].items():
+        for name, val in st.items():
+            tensors[f"opt.{idx}.{name}"] = torch.as_tensor(val).detach().clone().contiguous()
+    raw = st_save(tensors)
+    state = {
+        "format_version": STATE_FORMAT_VERSION,
+        "step": step,
+        "param_groups": opt_sd["param_groups"],
+        "backend": f"tl{backend.tl_major()}",
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        **meta,
+    }
+    atomic_write_bytes(folder / "state.safetensors", raw)
+    atomic_write_bytes(folder / "state.json", json.dumps(state).encode())
+
+
+def _load_state(folder: Path, model: Any, opt: torch.optim.Optimizer) -> dict:
+    try:
+        state = json.loads((folder / "state.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read the training checkpoint {folder / 'state.json'}: {e}") from None
+    if state.get("format_version") != STATE_FORMAT_VERSION:
+        raise ValueError(f"checkpoint format_version {state.get('format_version')!r}, expected {STATE_FORMAT_VERSION}")
+    if state.get("backend") != f"tl{backend.tl_major()}":
+        raise ValueError(f"checkpoint was written under {state.get('backend')}, cannot resume under tl{backend.tl_major()}")
+    raw = (folder / "state.safetensors").read_bytes()
+    if hashlib.sha256(raw).hexdigest() != state["sha256"]:
+        raise ValueError(f"{folder / 'state.safetensors'} does not match its recorded SHA-256 (truncated?)")
+    tensors = st_load(raw)
+    model.load_own_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    opt_state: dict = {}
+    for key, val in tensors.items():
+        if key.startswith("opt."):
+            _, idx, name = key.split(".", 2)
+            opt_state.setdefault(int(idx), {})[name] = val
+    opt.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+    return state
+
+
+# -- the loop ------------------------------------------------------------------------------
+
+def train(
+    model: Any,
+    task: Task,
+    cfg: Optional[TrainConfig] = None,
+    out_dir: Union[str, Path, None] = None,
+    *,
+    resume: bool = False,
+) -> dict:
+    """Train ``model`` on ``task``; returns the log. With ``out_dir``, checkpoints and the final model go there.
+
+    ``resume=True`` continues from ``out_dir/checkpoint`` (same configs required).
+    """
+    from .model import ICLTransformer
+
+    cfg = TrainConfig() if cfg is None else cfg
+    if not isinstance(model, ICLTransformer):
+        raise TypeError(f"model must be an ICLTransformer, got {type(model).__name__}")
+    if not isinstance(task, Task):
+        raise TypeError(f"task must be a Task, got {type(task).__name__}")
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+    if task.d != model.cfg.d:
+        raise ValueError(f"task d ({task.d}) does not match the model's d ({model.cfg.d})")
+    curriculum = _curriculum(cfg, model, task)
+    if curriculum.points_end > model.cfg.max_points:
+        raise ValueError(f"n_points ({curriculum.points_end}) exceeds the model's max_points ({model.cfg.max_points})")
+    if curriculum.dims_end > task.d:
+        raise ValueError(f"curriculum dims_end ({curriculum.dims_end}) exceeds the task's d ({task.d})")
+    if resume and out_dir is None:
+        raise ValueError("resume=True needs out_dir")
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    model.cfg.task = task.to_dict()
+
+    out = Path(out_dir) if out_dir is not None else None
+    ckpt = out / "checkpoint" if out is not None else None
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    meta = {"train_config": cfg.to_dict(), "model_config": model.cfg.to_dict(), "task": task.to_dict()}
+    log: list[dict] = []
+    start = 0
+    if resume and ckpt is not None and (ckpt / "state.json").is_file():
+        state = _load_state(ckpt, model, opt)
+        for key in ("train_config", "model_config", "task"):
+            saved, now = state[key], json.loads(json.dumps(meta[key]))
+            if key == "train_config":  # these may change between chunks of one run
+                saved = {k: v for k, v in saved.items() if k not in ("progress", "threads", "checkpoint_every")}
+                now = {k: v for k, v in now.items() if k not in ("progress", "threads", "checkpoint_every")}
+            if saved != now:
+                raise ValueError(f"cannot resume: {key} differs from the checkpoint's")
+        start, log = state["step"], state["log"]
+
+    from tqdm.auto import tqdm
+
+    model.train()
+    norm = task.norm
+    eval_n = curriculum.points_end
+    t0 = time.perf_counter() - (log[-1]["time"] if log else 0.0)
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not cfg.progress, desc="train")
+    try:
+        for step in bar:
+            dims, n_points = curriculum.at(step)
+            lr = lr_at(step, cfg)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            batch = task.sample(cfg.batch_size, n_points, seed=_step_seed(cfg.seed, step), active_dims=dims)
+            loss = _loss(model, batch, norm)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr or enable grad_clip")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            done = step + 1
+            if done % 50 == 0 or done == cfg.steps or step == start:
+                entry = {"step": done, "loss": loss.item(), "lr": lr, "active_dims": dims, "n_points": n_points,
+                         "time": round(time.perf_counter() - t0, 2)}
+                if done % cfg.eval_every == 0 or done == cfg.steps:
+                    model.eval()
+                    entry.update(_evaluate(model, task, eval_n, cfg.eval_prompts, seed=10_000 + cfg.seed))
+                    model.train()
+                log.append(entry)
+                bar.set_postfix(loss=f"{loss.item():.3f}", dims=dims, n=n_points)
+            if ckpt is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+                _save_state(ckpt, model, opt, done, {**meta, "log": log})
+                atomic_write_bytes(out / "log.json", json.dumps(log, indent=0).encode())
+    finally:
+        bar.close()
+        model.eval()
+    if out is not None:
+        save_model(model, out / "model", training={"train_config": cfg.to_dict(), "task": task.to_dict(),
+                                                  "final": log[-1] if log else None})
+    return {"log": log, "train_config": cfg.to_dict()}
