@@ -218,10 +218,10 @@ def train(
     if resume and ckpt is not None and (ckpt / "state.json").is_file():
         state = _load_state(ckpt, model, opt)
         for key in ("train_config", "model_config", "task"):
-            saved, now = state[key], json.loads(json.dumps(meta[key]))
-            if key == "train_config":  # these may change between chunks of one run
-                saved = {k: v for k, v in saved.items() if k not in ("progress", "threads", "checkpoint_every")}
-                now = {k: v for k, v in now.items() if k not in ("progress", "threads", "checkpoint_every")}
+            # these may change between chunks of one run (the init seed is overwritten by the checkpoint)
+            free = ("progress", "threads", "checkpoint_every") if key == "train_config" else ("seed",)
+            saved = {k: v for k, v in state[key].items() if k not in free}
+            now = {k: v for k, v in json.loads(json.dumps(meta[key])).items() if k not in free}
             if saved != now:
                 raise ValueError(f"cannot resume: {key} differs from the checkpoint's")
         start, log = state["step"], state["log"]
@@ -249,7 +249,7 @@ def train(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             done = step + 1
-            if done % 50 == 0 or done == cfg.steps or step == start:
+            if done % 50 == 0 or done == cfg.steps or step == 0:
                 entry = {"step": done, "loss": loss.item(), "lr": lr, "active_dims": dims, "n_points": n_points,
                          "time": round(time.perf_counter() - t0, 2)}
                 if done % cfg.eval_every == 0 or done == cfg.steps:

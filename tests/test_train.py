@@ -1,0 +1,76 @@
+import json
+
+import pytest
+import torch
+
+from icl_interp.model import ICLTransformer, ModelConfig
+from icl_interp.tasks import SparseLinearRegression
+from icl_interp.train import TrainConfig, lr_at, train
+
+
+def _tiny(seed=0):
+    task = SparseLinearRegression(d=4, s=1, noise_std=0.1)
+    model = ICLTransformer(ModelConfig(d=4, n_layers=2, n_heads=2, d_model=16, max_points=8, seed=seed), task)
+    return model, task
+
+
+def test_loss_falls_in_a_short_run():
+    model, task = _tiny()
+    cfg = TrainConfig(steps=150, batch_size=32, lr=3e-3, warmup_steps=10, eval_every=150, eval_prompts=128, progress=False)
+    before = ((model(task.sample(256, 8, seed=99)) - task.sample(256, 8, seed=99).ys) ** 2).mean().item()
+    log = train(model, task, cfg)["log"]
+    batch = task.sample(256, 8, seed=99)
+    after = ((model(batch) - batch.ys) ** 2).mean().item()
+    assert after < 0.7 * before
+    assert log[-1]["step"] == 150 and "eval_error_last" in log[-1]
+
+
+def test_interrupted_run_resumes_to_bitwise_same_weights(tmp_path):
+    common = dict(steps=30, batch_size=16, lr=3e-3, warmup_steps=4, checkpoint_every=10, eval_every=20, eval_prompts=32,
+                  progress=False,
+                  curriculum={"dims_start": 2, "dims_end": 4, "dims_every": 10, "points_start": 4, "points_end": 8, "points_every": 10})
+    straight, task = _tiny()
+    train(straight, task, TrainConfig(**common), out_dir=tmp_path / "a")
+
+    broken, _ = _tiny()
+    calls = {"n": 0}
+
+    def die_on_step_25(module, inputs, output):
+        calls["n"] += 1
+        if calls["n"] == 25:
+            raise KeyboardInterrupt
+
+    handle = broken.read_in.register_forward_hook(die_on_step_25)
+    with pytest.raises(KeyboardInterrupt):
+        train(broken, task, TrainConfig(**common), out_dir=tmp_path / "b")
+    handle.remove()
+    assert json.loads((tmp_path / "b" / "checkpoint" / "state.json").read_text())["step"] == 20
+
+    resumed, _ = _tiny(seed=7)  # another init: everything must come from the checkpoint
+    train(resumed, task, TrainConfig(**common), out_dir=tmp_path / "b", resume=True)
+    for (k, a), (_, b) in zip(straight.own_state_dict().items(), resumed.own_state_dict().items()):
+        assert torch.equal(a, b), k
+    log_a = json.loads((tmp_path / "a" / "log.json").read_text())
+    log_b = json.loads((tmp_path / "b" / "log.json").read_text())
+    assert [e["loss"] for e in log_a] == [e["loss"] for e in log_b]
+    assert log_a[-1]["n_points"] == 8 and log_a[-1]["active_dims"] == 4
+
+
+def test_lr_schedule():
+    cfg = TrainConfig(steps=1000, lr=1e-3, warmup_steps=100, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(1e-5)
+    assert lr_at(99, cfg) == pytest.approx(1e-3)
+    assert lr_at(999, cfg) == pytest.approx(1e-4, rel=1e-3)
+    assert lr_at(550, cfg) == pytest.approx(0.55e-3, rel=1e-2)
+
+
+def test_train_validates():
+    model, task = _tiny()
+    with pytest.raises(ValueError, match="n_points"):
+        train(model, task, TrainConfig(steps=2, n_points=9, progress=False))
+    with pytest.raises(ValueError, match="d"):
+        train(model, SparseLinearRegression(d=5, s=1), TrainConfig(steps=2, progress=False))
+    with pytest.raises(ValueError, match="lr"):
+        TrainConfig(lr=-1.0)
+    with pytest.raises(ValueError, match="resume"):
+        train(model, task, TrainConfig(steps=2, progress=False), resume=True)
