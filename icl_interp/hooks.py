@@ -39,7 +39,11 @@ def scoped_hooks(hooked: Any, hooks: Iterable[tuple[str, HookFn]]) -> Iterator[N
             point = hook_point(hooked, name)
 
             def _wrap(module: Any, inputs: Any, output: Tensor, _fn: HookFn = fn) -> Optional[Tensor]:
-                return _fn(output)
+                # TL 4.x hook points may store activations in another layout and convert
+                # them for hooks (e.g. hook_z): do what HookPoint.add_hook does
+                conv = getattr(module, "hook_conversion", None)
+                result = _fn(output if conv is None else conv.convert(output))
+                return result if (result is None or conv is None) else conv.revert(result)
 
             handles.append(point.register_forward_hook(_wrap))
         yield

@@ -6,6 +6,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from _util import build_user_hooked  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -28,3 +29,20 @@ def tiny_model(tiny_task):
 @pytest.fixture(scope="session")
 def tiny_batch(tiny_task):
     return tiny_task.sample(16, 8, seed=3)
+
+
+@pytest.fixture(scope="session")
+def user_model(tiny_task):
+    """A user's own hooked model attached with a float-residual encoding (concatenated [x; y] tokens, query last)."""
+    from icl_interp.runner import attach
+
+    hooked = build_user_hooked()
+    proj = torch.randn(5, 16, generator=torch.Generator().manual_seed(0))
+
+    def encode(batch):
+        ys = batch.ys.clone()
+        ys[:, -1] = 0
+        return torch.cat([batch.xs, ys.unsqueeze(-1)], -1) @ proj
+
+    return attach(hooked, encode=encode, readout=lambda out: out[:, -1, 0], task=tiny_task)
+

@@ -1,0 +1,93 @@
+import pytest
+import torch
+
+from icl_interp.importance import head_importance, prune_heads
+from icl_interp.masking import mask_heads, masked
+from icl_interp.runner import default_metric, model_norm, normalised_error, predict
+
+from _util import hook_counts
+
+pytestmark = pytest.mark.tl3
+
+
+@pytest.fixture(params=["icl", "user"])
+def any_model(request, tiny_model, user_model):
+    return tiny_model if request.param == "icl" else user_model
+
+
+def test_ablation_importance_equals_loop_of_single_head_runs(any_model, tiny_batch):
+    imp = head_importance(any_model, tiny_batch)
+    metric = default_metric(any_model)
+    clean = metric(predict(any_model, tiny_batch), tiny_batch)
+    for layer in range(2):
+        for head in range(2):
+            mask = torch.ones(2, 2)
+            mask[layer, head] = 0
+            with masked(any_model, mask):
+                loop = metric(predict(any_model, tiny_batch), tiny_batch) - clean
+            assert imp[layer, head] == pytest.approx(float(loop), abs=1e-5)
+
+
+def test_gradient_importance_matches_finite_difference(tiny_model, tiny_task):
+    """Per-prompt |d loss / d mask| at mask=1, checked head by head against a 2nd-order one-sided difference."""
+    batch = tiny_task.sample(1, 8, seed=5)
+    grad = head_importance(tiny_model, batch, method="gradient")
+    norm = model_norm(tiny_model)
+    h = 1e-2
+    for layer in range(2):
+        for head in range(2):
+            def loss(value):
+                mask = torch.ones(2, 2, dtype=torch.float32)
+                mask[layer, head] = value
+                return float(normalised_error(mask_heads(tiny_model, batch, mask), batch, norm))
+
+            fd = (3 * loss(1.0) - 4 * loss(1 - h) + loss(1 - 2 * h)) / (2 * h)
+            assert grad[layer, head] == pytest.approx(abs(fd), rel=0.05, abs=1e-4)
+
+
+def test_gradient_importance_with_batch_metric(tiny_model, tiny_batch):
+    metric = default_metric(tiny_model)
+    g = head_importance(tiny_model, tiny_batch, method="gradient", metric=metric)
+    assert g.shape == (2, 2) and torch.isfinite(g).all() and (g > 0).any()
+    with pytest.raises(ValueError, match="differentiable"):
+        head_importance(tiny_model, tiny_batch, method="gradient", metric=lambda p, b: 1.0)
+
+
+@pytest.mark.parametrize("method", ["ablation", "gradient"])
+def test_raising_metric_leaves_no_hooks(any_model, tiny_batch, method):
+    before = hook_counts(any_model.hooked)
+    clean = predict(any_model, tiny_batch)
+
+    def bad_metric(preds, batch):
+        raise RuntimeError("metric failed")
+
+    with pytest.raises(RuntimeError, match="metric failed"):
+        head_importance(any_model, tiny_batch, method=method, metric=bad_metric)
+    assert hook_counts(any_model.hooked) == before
+    assert torch.equal(predict(any_model, tiny_batch), clean)
+
+
+def test_prune_heads_policies():
+    imp = torch.tensor([[0.1, 0.5, 0.3], [0.9, 0.2, 0.4], [0.0, 0.1, 0.05]])
+    assert prune_heads(imp, keep=1).tolist() == [[0, 1, 0], [1, 0, 0], [0, 1, 0]]
+    assert prune_heads(imp, keep={0: "all", "rest": 1}).tolist() == [[1, 1, 1], [1, 0, 0], [0, 1, 0]]
+    assert prune_heads(imp, keep=["all", 2, 0]).tolist() == [[1, 1, 1], [1, 0, 1], [0, 0, 0]]
+    assert prune_heads(imp, keep_total=2).tolist() == [[0, 1, 0], [1, 0, 0], [0, 0, 0]]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"keep": 4}, "keep"),
+        ({"keep": [1, 1]}, "one entry per layer"),
+        ({"keep": {0: "all"}}, "rest"),
+        ({"keep": {5: 1, "rest": 1}}, "layer indices"),
+        ({"keep": "most"}, "keep"),
+        ({}, "exactly one"),
+        ({"keep": 1, "keep_total": 2}, "exactly one"),
+        ({"keep_total": 10}, "keep_total"),
+    ],
+)
+def test_prune_heads_rejects_bad_keep(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        prune_heads(torch.rand(3, 3), **kwargs)

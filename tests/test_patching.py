@@ -1,0 +1,120 @@
+import pytest
+import torch
+
+from icl_interp.patching import corrupt_batch, patch_activations, patched
+from icl_interp.runner import predict
+
+from _util import hook_counts
+
+pytestmark = pytest.mark.tl3
+
+
+@pytest.fixture(params=["icl", "user"])
+def any_model(request, tiny_model, user_model):
+    return tiny_model if request.param == "icl" else user_model
+
+
+@pytest.fixture(scope="module")
+def pair(tiny_task):
+    clean = tiny_task.sample(16, 8, seed=21)
+    return clean, corrupt_batch(clean, "new_w", tiny_task, seed=1)
+
+
+def _cache(model, batch):
+    inp = model.encode_batch(batch)
+    kwargs = {"start_at_layer": 0} if inp.is_floating_point() else {}
+    return model.hooked.run_with_cache(inp, **kwargs)[1]
+
+
+def test_patching_all_of_resid_pre_at_layer_0_gives_the_clean_output(any_model, pair):
+    clean, corrupted = pair
+    with patched(any_model, _cache(any_model, clean), "resid_pre", (0,)):
+        out = predict(any_model, corrupted)
+    assert torch.allclose(out, predict(any_model, clean), atol=1e-5)
+    result = patch_activations(any_model, clean, corrupted, site="resid_pre", per_position=False)
+    assert result.axes == ("layer",)
+    assert torch.allclose(result.scores, torch.ones(2), atol=1e-4)
+
+
+def test_patching_from_its_own_cache_changes_nothing(any_model, pair):
+    _, corrupted = pair
+    with patched(any_model, _cache(any_model, corrupted), "head_pos", (1, 0, 3)):
+        out = predict(any_model, corrupted)
+    assert torch.allclose(out, predict(any_model, corrupted), atol=1e-6)
+
+
+def test_patching_the_last_residual_at_one_position_changes_only_that_prediction(tiny_model, pair):
+    clean, corrupted = pair
+    with patched(tiny_model, _cache(tiny_model, clean), "resid_post", (1, 6)):
+        out = predict(tiny_model, corrupted)
+    base, target = predict(tiny_model, corrupted), predict(tiny_model, clean)
+    assert torch.allclose(out[:, 3], target[:, 3], atol=1e-5)  # token 6 predicts y_3
+    others = [i for i in range(8) if i != 3]
+    assert torch.allclose(out[:, others], base[:, others], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "site, shape, axes",
+    [
+        ("resid_pre", (2, 15), ("layer", "pos")),
+        ("resid_mid", (2, 15), ("layer", "pos")),
+        ("attn_out", (2, 15), ("layer", "pos")),
+        ("mlp_out", (2, 15), ("layer", "pos")),
+        ("head", (2, 2), ("layer", "head")),
+        ("head_pos", (2, 2, 15), ("layer", "head", "pos")),
+    ],
+)
+def test_scores_shapes_and_reuse_match_full_forwards(tiny_model, pair, site, shape, axes):
+    clean, corrupted = pair
+    result = patch_activations(tiny_model, clean, corrupted, site=site)
+    assert result.scores.shape == shape and result.axes == axes
+    assert torch.isfinite(result.scores).all()
+    # spot-check one index against a full forward with the patch applied
+    index = {"head": (1, 1), "head_pos": (1, 1, 14)}.get(site, (1, 14))
+    with patched(tiny_model, _cache(tiny_model, clean), site, index):
+        preds = predict(tiny_model, corrupted)
+    from icl_interp.runner import default_metric
+
+    m = default_metric(tiny_model)
+    frac = (result.corrupted_value - float(m(preds, clean))) / (result.corrupted_value - result.clean_value)
+    assert result.scores[index] == pytest.approx(frac, abs=1e-4)
+
+
+def test_custom_metric_and_hook_hygiene(any_model, pair):
+    clean, corrupted = pair
+    before = hook_counts(any_model.hooked)
+    res = patch_activations(any_model, clean, corrupted, site="head", metric=lambda p, b: p.mean())
+    assert res.metric_name == "custom" and res.scores.shape == (2, 2)
+
+    def bad(preds, batch):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        patch_activations(any_model, clean, corrupted, site="resid_pre", metric=bad)
+    assert hook_counts(any_model.hooked) == before
+
+
+def test_corruptions(tiny_task):
+    clean = tiny_task.sample(32, 8, seed=2)
+    shuffled = corrupt_batch(clean, "shuffle_y", seed=1)
+    assert torch.equal(shuffled.ys.sort(1).values, clean.ys.sort(1).values) and not torch.equal(shuffled.ys, clean.ys)
+    moved = corrupt_batch(clean, "new_support", tiny_task, seed=1)
+    assert torch.equal(moved.w.abs().sort(1).values, clean.w.abs().sort(1).values)
+    assert ((moved.w != 0) != (clean.w != 0)).any(1).all()  # d=4, s=2: a different support always exists
+    fresh = corrupt_batch(clean, "new_w", tiny_task, seed=1)
+    noise_clean = clean.ys - torch.einsum("bnd,bd->bn", clean.xs, clean.w)
+    noise_fresh = fresh.ys - torch.einsum("bnd,bd->bn", fresh.xs, fresh.w)
+    assert torch.allclose(noise_clean, noise_fresh, atol=1e-5)
+
+
+def test_bad_patching_input(tiny_model, pair, tiny_task):
+    clean, corrupted = pair
+    with pytest.raises(ValueError, match="site"):
+        patch_activations(tiny_model, clean, corrupted, site="embed")
+    with pytest.raises(ValueError, match="same shape"):
+        patch_activations(tiny_model, clean, tiny_task.sample(16, 7, seed=0))
+    with pytest.raises(ValueError, match="layer"):
+        with patched(tiny_model, {}, "resid_pre", (5, 0)):
+            pass
+    with pytest.raises(TypeError, match="corrupted"):
+        patch_activations(tiny_model, clean, corrupted.xs)
