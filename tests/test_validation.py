@@ -1,0 +1,74 @@
+"""Table-driven: bad calls across the public API raise ValueError/TypeError naming the argument."""
+
+import pytest
+import torch
+
+import icl_interp as ii
+from icl_interp.tasks import ICLBatch
+
+pytestmark = pytest.mark.tl3
+
+NAN = float("nan")
+
+
+def _batch(b=8, n=8, d=4, seed=0):
+    return ii.SparseLinearRegression(d=d, s=2, noise_std=0.1).sample(b, n, seed=seed)
+
+
+def _nan_batch():
+    good = _batch()
+    xs = good.xs.clone()
+    xs[0, 0, 0] = NAN
+    return (xs, good.ys, good.w)
+
+
+CASES = [
+    # (id, callable taking the tiny model, exception, text the message must contain)
+    ("task s > d", lambda m: ii.SparseLinearRegression(d=3, s=4), ValueError, "s"),
+    ("task negative noise", lambda m: ii.LinearRegression(d=3, noise_std=-1.0), ValueError, "noise_std"),
+    ("task d zero", lambda m: ii.LinearRegression(d=0), ValueError, "d"),
+    ("task d float", lambda m: ii.LinearRegression(d=2.5), TypeError, "d"),
+    ("sample empty batch", lambda m: _batch(b=0), ValueError, "batch_size"),
+    ("sample n_points zero", lambda m: _batch(n=0), ValueError, "n_points"),
+    ("sample active dims too big", lambda m: ii.LinearRegression(d=3).sample(2, 2, active_dims=4), ValueError, "active_dims"),
+    ("task x_cov not PD", lambda m: ii.LinearRegression(d=2, x_cov=[[1, 2], [2, 1]]), ValueError, "x_cov"),
+    ("batch with NaN", lambda m: ICLBatch(*_nan_batch()), ValueError, "xs"),
+    ("batch ys shape", lambda m: ICLBatch(torch.zeros(2, 3, 4), torch.zeros(2, 4), torch.zeros(2, 4)), ValueError, "ys"),
+    ("forward wrong d", lambda m: m(torch.zeros(2, 3, 5), torch.zeros(2, 3)), ValueError, "d=5"),
+    ("forward too many points", lambda m: m(_batch(n=9)), ValueError, "max_points"),
+    ("forward not a tensor", lambda m: m([[1.0]], [[1.0]]), TypeError, "xs"),
+    ("mask wrong shape", lambda m: ii.mask_heads(m, _batch(), torch.ones(2, 3)), ValueError, "mask"),
+    ("mask out of range", lambda m: ii.mask_heads(m, _batch(), -torch.ones(2, 2)), ValueError, "mask"),
+    ("mask_heads data not a batch", lambda m: ii.mask_heads(m, torch.zeros(2, 8, 4), torch.ones(2, 2)), TypeError, "data"),
+    ("mask_heads unknown ablation", lambda m: ii.mask_heads(m, _batch(), torch.ones(2, 2), ablation="gauss"), ValueError, "ablation"),
+    ("importance unknown method", lambda m: ii.head_importance(m, _batch(), method="shap"), ValueError, "method"),
+    ("importance wrong d", lambda m: ii.head_importance(m, _batch(d=5)), ValueError, "d=5"),
+    ("prune bad keep", lambda m: ii.prune_heads(torch.rand(2, 2), keep=3), ValueError, "keep"),
+    ("prune importance NaN", lambda m: ii.prune_heads(torch.full((2, 2), NAN), keep=1), ValueError, "importance"),
+    ("patch unknown site", lambda m: ii.patch_activations(m, _batch(), _batch(seed=1), site="logits"), ValueError, "site"),
+    ("patch shape mismatch", lambda m: ii.patch_activations(m, _batch(), _batch(n=7)), ValueError, "same shape"),
+    ("patch bad layer", lambda m: ii.patch_activations(m, _batch(), _batch(seed=1), layers=[2]), ValueError, "layers"),
+    ("patched head out of range", lambda m: ii.patched(m, {}, "head", (0, 5)).__enter__(), ValueError, "head"),
+    ("load_model unknown", lambda m: ii.load_model("nope"), ValueError, "path_or_name"),
+    ("train wrong task d", lambda m: ii.train(m, ii.LinearRegression(d=5), ii.TrainConfig(steps=1, progress=False)), ValueError, "d"),
+    ("train config bad schedule", lambda m: ii.TrainConfig(schedule="step"), ValueError, "schedule"),
+    ("model config bad normalization", lambda m: ii.ModelConfig(normalization="batch"), ValueError, "normalization"),
+    ("attach bare module", lambda m: ii.attach(torch.nn.Linear(1, 1), encode=lambda b: b, readout=lambda o: o), TypeError, "hooked"),
+]
+
+
+@pytest.mark.parametrize("call, exc, text", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_call_raises_clear_error(tiny_model, call, exc, text):
+    with pytest.raises(exc) as info:
+        call(tiny_model)
+    assert text in str(info.value)
+
+
+def test_cli_prints_error_without_traceback(tmp_path, capsys):
+    from icl_interp.cli import main
+
+    assert main(["train", "--preset", "nope", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "preset" in err and "Traceback" not in err
+    assert main(["evaluate", "no-such-model"]) == 2
+    assert "path_or_name" in capsys.readouterr().err
