@@ -31,8 +31,11 @@ def hook_point(hooked: Any, name: str) -> Any:
 
 
 @contextlib.contextmanager
-def scoped_hooks(hooked: Any, hooks: Iterable[tuple[str, HookFn]]) -> Iterator[None]:
-    """Register ``(name, fn)`` hooks for the duration of the block; removed on every exit path."""
+def scoped_hooks(hooked: Any, hooks: Iterable[tuple[str, HookFn]], *, prepend: bool = False) -> Iterator[None]:
+    """Register ``(name, fn)`` hooks for the duration of the block; removed on every exit path.
+
+    ``prepend=True`` runs them before the hooks already on the point (a user's).
+    """
     handles = []
     try:
         for name, fn in hooks:
@@ -45,7 +48,7 @@ def scoped_hooks(hooked: Any, hooks: Iterable[tuple[str, HookFn]]) -> Iterator[N
                 result = _fn(output if conv is None else conv.convert(output))
                 return result if (result is None or conv is None) else conv.revert(result)
 
-            handles.append(point.register_forward_hook(_wrap))
+            handles.append(point.register_forward_hook(_wrap, prepend=prepend))
         yield
     finally:
         for handle in handles:

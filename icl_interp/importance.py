@@ -10,7 +10,17 @@ from torch import Tensor
 
 from ._checks import check_choice, check_int, check_tensor
 from .masking import AblationStats, mask_heads
-from .runner import Metric, as_model, call_metric, check_batch, default_metric, model_norm, normalised_error, residual_input, run_from
+from .runner import (
+    Metric,
+    as_model,
+    call_metric,
+    check_batch,
+    default_metric,
+    model_norm,
+    normalised_error,
+    residual_input,
+    run_from,
+)
 from .tasks import ICLBatch
 
 __all__ = ["head_importance", "prune_heads"]

@@ -181,8 +181,8 @@ def residual_input(model: Any, batch: ICLBatch) -> Float[Tensor, "batch pos d_mo
         captured.append(x)
         raise _StopForward
 
-    try:
-        with scoped_hooks(model.hooked, [("blocks.0.hook_resid_pre", grab)]):
+    try:  # ours runs first, so a user's hook on this point fires once, in the run that follows
+        with scoped_hooks(model.hooked, [("blocks.0.hook_resid_pre", grab)], prepend=True):
             model.hooked(inp)
     except _StopForward:
         pass

@@ -1,6 +1,5 @@
 """Test helpers shared by several test files."""
 
-import torch
 
 def build_user_hooked(n_layers=2, n_heads=2, d_model=16, n_ctx=32, d_vocab=1, seed=0):
     """A hooked model built the way a user would: HookedTransformer on TL 3.x, boot_native on TL 4.x."""

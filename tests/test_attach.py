@@ -1,11 +1,10 @@
 import pytest
 import torch
+from _util import build_user_hooked
 
 import icl_interp
 from icl_interp.masking import mask_heads
 from icl_interp.runner import as_model, attach, predict, residual_input
-
-from _util import build_user_hooked
 
 pytestmark = pytest.mark.tl3
 
@@ -59,3 +58,18 @@ def test_attaching_the_core_of_an_icl_transformer_reproduces_it(tiny_model, tiny
                   task=tiny_model.task)
     assert torch.allclose(same(tiny_batch), tiny_model(tiny_batch), atol=1e-6)
     assert torch.allclose(icl_interp.head_importance(same, tiny_batch), icl_interp.head_importance(tiny_model, tiny_batch), atol=1e-6)
+
+
+def test_user_hook_on_resid_pre_fires_once_for_token_models(token_model, tiny_batch):
+    calls = []
+
+    def count(x, hook):
+        calls.append(1)
+        return x + 1.0
+
+    with token_model.hooked.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", count)]):
+        want = token_model(tiny_batch)
+        calls.clear()
+        got = predict(token_model, tiny_batch)
+    assert len(calls) == 1
+    assert torch.allclose(got, want, atol=1e-5)

@@ -1,11 +1,10 @@
 import pytest
 import torch
+from _util import hook_counts
 
 from icl_interp.importance import head_importance, prune_heads
 from icl_interp.masking import mask_heads, masked
 from icl_interp.runner import default_metric, model_norm, normalised_error, predict
-
-from _util import hook_counts
 
 pytestmark = pytest.mark.tl3
 
@@ -36,7 +35,7 @@ def test_gradient_importance_matches_finite_difference(tiny_model, tiny_task):
     h = 1e-2
     for layer in range(2):
         for head in range(2):
-            def loss(value):
+            def loss(value, layer=layer, head=head):
                 mask = torch.ones(2, 2, dtype=torch.float32)
                 mask[layer, head] = value
                 return float(normalised_error(mask_heads(tiny_model, batch, mask), batch, norm))

@@ -1,10 +1,9 @@
 import pytest
 import torch
+from _util import hook_counts
 
 import icl_interp
 from icl_interp.masking import mask_heads, masked
-
-from _util import hook_counts
 
 pytestmark = pytest.mark.tl3
 

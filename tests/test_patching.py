@@ -1,10 +1,9 @@
 import pytest
 import torch
+from _util import hook_counts
 
 from icl_interp.patching import corrupt_batch, patch_activations, patched
 from icl_interp.runner import predict
-
-from _util import hook_counts
 
 pytestmark = pytest.mark.tl3
 
