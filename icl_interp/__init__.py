@@ -17,13 +17,26 @@ _EXPORTS = {
     # model, checkpoints, training
     "ModelConfig": "model", "ICLTransformer": "model",
     "save_model": "checkpoint", "load_model": "checkpoint", "zoo_names": "checkpoint",
-    "TrainConfig": "train", "train": "train",
+    "TrainConfig": "training", "train": "training",
+    # baselines and evaluation
+    "evaluate": "evaluation", "EvalResult": "evaluation",
+    "OLS": "baselines", "Ridge": "baselines", "Lasso": "baselines", "GD": "baselines",
+    "PreprocessThenOptimize": "baselines", "OracleOLS": "baselines", "Averaging": "baselines",
+    "tune": "baselines", "best_ridge": "baselines", "best_lasso": "baselines", "best_gd": "baselines",
+    "best_pto": "baselines", "prefix_predictions": "baselines",
+    "Preprocessing": "preprocess", "get_preprocessing": "preprocess", "correlation": "preprocess",
+    "plot_risk_curves": "plotting", "plot_head_importance": "plotting",
     # attaching a user's model
     "attach": "runner", "AttachedModel": "runner",
     # toolkit
     "mask_heads": "masking", "masked": "masking",
     "head_importance": "importance", "prune_heads": "importance",
     "patch_activations": "patching", "patched": "patching", "corrupt_batch": "patching", "PatchResult": "patching",
+    "probe_layer": "probing", "probe_all_layers": "probing", "ProbeResult": "probing", "ProbeTable": "probing",
+    "RidgeProbe": "probing", "collect_activations": "probing",
+    "gd_alignment": "gd", "GDAlignment": "gd",
+    # experiments and the report
+    "run_recipe": "experiments", "write_report": "report",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -16,7 +16,7 @@ def _train(args: argparse.Namespace) -> int:
     from .model import ICLTransformer, ModelConfig
     from .presets import get_preset
     from .tasks import task_from_dict
-    from .train import TrainConfig, train
+    from .training import TrainConfig, train
 
     spec = get_preset(args.preset)
     for key in ("steps", "batch_size", "lr", "seed", "threads"):
@@ -38,7 +38,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
-    from .evaluate import evaluate
+    from .evaluation import evaluate
 
     model = load_model(args.model)
     task = model.task
@@ -50,6 +50,24 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.out:
         Path(args.out).write_text(text)
     print(text if not args.out else f"wrote {args.out}")
+    return 0
+
+
+def _recipe(args: argparse.Namespace) -> int:
+    from .experiments import run_recipe
+
+    run_recipe(args.name, args.out, quick=args.quick)
+    print(f"wrote {Path(args.out) / (args.name + '.json')}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    res = write_report(args.out, quick=args.quick)
+    for claim in res["claims"]:
+        print(f"[{claim['verdict']}] {claim['claim']}  ({claim['number']})")
+    print(f"wrote {Path(args.out) / 'report.md'} in {res['seconds']} s")
     return 0
 
 
@@ -76,6 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=1)
     e.add_argument("--out", help="write the JSON here")
     e.set_defaults(func=_evaluate)
+
+    r = sub.add_parser("recipe", help="run one experiment recipe (figures + JSON)")
+    r.add_argument("name", help="one of: risk_curves, head_importance, pruning_probing, preprocessing, gd_steps, algorithm")
+    r.add_argument("--out", required=True)
+    r.add_argument("--quick", action="store_true", help="small sizes, seconds")
+    r.set_defaults(func=_recipe)
+
+    rep = sub.add_parser("report", help="the main job: every analysis on the shipped zoo, as report.md")
+    rep.add_argument("--out", default="report")
+    rep.add_argument("--quick", action="store_true", help="small samples, seconds")
+    rep.set_defaults(func=_report)
     return p
 
 

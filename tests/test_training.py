@@ -5,7 +5,7 @@ import torch
 
 from icl_interp.model import ICLTransformer, ModelConfig
 from icl_interp.tasks import SparseLinearRegression
-from icl_interp.train import TrainConfig, lr_at, train
+from icl_interp.training import TrainConfig, lr_at, train
 
 
 def _tiny(seed=0):

@@ -1,0 +1,537 @@
+"""Batched reference estimators for in-context regression.
+
+Each estimator solves one regression problem per prompt, for all prompts at
+once, with a scikit-learn-like interface: ``est.fit(xs [B,n,d], ys [B,n])``
+sets ``est.coef_ [B,d]`` and returns ``est``; ``est.predict(x)`` takes
+``[B,d]`` or ``[B,m,d]`` and returns ``[B]`` or ``[B,m]``. Objectives follow
+scikit-learn without an intercept. Work is done in float64; ``coef_`` has the
+dtype of ``xs``. With no context examples (n = 0) every estimator predicts 0.
+
+:func:`tune` picks hyper-parameters on held-out prompts, separately for every
+number of context examples, and :func:`prefix_predictions` gives the risk curve
+input: the prediction of each ``y_k`` from the first ``k`` examples.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping, Optional, Sequence, Union
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from ._checks import check_float, check_int, check_tensor
+from .preprocess import PreprocessFn, Preprocessing, as_preprocessing, check_context
+from .tasks import ICLBatch, Task
+
+__all__ = [
+    "Estimator",
+    "OLS",
+    "Ridge",
+    "Lasso",
+    "GD",
+    "PreprocessThenOptimize",
+    "OracleOLS",
+    "Averaging",
+    "Tuned",
+    "tune",
+    "best_ridge",
+    "best_lasso",
+    "best_gd",
+    "best_pto",
+    "prefix_predictions",
+    "RIDGE_ALPHAS",
+    "LASSO_ALPHAS",
+    "GD_LRS",
+]
+
+#: Default grids for the tuned baselines. Lasso: Garg et al.'s {1, .1, .01, 1e-3, 1e-4} plus midpoints.
+RIDGE_ALPHAS = (1e-4, 1e-3, 1e-2, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+LASSO_ALPHAS = (1.0, 0.3, 0.1, 0.03, 0.01, 3e-3, 1e-3, 1e-4)
+GD_LRS = (1e-3, 3e-3, 0.01, 0.03, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5)
+
+
+def _moments(xs: Tensor, ys: Tensor) -> tuple[Tensor, Tensor]:
+    """``G = X^T X / n`` and ``c = X^T y / n``: what GD, ridge and Lasso need."""
+    n = xs.shape[1]
+    return xs.mT @ xs / n, torch.einsum("bnd,bn->bd", xs, ys) / n
+
+
+def _min_norm_lstsq(xs: Tensor, ys: Tensor) -> Tensor:
+    """Minimum-norm least squares per prompt (exact interpolation or fit when n >= d)."""
+    return (torch.linalg.pinv(xs) @ ys[..., None])[..., 0]
+
+
+def _gd(gram: Tensor, c: Tensor, steps: int, lr: float) -> Tensor:
+    """``steps`` steps of GD from 0 on ``1/(2n)||y - Xw||^2`` given its moments."""
+    w = torch.zeros_like(c)
+    for _ in range(steps):
+        w = w - lr * ((gram @ w[..., None])[..., 0] - c)
+    return w
+
+
+class Estimator:
+    """Base class: validation, the n = 0 case, dtype handling and linear prediction.
+
+    Subclasses implement ``_solve(xs, ys, w) -> coef`` on float64 tensors with n >= 1.
+    ``needs_w`` tells :func:`evaluate` to pass the true weights to ``fit``.
+    """
+
+    needs_w: ClassVar[bool] = False
+    coef_: Tensor
+
+    def fit(
+        self,
+        xs: Float[Tensor, "batch n d"],
+        ys: Float[Tensor, "batch n"],
+        w: Optional[Float[Tensor, "batch d"]] = None,
+    ) -> "Estimator":
+        """Fit one regression per prompt; ``w`` (true weights) is used only when ``needs_w``."""
+        xs, ys = check_context(xs, ys)
+        b, n, d = xs.shape
+        if w is not None:
+            w = check_tensor("w", w, shape=(b, d))
+        if n == 0:
+            coef = xs.new_zeros(b, d, dtype=torch.float64)
+        else:
+            coef = self._solve(xs.double(), ys.double(), w)
+        self.coef_ = coef.to(xs.dtype)
+        return self
+
+    def _solve(self, xs: Tensor, ys: Tensor, w: Optional[Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def predict(self, x: Union[Float[Tensor, "batch d"], Float[Tensor, "batch m d"]]) -> Tensor:
+        """Predictions ``[B]`` for queries ``[B,d]`` or ``[B,m]`` for ``[B,m,d]``."""
+        if not hasattr(self, "coef_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit(xs, ys) first")
+        b, d = self.coef_.shape
+        x = check_tensor("x", x, ndim=(2, 3), nonempty=False)
+        if x.shape[0] != b or x.shape[-1] != d:
+            raise ValueError(f"x must have shape [{b}, d={d}] or [{b}, m, d={d}], got {tuple(x.shape)}")
+        out = self._predict(x[:, None, :] if x.ndim == 2 else x)
+        return out[:, 0] if x.ndim == 2 else out
+
+    def _predict(self, x: Tensor) -> Tensor:
+        return torch.einsum("bmd,bd->bm", x, self.coef_.to(x.dtype))
+
+
+@dataclass(eq=False)
+class OLS(Estimator):
+    """Ordinary least squares; minimum-norm when n < d (interpolates the context)."""
+
+    def _solve(self, xs: Tensor, ys: Tensor, w: Optional[Tensor]) -> Tensor:
+        return _min_norm_lstsq(xs, ys)
+
+
+@dataclass(eq=False)
+class Ridge(Estimator):
+    """``argmin ||y - Xw||^2 + alpha ||w||^2`` (scikit-learn's Ridge, no intercept)."""
+
+    alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.alpha = check_float("alpha", self.alpha, min_value=0.0, strict_min=True)
+
+    def _solve(self, xs: Tensor, ys: Tensor, w: Optional[Tensor]) -> Tensor:
+        n, d = xs.shape[1:]
+        gram, c = _moments(xs, ys)
+        eye = torch.eye(d, dtype=xs.dtype, device=xs.device)
+        return torch.linalg.solve(gram + (self.alpha / n) * eye, c)
+
+
+@dataclass(eq=False)
+class Lasso(Estimator):
+    """``argmin 1/(2n)||y - Xw||^2 + alpha ||w||_1`` (scikit-learn's Lasso, no intercept).
+
+    Solved for all prompts at once, exactly: a batched homotopy (LARS-Lasso)
+    follows every prompt's regularisation path from ``max|X^T y|/n`` down to
+    ``alpha``, then the optimality equations are solved on the final support. A
+    prompt is accepted when its duality gap (scikit-learn's, divided by n) is at
+    most ``tol * ||y||^2 / n``; the rare rest (numerical ties) are finished by
+    FISTA with adaptive restart, for at most ``max_iter`` iterations.
+    """
+
+    alpha: float = 1.0
+    max_iter: int = 10_000
+    tol: float = 1e-8
+
+    def __post_init__(self) -> None:
+        self.alpha = check_float("alpha", self.alpha, min_value=0.0, strict_min=True)
+        self.max_iter = check_int("max_iter", self.max_iter, min_value=1)
+        self.tol = check_float("tol", self.tol, min_value=0.0)
+
+    def _solve(self, xs: Tensor, ys: Tensor, w: Optional[Tensor]) -> Tensor:
+        n = xs.shape[1]
+        gram, c = _moments(xs, ys)
+        sign = _lasso_path(gram, c, self.alpha)
+        coef, ok = _support_solve(gram, c - self.alpha * sign, sign != 0, n)
+        todo = ~ok | (_lasso_gap(xs, ys, self.alpha, coef) > self.tol * (ys * ys).mean(1))
+        if bool(todo.any()):
+            coef[todo] = _lasso_fista(xs[todo], ys[todo], self.alpha, self.max_iter, self.tol, coef[todo])
+        return coef
+
+
+def _support_solve(gram: Tensor, rhs: Tensor, mask: Tensor, n: Optional[int] = None) -> tuple[Tensor, Tensor]:
+    """Solve ``G_SS v_S = rhs_S`` with ``v = 0`` off S (mask); ``ok`` is False where singular or |S| > n."""
+    outer = mask[:, :, None] & mask[:, None, :]
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    sol, info = torch.linalg.solve_ex(torch.where(outer, gram, eye), (rhs * mask)[..., None])
+    sol = sol[..., 0] * mask
+    ok = (info == 0) & torch.isfinite(sol).all(-1)
+    if n is not None:
+        ok &= mask.sum(-1) <= n
+    return torch.where(ok[:, None], sol, torch.zeros_like(sol)), ok
+
+
+def _lasso_path(gram: Tensor, c: Tensor, alpha: float) -> Tensor:
+    """Signs (0 off the support) of the Lasso solution at ``alpha``, by the homotopy method.
+
+    Along the path the residual correlations ``g = c - G w`` equal ``lam * sign`` on the
+    support and are below ``lam`` in size elsewhere; ``w`` moves linearly in ``lam``
+    between events (a coordinate joins or drops out), so each step jumps to the next one.
+    """
+    d = c.shape[1]
+    lam, first = c.abs().max(-1)
+    sign = torch.zeros_like(c).scatter_(1, first[:, None], torch.sign(c.gather(1, first[:, None])))
+    sign[lam <= alpha] = 0
+    out = sign.clone()
+    todo = torch.nonzero(lam > alpha)[:, 0]
+    gram, c, lam, sign = gram[todo], c[todo], lam[todo], sign[todo]
+    w = torch.zeros_like(c)
+    dropped = torch.zeros_like(c)  # sign of a coordinate that just dropped out: it sits on that boundary
+    inf = torch.tensor(float("inf"), dtype=c.dtype, device=c.device)
+    for _ in range(8 * d + 8):
+        if len(todo) == 0:
+            break
+        active = sign != 0
+        direction, ok = _support_solve(gram, sign, active)  # dw / d(-lam)
+        slope = (gram @ direction[..., None])[..., 0]
+        g = c - (gram @ w[..., None])[..., 0]
+        up, down = (lam[:, None] - g) / (1 - slope), (lam[:, None] + g) / (1 + slope)
+        up = torch.where((up > 0) & (dropped <= 0), up, inf)
+        down = torch.where((down > 0) & (dropped >= 0), down, inf)
+        join = torch.where(active, inf, torch.nan_to_num(torch.minimum(up, down), nan=float("inf")))
+        drop = torch.where(active, -w / direction, inf)
+        drop = torch.where(drop > 0, drop, inf)
+        (join_at, j_join), (drop_at, j_drop) = join.min(-1), drop.min(-1)
+        target = lam - alpha
+        gamma = torch.minimum(torch.minimum(join_at, drop_at), target)
+        w = w + gamma[:, None] * direction
+        lam = lam - gamma
+        done = (target <= torch.minimum(join_at, drop_at)) | ~ok
+        is_drop = ~done & (drop_at < join_at)
+        is_join = ~done & ~is_drop
+        rows = torch.arange(len(todo), device=c.device)
+        new_sign = torch.sign((g - gamma[:, None] * slope).gather(1, j_join[:, None]))[:, 0]
+        sign[rows[is_join], j_join[is_join]] = new_sign[is_join]
+        dropped = torch.zeros_like(dropped)
+        dropped[rows[is_drop], j_drop[is_drop]] = sign[rows[is_drop], j_drop[is_drop]]
+        sign[rows[is_drop], j_drop[is_drop]] = 0
+        w[rows[is_drop], j_drop[is_drop]] = 0
+        out[todo] = sign
+        keep = ~done
+        todo, gram, c, lam, sign, w, dropped = (v[keep] for v in (todo, gram, c, lam, sign, w, dropped))
+    return out
+
+
+def _lasso_gap(xs: Tensor, ys: Tensor, alpha: float, w: Tensor) -> Tensor:
+    """Duality gap of the Lasso: scikit-learn's formula divided by n."""
+    resid = ys - (xs @ w[..., None])[..., 0]
+    dual_norm = (resid[:, None, :] @ xs)[:, 0].abs().amax(-1) / xs.shape[1]  # ||X^T (y - Xw)||_inf / n
+    const = torch.where(dual_norm > alpha, alpha / dual_norm.clamp_min(1e-300), torch.ones_like(dual_norm))
+    resid_sq = (resid * resid).mean(1)
+    return 0.5 * resid_sq * (1 + const**2) - const * (resid * ys).mean(1) + alpha * w.abs().sum(-1)
+
+
+def _lasso_fista(xs: Tensor, ys: Tensor, alpha: float, max_iter: int, tol: float, init: Tensor) -> Tensor:
+    """Batched FISTA with adaptive restart; every 10 iterations try the exact solve on the
+    current support, and retire prompts whose duality gap is small enough."""
+    n = xs.shape[1]
+    gram, c = _moments(xs, ys)
+    out = init.clone()
+    top = torch.linalg.eigvalsh(gram)[:, -1]
+    step = torch.where(top > 0, 1 / top.clamp_min(1e-300), torch.zeros_like(top))[:, None]
+    threshold = tol * (ys * ys).mean(1)
+    todo = torch.arange(c.shape[0], device=c.device)
+    w, z, t = out.clone(), out.clone(), torch.ones_like(threshold)
+    for it in range(1, max_iter + 1):
+        u = z - step * ((gram @ z[..., None])[..., 0] - c)
+        w_new = torch.sign(u) * (u.abs() - step * alpha).clamp_min(0)
+        t_new = (1 + torch.sqrt(1 + 4 * t**2)) / 2
+        restart = ((z - w_new) * (w_new - w)).sum(-1) > 0  # momentum points uphill: drop it
+        beta = torch.where(restart, torch.zeros_like(t), (t - 1) / t_new)
+        t = torch.where(restart, torch.ones_like(t), t_new)
+        z = w_new + beta[:, None] * (w_new - w)
+        w = w_new
+        if it % 10 and it != max_iter:
+            continue
+        polished, ok = _support_solve(gram, c - alpha * torch.sign(w), w != 0, n)
+        polished = torch.where(ok[:, None], polished, w)
+        gap_w, gap_p = _lasso_gap(xs, ys, alpha, w), _lasso_gap(xs, ys, alpha, polished)
+        out[todo] = torch.where((gap_p < gap_w)[:, None], polished, w)
+        keep = torch.minimum(gap_w, gap_p) > threshold
+        if not bool(keep.any()):
+            return out
+        todo, xs, ys, gram, c, step, threshold = (v[keep] for v in (todo, xs, ys, gram, c, step, threshold))
+        w, z, t = w[keep], z[keep], t[keep]
+    warnings.warn(
+        f"Lasso(alpha={alpha:g}) did not converge for {len(todo)} prompt(s) in {max_iter} iterations",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+    return out
+
+
+@dataclass(eq=False)
+class GD(Estimator):
+    """``steps`` steps of gradient descent from w = 0 on ``1/(2n)||y - Xw||^2`` with step size ``lr``."""
+
+    steps: int = 1
+    lr: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.steps = check_int("steps", self.steps, min_value=0)
+        self.lr = check_float("lr", self.lr, min_value=0.0)
+
+    def _solve(self, xs: Tensor, ys: Tensor, w: Optional[Tensor]) -> Tensor:
+        return _gd(*_moments(xs, ys), self.steps, self.lr)
+
+
+class PreprocessThenOptimize(Estimator):
+    """Preprocess the context with a map computed from the context, then run GD on it.
+
+    ``preprocessing`` is a name from :data:`~icl_interp.preprocess.PREPROCESSINGS`
+    (with ``params``), a :class:`~icl_interp.preprocess.Preprocessing` or a callable
+    ``pre(xs_context, ys_context, x)``. Queries are preprocessed with the statistics
+    of the stored context. ``coef_`` lives in the *preprocessed* space: predictions
+    are ``pre(context, x) . coef_``, not ``x . coef_``.
+    """
+
+    def __init__(
+        self,
+        preprocessing: Union[str, Preprocessing, PreprocessFn] = "reweight",
+        steps: int = 1,
+        lr: float = 1.0,
+        **params: float,
+    ) -> None:
+        self.preprocessing = as_preprocessing(preprocessing, **params)
+        self.steps = check_int("steps", steps, min_value=0)
+        self.lr = check_float("lr", lr, min_value=0.0)
+
+    def __repr__(self) -> str:
+        pre = getattr(self.preprocessing, "__name__", self.preprocessing)
+        return f"PreprocessThenOptimize({pre}, steps={self.steps}, lr={self.lr:g})"
+
+    def _apply(self, x: Tensor) -> Tensor:
+        out = self.preprocessing(self._context[0], self._context[1], x.to(self._context[0].dtype))
+        if not isinstance(out, Tensor) or out.shape != x.shape:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(f"preprocessing must return a tensor of shape {tuple(x.shape)}, got {got}")
+        return out
+
+    def _solve(self, xs: Tensor, ys: Tensor, w: Optional[Tensor]) -> Tensor:
+        self._context = (xs, ys)
+        return _gd(*_moments(self._apply(xs), ys), self.steps, self.lr)
+
+    def fit(self, xs: Tensor, ys: Tensor, w: Optional[Tensor] = None) -> "PreprocessThenOptimize":
+        self._context = None
+        return super().fit(xs, ys, w)  # type: ignore[return-value]
+
+    def _predict(self, x: Tensor) -> Tensor:
+        if self._context is None:  # n = 0: coef_ is zero
+            return x.new_zeros(x.shape[:2])
+        return super()._predict(self._apply(x).to(x.dtype))
+
+
+@dataclass(eq=False)
+class OracleOLS(Estimator):
+    """Least squares restricted to the true support (a lower bound for sparse tasks).
+
+    The support is ``support`` ([B,d] or [d] bool) if given, else the non-zero
+    pattern of the true weights ``w`` passed to ``fit``.
+    """
+
+    support: Optional[Bool[Tensor, "*batch d"]] = None
+    needs_w: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if self.support is not None:
+            check_tensor("support", self.support, ndim=(1, 2), floating=False)
+            if self.support.dtype != torch.bool:
+                raise TypeError(f"support must be a bool tensor, got dtype {self.support.dtype}")
+
+    def _solve(self, xs: Tensor, ys: Tensor, w: Optional[Tensor]) -> Tensor:
+        b, _, d = xs.shape
+        if self.support is not None:
+            mask = self.support.to(xs.device)
+            if mask.shape[-1] != d or (mask.ndim == 2 and mask.shape[0] != b):
+                raise ValueError(f"support must have shape [{d}] or [{b}, {d}], got {tuple(mask.shape)}")
+            mask = mask.expand(b, d)
+        elif w is not None:
+            mask = w != 0
+        else:
+            raise ValueError("OracleOLS needs the true weights: pass w to fit() or support to OracleOLS()")
+        return _min_norm_lstsq(xs * mask[:, None, :].to(xs.dtype), ys)
+
+
+@dataclass(eq=False)
+class Averaging(Estimator):
+    """``w = mean_i y_i x_i`` (Garg et al.'s averaging estimator; one GD step with lr 1)."""
+
+    def _solve(self, xs: Tensor, ys: Tensor, w: Optional[Tensor]) -> Tensor:
+        return _moments(xs, ys)[1]
+
+
+# -- tuning ------------------------------------------------------------------------
+
+
+class Tuned(Estimator):
+    """Per-context-length choice among candidates: ``choice[k]`` is used with k examples.
+
+    Context lengths beyond the tuned range use the last choice. ``val_error``
+    holds the validation error (normalised) of every candidate at every k.
+    """
+
+    def __init__(
+        self, candidates: Mapping[str, Estimator], choice: Sequence[str], val_error: dict, name: str = "tuned"
+    ) -> None:
+        self.candidates = _check_candidates(candidates)
+        self.choice = list(choice)
+        unknown = sorted(set(self.choice) - set(self.candidates))
+        if not self.choice or unknown:
+            raise ValueError(f"choice must be a non-empty list of candidate names, got unknown {unknown}")
+        self.val_error = val_error
+        self.name = name
+
+    @property
+    def needs_w(self) -> bool:  # type: ignore[override]
+        return any(c.needs_w for c in self.candidates.values())
+
+    def __repr__(self) -> str:
+        return f"Tuned({self.name!r}: {sorted(set(self.choice))} of {len(self.candidates)} candidates)"
+
+    def chosen(self, k: int) -> str:
+        """Name of the candidate used with ``k`` context examples."""
+        return self.choice[min(check_int("k", k, min_value=0), len(self.choice) - 1)]
+
+    def fit(self, xs: Tensor, ys: Tensor, w: Optional[Tensor] = None) -> "Tuned":
+        xs, ys = check_context(xs, ys)
+        best = copy.deepcopy(self.candidates[self.chosen(xs.shape[1])])
+        self.best_ = best.fit(xs, ys, w if best.needs_w else None)
+        self.coef_ = self.best_.coef_
+        return self
+
+    def _predict(self, x: Tensor) -> Tensor:
+        return self.best_._predict(x)
+
+
+def _check_candidates(candidates: Any) -> dict[str, Estimator]:
+    if not isinstance(candidates, Mapping) or not candidates:
+        raise ValueError(f"candidates must be a non-empty dict name -> estimator, got {candidates!r}")
+    for name, est in candidates.items():
+        if not isinstance(est, Estimator):
+            raise TypeError(f"candidates[{name!r}] must be an Estimator, got {type(est).__name__}")
+    return dict(candidates)
+
+
+def tune(
+    candidates: Mapping[str, Estimator],
+    task: Task,
+    n_points: int,
+    *,
+    n_prompts: int = 500,
+    seed: int = 1_000_003,
+    name: str = "tuned",
+) -> Tuned:
+    """Choose, for each context length, the candidate with the lowest validation error.
+
+    Validation prompts are sampled from ``task`` with ``seed``; keep it different
+    from the seed used for testing (``evaluate`` defaults to 0). Diverging
+    candidates (non-finite errors) are never chosen.
+    """
+    candidates = _check_candidates(candidates)
+    if not isinstance(task, Task):
+        raise TypeError(f"task must be a Task, got {type(task).__name__}")
+    n_points = check_int("n_points", n_points, min_value=1)
+    n_prompts = check_int("n_prompts", n_prompts, min_value=1)
+    batch = task.sample(n_prompts, n_points, seed=check_int("seed", seed, min_value=0))
+    errors = {}
+    for key, est in candidates.items():
+        sq = (prefix_predictions(est, batch) - batch.ys).double() ** 2 / task.norm
+        errors[key] = torch.nan_to_num(sq.mean(0), nan=math.inf).tolist()
+    keys = list(errors)
+    choice = [keys[i] for i in torch.tensor([errors[k] for k in keys]).argmin(0).tolist()]
+    return Tuned(candidates, choice, errors, name)
+
+
+def best_ridge(task: Task, n_points: int, alphas: Sequence[float] = RIDGE_ALPHAS, **kwargs: Any) -> Tuned:
+    """Ridge with the best ``alpha`` per context length (``kwargs`` go to :func:`tune`)."""
+    kwargs.setdefault("name", "best ridge")
+    return tune({f"ridge_{a:g}": Ridge(a) for a in alphas}, task, n_points, **kwargs)
+
+
+def best_lasso(task: Task, n_points: int, alphas: Sequence[float] = LASSO_ALPHAS, **kwargs: Any) -> Tuned:
+    """Lasso with the best ``alpha`` per context length (``kwargs`` go to :func:`tune`)."""
+    kwargs.setdefault("name", "best lasso")
+    return tune({f"lasso_{a:g}": Lasso(a) for a in alphas}, task, n_points, **kwargs)
+
+
+def best_gd(task: Task, n_points: int, steps: int, lrs: Sequence[float] = GD_LRS, **kwargs: Any) -> Tuned:
+    """``steps``-step GD with the best step size per context length."""
+    kwargs.setdefault("name", f"best {steps}-step GD")
+    return tune({f"gd{steps}_{lr:g}": GD(steps, lr) for lr in lrs}, task, n_points, **kwargs)
+
+
+def best_pto(
+    task: Task,
+    n_points: int,
+    steps: int,
+    preprocessings: Sequence[Union[str, Preprocessing, PreprocessFn]] = ("reweight",),
+    lrs: Sequence[float] = GD_LRS,
+    **kwargs: Any,
+) -> Tuned:
+    """PtO with the best (preprocessing, step size) pair per context length."""
+    candidates = {}
+    for pre in preprocessings:
+        for lr in lrs:
+            est = PreprocessThenOptimize(pre, steps, lr)
+            candidates[f"pto{steps}_{getattr(pre, '__name__', pre)}_{lr:g}"] = est
+    kwargs.setdefault("name", f"best {steps}-step PtO")
+    return tune(candidates, task, n_points, **kwargs)
+
+
+# -- risk-curve input -----------------------------------------------------------------
+
+
+def prefix_predictions(est: Estimator, batch: ICLBatch) -> Float[Tensor, "batch n"]:
+    """``preds[:, k]``: prediction of ``ys[:, k]`` from the first ``k`` examples (0 at k = 0).
+
+    ``est`` itself is not modified; :class:`Tuned` uses its per-k choice.
+    """
+    if not (hasattr(est, "fit") and hasattr(est, "predict")):
+        raise TypeError(f"est must be an estimator with fit and predict, got {type(est).__name__}")
+    if not isinstance(batch, ICLBatch):
+        raise TypeError(f"batch must be an ICLBatch, got {type(batch).__name__}")
+    preds = batch.ys.new_zeros(batch.batch_size, batch.n_points)
+    if isinstance(est, Tuned):  # each candidate only where it is chosen
+        names = [est.chosen(k) for k in range(batch.n_points)]
+        for name in dict.fromkeys(names):
+            _fill_prefixes(preds, est.candidates[name], batch, [k for k, c in enumerate(names) if c == name])
+    else:
+        _fill_prefixes(preds, est, batch, range(batch.n_points))
+    return preds
+
+
+def _fill_prefixes(preds: Tensor, est: Any, batch: ICLBatch, ks: Sequence[int]) -> None:
+    """Write into ``preds[:, k]`` the prediction from the first k examples, for every k in ``ks`` (k > 0)."""
+    est = copy.deepcopy(est)
+    w = batch.w if getattr(est, "needs_w", False) else None
+    for k in ks:
+        if k > 0:
+            est.fit(batch.xs[:, :k], batch.ys[:, :k], w)
+            preds[:, k] = est.predict(batch.xs[:, k])

@@ -1,0 +1,364 @@
+"""The seed papers' experiments as library functions; recipes and the report call them.
+
+Each function takes trained models (or none), computes every number it plots,
+returns them as a JSON-serialisable dict, and draws its figure into ``out`` when
+given. ``quick=True`` shrinks sizes so the whole thing runs in seconds (tests).
+Nothing here trains a model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+
+from . import baselines as bl
+from .evaluation import EvalResult, evaluate
+from .importance import head_importance, prune_heads
+from .masking import mask_heads, masked
+from .probing import probe_all_layers
+from .runner import default_metric, model_norm, normalised_error
+from .tasks import Task
+
+__all__ = [
+    "risk_curves",
+    "importance_study",
+    "pruning_study",
+    "preprocessing_study",
+    "gd_study",
+    "save_json",
+]
+
+PathLike = Union[str, Path, None]
+
+
+def save_json(data: dict, out: PathLike, name: str) -> None:
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / name).write_text(json.dumps(data, indent=1))
+
+
+def _savefig(fig: Any, out: PathLike, name: str) -> Optional[str]:
+    if out is None:
+        return None
+    Path(out).mkdir(parents=True, exist_ok=True)
+    fig.savefig(Path(out) / name, dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return name
+
+
+def _curve(res: EvalResult) -> dict:
+    return res.to_dict(per_prompt=False)
+
+
+# -- 1. risk curves: models against the baselines -------------------------------------
+
+def baseline_suite(task: Task, n_points: int, gd_steps: int, *, quick: bool = False, seed: int = 10_000) -> dict[str, Any]:
+    """OLS, best ridge, best Lasso, best k-step GD and PtO, oracle OLS, averaging (tuned on held-out prompts)."""
+    n_val = 200 if quick else 1000
+    kw = dict(n_prompts=n_val, seed=seed)
+    return {
+        "OLS": bl.OLS(),
+        "ridge (best alpha)": bl.best_ridge(task, n_points, **kw),
+        "Lasso (best alpha)": bl.best_lasso(task, n_points, **kw),
+        f"GD {gd_steps} steps (best lr)": bl.best_gd(task, n_points, gd_steps, **kw),
+        f"PtO {gd_steps} steps (best lr)": bl.best_pto(task, n_points, gd_steps, **kw),
+        "oracle OLS": bl.OracleOLS(),
+        "averaging": bl.Averaging(),
+    }
+
+
+def risk_curves(
+    models: dict[str, Any],
+    task: Task,
+    n_points: int,
+    *,
+    n_prompts: int = 2000,
+    seed: int = 1,
+    quick: bool = False,
+    out: PathLike = None,
+) -> dict:
+    """Error and excess risk against the number of in-context examples, models and baselines."""
+    if quick:
+        n_prompts = min(n_prompts, 200)
+    gd_steps = max((m.cfg.n_layers for m in models.values() if hasattr(m, "cfg")), default=3)
+    curves: dict[str, EvalResult] = {}
+    for name, model in models.items():
+        curves[name] = evaluate(model, task, n_points=n_points, n_prompts=n_prompts, seed=seed)
+    for name, est in baseline_suite(task, n_points, gd_steps, quick=quick).items():
+        curves[name] = evaluate(est, task, n_points=n_points, n_prompts=n_prompts, seed=seed)
+    data = {"task": task.to_dict(), "n_points": n_points, "n_prompts": n_prompts, "seed": seed,
+            "curves": {k: _curve(v) for k, v in curves.items()}}
+    if out is not None:
+        from .plotting import plot_risk_curves
+
+        for name, r in curves.items():
+            r.name = name
+        data["figure"] = _savefig(plot_risk_curves(list(curves.values()), quantity="error"), out, "risk_curves.png")
+    return data
+
+
+def quality_bar(data: dict, model_name: str, d: int) -> dict:
+    """The core issue's bar: error at the largest n within 1.5x the best Lasso's, below OLS wherever n < d."""
+    curves = data["curves"]
+    model, lasso, ols = curves[model_name]["error"], curves["Lasso (best alpha)"]["error"], curves["OLS"]["error"]
+    ratio = model[-1] / lasso[-1]
+    below = [k for k in range(min(d, len(model))) if k >= 1]
+    beats_ols = all(model[k] < ols[k] for k in below)
+    return {"ratio_to_best_lasso_at_largest_n": ratio, "n_largest": len(model) - 1, "within_1.5x": ratio <= 1.5,
+            "below_ols_for_all_n_lt_d": beats_ols,
+            "per_n": [{"n": k, "model": model[k], "lasso": lasso[k], "ols": ols[k]} for k in range(len(model))]}
+
+
+# -- 2. head importance ---------------------------------------------------------------------
+
+def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    ra = a.flatten().argsort().argsort().double()
+    rb = b.flatten().argsort().argsort().double()
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
+
+
+def importance_study(model: Any, data: Any, *, out: PathLike = None) -> dict:
+    """Ablation and gradient importance side by side; the seed paper's two claims measured."""
+    abl = head_importance(model, data, method="ablation")
+    grad = head_importance(model, data, method="gradient")
+    clean = float(default_metric(model)(mask_heads(model, data, torch.ones_like(abl)), data))
+    later = abl[1:].clamp(min=0)
+    shares = (later.max(1).values / later.sum(1).clamp(min=1e-12)).tolist() if abl.shape[0] > 1 else []
+    result = {
+        "clean_error": clean,
+        "ablation": abl.tolist(),
+        "gradient": grad.tolist(),
+        "layer0_every_head_raises_error": bool((abl[0] > 0).all()),
+        "layer0_min_increase": float(abl[0].min()),
+        "later_layers_top_head_share": shares,
+        "spearman_ablation_vs_gradient": _spearman(abl, grad),
+    }
+    if out is not None:
+        import matplotlib.pyplot as plt
+
+        from .plotting import plot_head_importance
+
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+        plot_head_importance(abl, ax=axes[0], title="ablation (error increase)")
+        plot_head_importance(grad, ax=axes[1], title="gradient |dL/dmask|")
+        result["figure"] = _savefig(fig, out, "head_importance.png")
+    return result
+
+
+# -- 3. pruning and per-layer probing ----------------------------------------------------------
+
+def _layer_risk(model: Any, data: Any) -> list[float]:
+    """P-probing risk per layer: held-out MSE of a y_query probe / norm (embed row first)."""
+    table = probe_all_layers(model, data, targets=["y_query"])
+    norm = model_norm(model)
+    return [row.mse / norm for row in table]
+
+
+def pruning_study(
+    model: Any,
+    data: Any,
+    *,
+    single_head: Optional[Any] = None,
+    importance: Optional[torch.Tensor] = None,
+    out: PathLike = None,
+) -> dict:
+    """All heads vs pruned (all of layer 0, the top head of each later layer) vs a single-head model."""
+    imp = head_importance(model, data) if importance is None else importance
+    mask = prune_heads(imp, keep={0: "all", "rest": 1})
+    norm = model_norm(model)
+    full = normalised_error(mask_heads(model, data, torch.ones_like(mask)), data, norm)
+    pruned = normalised_error(mask_heads(model, data, mask), data, norm)
+    result = {"mask": mask.tolist(), "error_full": float(full), "error_pruned": float(pruned),
+              "pruned_over_full": float(pruned / full), "probe_risk_full": _layer_risk(model, data)}
+    with masked(model, mask):
+        result["probe_risk_pruned"] = _layer_risk(model, data)
+    if single_head is not None:
+        result["error_single_head"] = float(normalised_error(single_head(data), data, norm))
+        result["probe_risk_single_head"] = _layer_risk(single_head, data)
+    if out is not None:
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        layers = list(range(-1, len(result["probe_risk_full"]) - 1))
+        for key, label in (("probe_risk_full", "all heads"), ("probe_risk_pruned", "pruned"), ("probe_risk_single_head", "single-head model")):
+            if key in result:
+                ax.plot(layers, result[key], marker="o", label=label)
+        ax.set_xticks(layers, ["input"] + [str(l) for l in layers[1:]])
+        ax.set_xlabel("layer (output of)")
+        ax.set_ylabel("P-probing risk (MSE / norm)")
+        ax.legend()
+        result["figure"] = _savefig(fig, out, "pruning_probing.png")
+    return result
+
+
+# -- 4. layer 0 as preprocessing ---------------------------------------------------------------
+
+PREPROCESSING_TARGETS = ("pre_identity", "pre_reweight", "pre_power2", "pre_rank_one")
+OTHER_TARGETS = ("r", "xtx", "w", "y_query")
+
+
+def preprocessing_study(model: Any, data: Any, *, out: PathLike = None) -> dict:
+    """Probe the input and layer 0's output for each preprocessing candidate and target, with a random-model control."""
+    targets = list(PREPROCESSING_TARGETS + OTHER_TARGETS)
+    table = probe_all_layers(model, data, targets=targets, control=hasattr(model, "cfg"))
+    rows = {}
+    for t in targets:
+        embed, layer0 = table.get(-1, "embed", t), table.get(0, "resid_post", t)
+        rows[t] = {"input_r2": embed.r2, "layer0_r2": layer0.r2, "control_r2": getattr(layer0, "control_r2", None),
+                   "gain_over_input": layer0.r2 - embed.r2}
+    cands = {t: rows[t] for t in PREPROCESSING_TARGETS}
+    best = max(cands, key=lambda t: cands[t]["gain_over_input"])
+    result = {"rows": rows, "best_candidate": best, "best_gain_over_input": cands[best]["gain_over_input"],
+              "best_layer0_r2": cands[best]["layer0_r2"], "best_control_r2": cands[best]["control_r2"]}
+    if out is not None:
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 3.2))
+        x = torch.arange(len(targets)).float()
+        for off, key, label in ((-0.27, "input_r2", "input (embed)"), (0.0, "layer0_r2", "layer 0 output"), (0.27, "control_r2", "random model, layer 0")):
+            vals = [rows[t][key] if rows[t][key] is not None else float("nan") for t in targets]
+            ax.bar((x + off).tolist(), vals, width=0.27, label=label)
+        ax.set_xticks(x.tolist(), targets, rotation=30, ha="right")
+        ax.set_ylabel("held-out R2")
+        ax.legend(fontsize=8)
+        result["figure"] = _savefig(fig, out, "preprocessing_probes.png")
+    return result
+
+
+# -- 5. later layers as GD steps -----------------------------------------------------------------
+
+def gd_study(model: Any, data: Any, *, steps: tuple = (1, 2, 3, 4, 6, 8), out: PathLike = None) -> dict:
+    """Per-layer P-probing risk against t-step GD on raw and preprocessed data, plus alignment metrics."""
+    from .gd import gd_alignment
+
+    task = getattr(model, "task", None)
+    if task is None:
+        raise ValueError("gd_study needs a model that knows its task (ICLTransformer, or attach(..., task=...))")
+    align = gd_alignment(model, data, steps=steps)
+    norm = model_norm(model)
+    curves = {}
+    for name, tuner in (("gd", bl.best_gd), ("pto", bl.best_pto)):
+        risks = []
+        for t in steps:
+            est = tuner(task, data.n_points, t, n_prompts=500, seed=20_000)
+            pred = bl.prefix_predictions(est, data)[:, -1]
+            risks.append(float(((pred - data.ys[:, -1]) ** 2).mean() / norm))
+        curves[name] = risks
+    result = {"steps": list(steps), "probe_risk_per_layer": _layer_risk(model, data), "gd_risk": curves["gd"],
+              "pto_risk": curves["pto"], "alignment": align.to_dict()}
+    if out is not None:
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5.5, 3.2))
+        layers = list(range(len(result["probe_risk_per_layer"])))
+        ax.plot(layers, result["probe_risk_per_layer"], marker="o", color="k", label="model: probe after layer (0 = input)")
+        ax.plot(list(steps), curves["gd"], marker="s", label="GD, t steps (best lr)")
+        ax.plot(list(steps), curves["pto"], marker="^", label="PtO (reweight), t steps (best lr)")
+        ax.set_xlabel("layers used  /  GD steps t")
+        ax.set_ylabel("risk (MSE / norm) at the query")
+        ax.legend(fontsize=8)
+        result["figure"] = _savefig(fig, out, "gd_steps.png")
+    return result
+
+
+
+# -- 6. the algorithm alone: PtO against GD, ridge and Lasso ------------------------------------
+
+def algorithm_study(
+    *,
+    dims: tuple = (8, 16),
+    noises: tuple = (0.0, 0.5),
+    s: int = 2,
+    steps: int = 3,
+    n_prompts: int = 1000,
+    quick: bool = False,
+    out: PathLike = None,
+) -> dict:
+    """Excess risk over n of t-step GD, t-step PtO, ridge, Lasso and the oracle, across d and noise (no model)."""
+    from .tasks import SparseLinearRegression
+
+    if quick:
+        dims, noises, n_prompts = dims[:1], noises[-1:], 100
+    settings = []
+    for d in dims:
+        for noise in noises:
+            task = SparseLinearRegression(d=d, s=s, noise_std=noise)
+            n_points = 2 * d + 1
+            suite = {k: v for k, v in baseline_suite(task, n_points, steps, quick=quick).items() if k != "averaging"}
+            curves = {k: _curve(evaluate(est, task, n_points=n_points, n_prompts=n_prompts, seed=3)) for k, est in suite.items()}
+            settings.append({"d": d, "noise_std": noise, "s": s, "n_points": n_points, "curves": curves})
+    result = {"steps": steps, "settings": settings}
+    if out is not None:
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.2), squeeze=False)
+        for ax, st in zip(axes[0], settings):
+            for name, cur in st["curves"].items():
+                ax.plot(cur["n_context"][1:], [max(v, 1e-4) for v in cur["excess_risk"][1:]], label=name)
+            ax.set_yscale("log")
+            ax.set_title(f"d={st['d']}, s={s}, noise={st['noise_std']}")
+            ax.set_xlabel("in-context examples n")
+        axes[0][0].set_ylabel("excess risk")
+        axes[0][-1].legend(fontsize=7)
+        result["figure"] = _savefig(fig, out, "algorithm.png")
+    return result
+
+
+# -- the recipe registry: name -> run(out, quick) ----------------------------------------------
+
+def _zoo_model_and_data(quick: bool, seed: int = 7) -> tuple[Any, Any]:
+    from .checkpoint import load_model
+
+    model = load_model("default")
+    return model, model.task.sample(256 if quick else 2000, model.cfg.max_points, seed=seed)
+
+
+def _recipe_risk(out: PathLike, quick: bool) -> dict:
+    model, _ = _zoo_model_and_data(quick)
+    return risk_curves({"default": model}, model.task, model.cfg.max_points, quick=quick, out=out)
+
+
+def _recipe_importance(out: PathLike, quick: bool) -> dict:
+    return importance_study(*_zoo_model_and_data(quick), out=out)
+
+
+def _recipe_pruning(out: PathLike, quick: bool) -> dict:
+    return pruning_study(*_zoo_model_and_data(quick), out=out)
+
+
+def _recipe_preprocessing(out: PathLike, quick: bool) -> dict:
+    return preprocessing_study(*_zoo_model_and_data(quick), out=out)
+
+
+def _recipe_gd(out: PathLike, quick: bool) -> dict:
+    return gd_study(*_zoo_model_and_data(quick), steps=(1, 2, 3) if quick else (1, 2, 3, 4, 6, 8), out=out)
+
+
+def _recipe_algorithm(out: PathLike, quick: bool) -> dict:
+    return algorithm_study(quick=quick, out=out)
+
+
+RECIPES = {
+    "risk_curves": _recipe_risk,
+    "head_importance": _recipe_importance,
+    "pruning_probing": _recipe_pruning,
+    "preprocessing": _recipe_preprocessing,
+    "gd_steps": _recipe_gd,
+    "algorithm": _recipe_algorithm,
+}
+
+
+def run_recipe(name: str, out: Union[str, Path], quick: bool = False) -> dict:
+    """Run recipe ``name``: figures and ``<name>.json`` (every plotted number) into ``out``."""
+    from ._checks import check_choice
+
+    check_choice("name", name, sorted(RECIPES))
+    data = RECIPES[name](out, quick)
+    save_json(data, out, f"{name}.json")
+    return data

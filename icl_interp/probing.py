@@ -1,0 +1,470 @@
+"""P-probing: linear read-outs of a frozen model's activations, scored on held-out prompts.
+
+Allen-Zhu & Li's position-based probing applied to ICL (the seed paper): at chosen
+token positions, fit a ridge probe from a hook point's activation to a target
+(``probes`` catalogue name or a callable ``ICLBatch -> tensor``) on training
+prompts and report R2 / MSE on the other prompts. Prompts, never positions of
+one prompt, are split, so a probe cannot memorise a prompt.
+
+Positions (``positions=``):
+
+- ``"query"``: the token whose output predicts the last y (interleaved: ``2(n-1)``,
+  concatenated: the last token; an attached model: its last token). One row per prompt.
+- ``"all"``: the token of every example (interleaved: the x tokens ``0, 2, ..., 2(n-1)``;
+  concatenated: token ``i``, which also holds ``y_i`` for ``i < n-1``); only for
+  ICLTransformer. Per-example targets line up.
+- a list of token indices (negative ones count from the end).
+
+A per-prompt target is repeated at every chosen position; a per-example target is
+read at each position's example (unknown for attached models: use per-prompt targets there).
+
+Activations are captured by hooks of ours on TransformerLens HookPoints during a
+forward from the residual input (``runner``), so hooks the user has active on
+``model.hooked`` stay in force and their effect is what gets probed.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+import probes
+
+from . import backend
+from ._checks import check_choice, check_float, check_int, check_tensor
+from .hooks import HookFn, scoped_hooks
+from .runner import as_model, check_batch, residual_input
+from .tasks import ICLBatch
+
+__all__ = [
+    "RidgeProbe",
+    "ProbeResult",
+    "ProbeTable",
+    "probe_layer",
+    "probe_all_layers",
+    "collect_activations",
+    "r2_score",
+    "SITES",
+    "PROBE_ALPHAS",
+]
+
+SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
+EMBED = -1  # layer index of the residual entering block 0 in result tables
+#: Default ridge penalties searched by leave-one-out (absolute, as scikit-learn's ``alpha``).
+PROBE_ALPHAS = tuple(10.0 ** (k / 2) for k in range(-12, 13))
+
+
+# -- the probe ------------------------------------------------------------------------
+
+
+def r2_score(y_true: Float[Tensor, "n k"], y_pred: Float[Tensor, "n k"]) -> Float[Tensor, " k"]:
+    """R2 per output (scikit-learn's convention: a constant column scores 1 if predicted exactly, else 0)."""
+    sse = ((y_true - y_pred) ** 2).sum(0)
+    sst = ((y_true - y_true.mean(0)) ** 2).sum(0)
+    safe = torch.where(sst > 0, sst, torch.ones_like(sst))
+    return torch.where(sst > 0, 1 - sse / safe, (sse == 0).to(sse.dtype))
+
+
+class RidgeProbe:
+    """Closed-form ridge with an unpenalised intercept: ``Y ~ X @ coef_ + intercept_``.
+
+    The objective is scikit-learn's ``||Y - X B - b||^2 + alpha ||B||^2``. With
+    ``alpha=None`` the penalty is chosen from ``alphas`` by exact leave-one-out
+    error, computed for every alpha from one SVD of the centred ``X`` (``loo_mse_``
+    holds it). ``rank`` makes it a reduced-rank ridge: the fitted values are projected
+    onto their top ``rank`` principal directions (alpha is chosen before the projection).
+    Work is done in float64; predictions have X's dtype and are differentiable in X.
+    """
+
+    def __init__(self, alpha: Optional[float] = None, alphas: Sequence[float] = PROBE_ALPHAS, rank: Optional[int] = None):
+        self.alpha = None if alpha is None else check_float("alpha", alpha, min_value=0.0, strict_min=True)
+        if not isinstance(alphas, Sequence) or isinstance(alphas, str) or len(alphas) == 0:
+            raise ValueError(f"alphas must be a non-empty sequence of positive numbers, got {alphas!r}")
+        self.alphas = tuple(check_float("alphas", a, min_value=0.0, strict_min=True) for a in alphas)
+        self.rank = None if rank is None else check_int("rank", rank, min_value=1)
+
+    def __repr__(self) -> str:
+        alpha = getattr(self, "alpha_", self.alpha)
+        return f"RidgeProbe(alpha={alpha if alpha is None else f'{alpha:g}'}, rank={self.rank})"
+
+    def fit(self, X: Float[Tensor, "n f"], Y: Union[Float[Tensor, " n"], Float[Tensor, "n k"]]) -> "RidgeProbe":
+        X = check_tensor("X", X, ndim=2)
+        Y = check_tensor("Y", Y, ndim=(1, 2))
+        if Y.shape[0] != X.shape[0]:
+            raise ValueError(f"X and Y must have the same number of rows, got {X.shape[0]} and {Y.shape[0]}")
+        if X.shape[0] < 2:
+            raise ValueError(f"X must have at least 2 rows to fit a probe with an intercept, got {X.shape[0]}")
+        self._vector = Y.ndim == 1
+        x, y = X.double(), Y.double().reshape(X.shape[0], -1)
+        self.x_mean_, y_mean = x.mean(0), y.mean(0)
+        xc, yc = x - self.x_mean_, y - y_mean
+        u, s, vh = torch.linalg.svd(xc, full_matrices=False)
+        uty = u.T @ yc
+        if self.alpha is None:
+            self.loo_mse_ = torch.stack([self._loo_mse(u, s, uty, yc, a) for a in self.alphas])
+            self.alpha_ = self.alphas[int(torch.argmin(self.loo_mse_))]
+        else:
+            self.alpha_ = self.alpha
+        coef = vh.T @ ((s / (s**2 + self.alpha_))[:, None] * uty)
+        if self.rank is not None and self.rank < coef.shape[1]:
+            _, _, wh = torch.linalg.svd(xc @ coef, full_matrices=False)
+            coef = coef @ (wh[: self.rank].T @ wh[: self.rank])
+        self.coef_ = coef
+        self.intercept_ = y_mean - self.x_mean_ @ coef
+        return self
+
+    @staticmethod
+    def _loo_mse(u: Tensor, s: Tensor, uty: Tensor, yc: Tensor, alpha: float) -> Tensor:
+        """Exact leave-one-out MSE: residual / (1 - leverage), leverage including the intercept's 1/N."""
+        shrink = s**2 / (s**2 + alpha)
+        resid = yc - u @ (shrink[:, None] * uty)
+        lev = 1.0 / yc.shape[0] + (u**2) @ shrink
+        return ((resid / (1 - lev).clamp_min(1e-12)[:, None]) ** 2).mean()
+
+    def predict(self, X: Float[Tensor, "n f"]) -> Tensor:
+        """``[N, k]`` predictions (``[N]`` if fitted on a vector)."""
+        if not hasattr(self, "coef_"):
+            raise RuntimeError("RidgeProbe is not fitted: call fit(X, Y) first")
+        X = check_tensor("X", X, ndim=2, finite=False)
+        if X.shape[1] != self.coef_.shape[0]:
+            raise ValueError(f"X must have {self.coef_.shape[0]} features, got {X.shape[1]}")
+        out = (X.double() @ self.coef_ + self.intercept_).to(X.dtype)
+        return out[:, 0] if self._vector else out
+
+    def score(self, X: Float[Tensor, "n f"], Y: Union[Float[Tensor, " n"], Float[Tensor, "n k"]]) -> float:
+        """R2 averaged over outputs (scikit-learn's ``uniform_average``)."""
+        pred = self.predict(X).reshape(X.shape[0], -1).double()
+        return float(r2_score(Y.double().reshape(X.shape[0], -1), pred).mean())
+
+
+# -- results --------------------------------------------------------------------------
+
+
+@dataclass
+class ProbeResult:
+    """One fitted probe and its held-out scores (``control_*``: the same probe on a random model)."""
+
+    target: str
+    layer: int
+    site: str
+    positions: Any
+    r2: float
+    mse: float
+    r2_per_output: Tensor
+    probe: Any
+    n_train: int
+    n_test: int
+    train_prompts: Tensor = field(repr=False)
+    test_prompts: Tensor = field(repr=False)
+    control_r2: Optional[float] = None
+    control_mse: Optional[float] = None
+
+    def to_dict(self) -> dict:
+        return {
+            "target": self.target,
+            "layer": self.layer,
+            "site": self.site,
+            "positions": self.positions,
+            "r2": self.r2,
+            "mse": self.mse,
+            "r2_per_output": self.r2_per_output.tolist(),
+            "alpha": getattr(self.probe, "alpha_", None),
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+            "control_r2": self.control_r2,
+            "control_mse": self.control_mse,
+        }
+
+
+@dataclass
+class ProbeTable:
+    """Rows of :class:`ProbeResult` (layer ``-1`` / site ``"embed"``: the residual entering block 0)."""
+
+    rows: list[ProbeResult]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __getitem__(self, i: int) -> ProbeResult:
+        return self.rows[i]
+
+    def to_dicts(self) -> list[dict]:
+        return [r.to_dict() for r in self.rows]
+
+    def get(self, layer: int, site: str = "resid_post", target: str = "y_query") -> ProbeResult:
+        """The row for ``(layer, site, target)``; layer -1 is the embedding row whatever ``site``."""
+        for r in self.rows:
+            if r.layer == layer and r.target == target and (r.site == site or layer == EMBED):
+                return r
+        raise KeyError(f"no row for layer={layer}, site={site!r}, target={target!r}")
+
+    def __str__(self) -> str:
+        control = any(r.control_r2 is not None for r in self.rows)
+        head = f"{'target':<16}{'layer':>6} {'site':<11}{'r2':>9}{'mse':>11}" + (
+            f"{'ctrl_r2':>9}{'ctrl_mse':>11}" if control else ""
+        )
+        lines = [head]
+        for r in self.rows:
+            line = f"{r.target:<16}{r.layer:>6} {r.site:<11}{r.r2:>9.4f}{r.mse:>11.4g}"
+            if control:
+                line += f"{_fmt(r.control_r2, '9.4f')}{_fmt(r.control_mse, '11.4g')}"
+            lines.append(line)
+        return "\n".join(lines)
+
+
+def _fmt(value: Optional[float], spec: str) -> str:
+    return f"{'-':>{spec.split('.')[0]}}" if value is None else format(value, spec)
+
+
+# -- positions, capture, split --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Chosen token positions and, where known, the example each one belongs to."""
+
+    tokens: Tensor
+    examples: Optional[Tensor]
+    label: Any
+
+
+def _check_positions(positions: Any) -> Any:
+    if isinstance(positions, str):
+        return check_choice("positions", positions, ("query", "all"))
+    if isinstance(positions, (list, tuple)) and positions:
+        return [check_int("positions", p) for p in positions]
+    raise ValueError(f"positions must be 'query', 'all' or a non-empty list of token indices, got {positions!r}")
+
+
+def _plan(model: Any, positions: Any, n_points: int, n_tokens: int) -> _Plan:
+    """Token indices (and their examples) for ``positions`` in a prompt of ``n_tokens`` tokens."""
+    encoding = getattr(getattr(model, "cfg", None), "encoding", None)
+    per_token = {"interleaved": lambda t: t // 2, "concatenated": lambda t: t}.get(encoding)
+    if positions == "query":
+        tokens = [2 * (n_points - 1) if encoding == "interleaved" else n_tokens - 1]
+        return _Plan(torch.tensor(tokens), torch.tensor([n_points - 1]), "query")
+    if positions == "all":
+        if per_token is None:
+            raise ValueError(
+                "positions='all' needs to know each example's token (an ICLTransformer); pass a list of token indices"
+            )
+        step = 2 if encoding == "interleaved" else 1
+        return _Plan(torch.arange(0, step * n_points, step), torch.arange(n_points), "all")
+    bad = [p for p in positions if not -n_tokens <= p < n_tokens]
+    if bad:
+        raise ValueError(f"positions must be token indices in [{-n_tokens}, {n_tokens - 1}] for this data, got {bad}")
+    tokens = torch.tensor([p % n_tokens for p in positions])
+    examples = None if per_token is None else torch.tensor([per_token(int(t)) for t in tokens])
+    return _Plan(tokens, examples, list(positions))
+
+
+def _hook_name(layer: int, site: str) -> str:
+    return "blocks.0.hook_resid_pre" if layer == EMBED else f"blocks.{layer}.hook_{site}"
+
+
+def _capture(model: Any, resid0: Tensor, layer_sites: Sequence[tuple[int, str]], tokens: Tensor, detach: bool = True) -> dict:
+    """Activations ``[B, P, f]`` at ``tokens`` for every (layer, site), from one forward of the needed blocks."""
+    hooked = model.hooked
+    names = {_hook_name(layer, site) for layer, site in layer_sites}
+    for layer, site in layer_sites:
+        if _hook_name(layer, site) not in hooked.hook_dict:
+            raise ValueError(f"site {site!r} has no hook point {_hook_name(layer, site)!r} in this model")
+    store: dict[str, Tensor] = {}
+
+    def grab(name: str) -> HookFn:
+        def fn(x: Tensor) -> None:
+            picked = x[:, tokens.to(x.device)]
+            store[name] = picked.detach() if detach else picked
+
+        return fn
+
+    stop = max(max(layer for layer, _ in layer_sites), 0) + 1
+    with scoped_hooks(hooked, [(name, grab(name)) for name in sorted(names)]):
+        backend.run_blocks(hooked, resid0, 0, stop)
+    missing = sorted(names - set(store))
+    if missing:
+        raise RuntimeError(f"hook points {missing} never fired during the forward")
+    return {(layer, site): store[_hook_name(layer, site)] for layer, site in layer_sites}
+
+
+def collect_activations(
+    model: Any,
+    data: ICLBatch,
+    layer_sites: Sequence[tuple[int, str]],
+    positions: Any = "query",
+) -> dict[tuple[int, str], Float[Tensor, "batch pos f"]]:
+    """``{(layer, site): [B, P, f]}`` at the chosen positions, from one no-grad forward (layer -1: the input)."""
+    model = as_model(model)
+    data = check_batch("data", data, model)
+    positions = _check_positions(positions)
+    with torch.no_grad():
+        resid0 = residual_input(model, data)
+        plan = _plan(model, positions, data.n_points, resid0.shape[1])
+        return _capture(model, resid0, layer_sites, plan.tokens)
+
+
+def _split(n_prompts: int, test_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """(train, test) prompt indices from a seeded permutation; both need at least 2 prompts."""
+    n_test = int(round(n_prompts * test_fraction))
+    if n_test < 2 or n_prompts - n_test < 2:
+        raise ValueError(
+            f"data has {n_prompts} prompts: with test_fraction={test_fraction} that gives {n_test} test and "
+            f"{n_prompts - n_test} train prompts; at least 2 of each are needed"
+        )
+    perm = torch.randperm(n_prompts, generator=torch.Generator().manual_seed(seed))
+    return perm[n_test:].sort().values, perm[:n_test].sort().values
+
+
+def _new_probe(probe: Any) -> Any:
+    if isinstance(probe, str):
+        check_choice("probe", probe, ("ridge",))
+        return RidgeProbe()
+    if callable(getattr(probe, "fit", None)) and callable(getattr(probe, "predict", None)):
+        return copy.deepcopy(probe)
+    raise TypeError(
+        f"probe must be 'ridge' or an unfitted probe with fit/predict (e.g. RidgeProbe(alpha=1.0)), got {type(probe).__name__}"
+    )
+
+
+def _values(target: probes.Target, data: ICLBatch, plan: _Plan) -> Tensor:
+    """Target values ``[B, P, k]`` lined up with the plan's positions."""
+    vals = target(data)
+    if vals.ndim == 2:
+        return vals[:, None, :].expand(-1, len(plan.tokens), -1)
+    if plan.examples is None:
+        raise ValueError(
+            f"target {target.name!r} is per example, but which example each position holds is unknown for this model"
+        )
+    return vals[:, plan.examples.to(vals.device)]
+
+
+def _fit_score(probe: Any, acts: Tensor, values: Tensor, train: Tensor, test: Tensor) -> tuple[Any, Tensor, float]:
+    """Fit on the train prompts' rows, return (probe, R2 per output, MSE) on the test prompts' rows."""
+    f, k = acts.shape[-1], values.shape[-1]
+    probe = _new_probe(probe).fit(acts[train].reshape(-1, f), values[train].reshape(-1, k))
+    y_test = values[test].reshape(-1, k).double()
+    pred = probe.predict(acts[test].reshape(-1, f)).reshape(-1, k).double()
+    return probe, r2_score(y_test, pred), float(((pred - y_test) ** 2).mean())
+
+
+def _control_model(model: Any) -> Any:
+    from .model import ICLTransformer, ModelConfig
+
+    if not isinstance(model, ICLTransformer):
+        raise ValueError(
+            f"control=True builds a random model of the same config, which needs an ICLTransformer, got {type(model).__name__}; "
+            "probe your own control model instead"
+        )
+    return ICLTransformer(ModelConfig(**{**model.cfg.to_dict(), "seed": model.cfg.seed + 1}))
+
+
+def _probe_many(
+    model: Any,
+    data: Any,
+    layer_sites: Sequence[tuple[int, str]],
+    targets: Sequence[probes.Target],
+    positions: Any,
+    probe: Any,
+    test_fraction: float,
+    seed: int,
+    control: bool,
+) -> list[ProbeResult]:
+    """The shared path of probe_layer and probe_all_layers: one forward, then every probe."""
+    positions = _check_positions(positions)
+    test_fraction = check_float("test_fraction", test_fraction, min_value=0.0, max_value=1.0, strict_min=True)
+    seed = check_int("seed", seed, min_value=0)
+    if not isinstance(control, bool):
+        raise TypeError(f"control must be a bool, got {type(control).__name__}")
+    _new_probe(probe)
+    train, test = _split(data.batch_size, test_fraction, seed)
+    models = [model] + ([_control_model(model)] if control else [])
+    with torch.no_grad():
+        resid0 = residual_input(model, data)
+        plan = _plan(model, positions, data.n_points, resid0.shape[1])
+        values = {t.name: _values(t, data, plan) for t in targets}
+        acts = [_capture(model, resid0, layer_sites, plan.tokens)]
+        acts += [_capture(m, residual_input(m, data), layer_sites, plan.tokens) for m in models[1:]]
+    rows = []
+    for t in targets:
+        for layer, site in layer_sites:
+            fitted, r2s, mse = _fit_score(probe, acts[0][(layer, site)], values[t.name], train, test)
+            row = ProbeResult(
+                t.name, layer, site, plan.label, float(r2s.mean()), mse, r2s.float(), fitted, len(train), len(test), train, test
+            )
+            if control:
+                _, c_r2s, row.control_mse = _fit_score(probe, acts[1][(layer, site)], values[t.name], train, test)
+                row.control_r2 = float(c_r2s.mean())
+            rows.append(row)
+    return rows
+
+
+def _check_layer(layer: Any, n_layers: int) -> int:
+    if isinstance(layer, str):
+        check_choice("layer", layer, ("embed",))
+        return EMBED
+    return check_int("layer", layer, min_value=0, max_value=n_layers - 1)
+
+
+def probe_layer(
+    model: Any,
+    data: ICLBatch,
+    layer: Union[int, str],
+    target: Any,
+    site: str = "resid_post",
+    positions: Any = "query",
+    probe: Any = "ridge",
+    test_fraction: float = 0.25,
+    seed: int = 0,
+    control: bool = False,
+) -> ProbeResult:
+    """Probe ``blocks.{layer}.hook_{site}`` for ``target``; held-out R2 and MSE.
+
+    ``layer`` is 0-indexed, or ``"embed"`` for the residual entering block 0 (then
+    ``site`` is ignored and the row has layer -1, site "embed"). ``target`` is a
+    ``probes`` name, a ``probes.Target`` or a callable ``ICLBatch -> tensor``.
+    ``control=True`` also fits the probe on a random ICLTransformer of the same config.
+    """
+    model = as_model(model)
+    data = check_batch("data", data, model)
+    layer = _check_layer(layer, model.hooked.cfg.n_layers)
+    site = "embed" if layer == EMBED else check_choice("site", site, SITES)
+    return _probe_many(model, data, [(layer, site)], [probes.resolve(target)], positions, probe, test_fraction, seed, control)[0]
+
+
+def probe_all_layers(
+    model: Any,
+    data: ICLBatch,
+    targets: Any = ("y_query",),
+    sites: Sequence[str] = ("resid_post",),
+    positions: Any = "query",
+    probe: Any = "ridge",
+    test_fraction: float = 0.25,
+    seed: int = 0,
+    control: bool = False,
+) -> ProbeTable:
+    """Every (target, layer, site) probe from one cached forward, plus the input ("embed", layer -1) row.
+
+    Same split and probe as :func:`probe_layer`, so every row equals the
+    corresponding ``probe_layer`` call.
+    """
+    model = as_model(model)
+    data = check_batch("data", data, model)
+    targets = [targets] if isinstance(targets, str) or not isinstance(targets, Sequence) else list(targets)
+    if not targets:
+        raise ValueError("targets must name at least one target")
+    resolved = [probes.resolve(t, "targets") for t in targets]
+    sites = [sites] if isinstance(sites, str) else list(sites)
+    if not sites:
+        raise ValueError(f"sites must be a non-empty list from {list(SITES)}")
+    for s in sites:
+        check_choice("sites", s, SITES)
+    layer_sites = [(EMBED, "embed")] + [(layer, s) for layer in range(model.hooked.cfg.n_layers) for s in sites]
+    return ProbeTable(_probe_many(model, data, layer_sites, resolved, positions, probe, test_fraction, seed, control))
