@@ -46,7 +46,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"model {args.model!r} records no task to evaluate on")
     n = args.n_points or model.cfg.max_points
     res = evaluate(model, task, n_points=n, n_prompts=args.n_prompts, seed=args.seed)
-    text = json.dumps(res.to_dict(), indent=1)
+    text = json.dumps(res.to_dict(per_prompt=False), indent=1)
     if args.out:
         Path(args.out).write_text(text)
     print(text if not args.out else f"wrote {args.out}")

@@ -98,7 +98,14 @@ def risk_curves(
 
         for name, r in curves.items():
             r.name = name
-        data["figure"] = _savefig(plot_risk_curves(list(curves.values()), quantity="error"), out, "risk_curves.png")
+        fig = plot_risk_curves(list(curves.values()), quantity="error")
+        ax = fig.axes[0]
+        for line in ax.get_lines():
+            if line.get_label() in models:
+                line.set(color="black", linewidth=2.5, zorder=5)
+        ax.legend(fontsize=8)
+        ax.set_ylim(0.05, 3.0)  # OLS near n = d and the oracle at n <= s + 1 blow up; the JSON has their values
+        data["figure"] = _savefig(fig, out, "risk_curves.png")
     return data
 
 
@@ -212,7 +219,7 @@ def preprocessing_study(model: Any, data: Any, *, out: PathLike = None) -> dict:
         embed, layer0 = table.get(-1, "embed", t), table.get(0, "resid_post", t)
         rows[t] = {"input_r2": embed.r2, "layer0_r2": layer0.r2, "control_r2": getattr(layer0, "control_r2", None),
                    "gain_over_input": layer0.r2 - embed.r2}
-    cands = {t: rows[t] for t in PREPROCESSING_TARGETS}
+    cands = {t: rows[t] for t in PREPROCESSING_TARGETS if t != "pre_identity"}  # identity is the raw query x itself
     best = max(cands, key=lambda t: cands[t]["gain_over_input"])
     result = {"rows": rows, "best_candidate": best, "best_gain_over_input": cands[best]["gain_over_input"],
               "best_layer0_r2": cands[best]["layer0_r2"], "best_control_r2": cands[best]["control_r2"]}

@@ -52,7 +52,7 @@ def _claims(results: dict, n_layers: int) -> list[dict]:
     control = row["control_r2"] if row["control_r2"] is not None else float("nan")
     claims.append({
         "claim": "Layer 0 preprocesses the context: its output encodes a preprocessed query better than the input does.",
-        "verdict": verdict(pre["best_gain_over_input"] > 0.05 and row["layer0_r2"] > control + 0.05, pre["best_gain_over_input"] > 0),
+        "verdict": verdict(pre["best_gain_over_input"] > 0.05 and row["layer0_r2"] > control + 0.05, pre["best_gain_over_input"] > 0.02),
         "number": f"best candidate {best}: R2 {row['layer0_r2']:.3f} after layer 0 vs {row['input_r2']:.3f} at the input "
                   f"and {control:.3f} for the random-model control",
     })
@@ -66,10 +66,15 @@ def _claims(results: dict, n_layers: int) -> list[dict]:
         d_gd = sum(abs(math.log(m / g)) for m, g, _ in pairs) / len(pairs)
         d_pto = sum(abs(math.log(m / p)) for m, _, p in pairs) / len(pairs)
         claims.append({
-            "claim": "Each later layer acts like one GD step on preprocessed data (per-layer risk tracks PtO better than plain GD).",
-            "verdict": verdict(d_pto < d_gd and d_pto < 0.5, d_pto < d_gd),
+            "claim": "Each later layer acts like one gradient-descent step (risk after layer l close to the best l-step GD or PtO).",
+            "verdict": verdict(min(d_gd, d_pto) < 0.2, min(d_gd, d_pto) < 0.5),
             "number": f"mean |log(model risk / algorithm risk)| over layers 1..{n_layers - 1} with t = layer: "
-                      f"PtO {d_pto:.2f}, GD {d_gd:.2f}",
+                      f"GD {d_gd:.2f}, PtO {d_pto:.2f}",
+        })
+        claims.append({
+            "claim": "The steps run on preprocessed data: per-layer risk tracks PtO better than GD on the raw data.",
+            "verdict": verdict(d_pto < d_gd and d_pto < 0.2, d_pto < d_gd),
+            "number": f"PtO distance {d_pto:.2f} vs GD distance {d_gd:.2f} (smaller is closer)",
         })
     return claims
 
