@@ -32,6 +32,9 @@ _DEFAULT_TRAIN = {
 PRESETS: dict[str, dict] = {
     # The default model: sparse regression d=8, s=2, noise 0.5; 3 layers x 4 heads.
     "default": {"task": _DEFAULT_TASK, "model": _DEFAULT_MODEL, "train": _DEFAULT_TRAIN},
+    # The default recipe with 1, 2 or 8 heads at the same d_model (the seed's head-count comparison, Fig 1b).
+    **{f"default-h{h}": {"task": _DEFAULT_TASK, "model": {**_DEFAULT_MODEL, "n_heads": h}, "train": _DEFAULT_TRAIN}
+       for h in (1, 2, 8)},
     # A few seconds: used by the tests and --quick recipes.
     "tiny": {
         "task": {"name": "sparse_linear_regression", "d": 4, "s": 1, "noise_std": 0.1},
