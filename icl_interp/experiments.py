@@ -317,6 +317,69 @@ def algorithm_study(
     return result
 
 
+# -- 7. the second seed: single- vs multi-head one-layer softmax attention ------------------------
+
+def fit_inverse_d(ds: list[int], losses: list[float]) -> tuple[float, float]:
+    """Least-squares fit ``loss(D) = c / D + e``; returns (c, e)."""
+    a = torch.tensor([[1.0 / d, 1.0] for d in ds], dtype=torch.float64)
+    sol = torch.linalg.lstsq(a, torch.tensor(losses, dtype=torch.float64).unsqueeze(1)).solution
+    return float(sol[0]), float(sol[1])
+
+
+def multihead_study(
+    models: dict[str, Any],
+    task: Task,
+    *,
+    d_min: int = 8,
+    n_prompts: int = 2000,
+    quick: bool = False,
+    out: PathLike = None,
+) -> dict:
+    """Excess risk of each query-only model against the number of examples D, with fitted ``c / D + e``.
+
+    ``models`` maps a label to a one-layer softmax-attention model (concatenated
+    encoding); its ``cfg`` gives the embedding size p and the head count h.
+    """
+    if quick:
+        n_prompts = 200
+    rows = {}
+    for name, model in models.items():
+        n_points = model.cfg.max_points
+        res = evaluate(model, task, n_points=n_points, n_prompts=n_prompts, seed=5)
+        ds = [int(k) for k in res.n_context.tolist() if k >= d_min]
+        losses = [float(res.excess_risk[k]) for k in ds]
+        c, e = fit_inverse_d(ds, losses)
+        rows[name] = {"p": model.cfg.d_model, "h": model.cfg.n_heads, "p_over_h": model.cfg.d_model / model.cfg.n_heads,
+                      "D": ds, "excess_risk": losses, "c": c, "e": e}
+    result = {"task": task.to_dict(), "d": task.d, "models": rows}
+    by_p: dict[int, dict[int, dict]] = {}
+    for row in rows.values():
+        by_p.setdefault(row["p"], {})[row["h"]] = row
+    comparisons = []
+    for p_, heads in sorted(by_p.items()):
+        if 1 in heads:
+            for h, row in sorted(heads.items()):
+                if h > 1:
+                    comparisons.append({"p": p_, "h": h, "p_over_h_ge_d": p_ / h >= task.d, "c_single": heads[1]["c"],
+                                        "c_multi": row["c"], "c_multi_over_single": row["c"] / heads[1]["c"],
+                                        "risk_at_max_D_single": heads[1]["excess_risk"][-1], "risk_at_max_D_multi": row["excess_risk"][-1]})
+    result["comparisons"] = comparisons
+    if out is not None:
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5.5, 3.4))
+        for name, row in rows.items():
+            (line,) = ax.plot(row["D"], row["excess_risk"], marker="o", ms=3, label=f"{name} (c={row['c']:.2f})")
+            fit = [row["c"] / d + row["e"] for d in row["D"]]
+            ax.plot(row["D"], fit, ls="--", color=line.get_color(), lw=1)
+        ax.set_xlabel("in-context examples D")
+        ax.set_ylabel("excess risk (query)")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+        result["figure"] = _savefig(fig, out, "multihead.png")
+    return result
+
+
 # -- the recipe registry: name -> run(out, quick) ----------------------------------------------
 
 def _zoo_model_and_data(quick: bool, seed: int = 7) -> tuple[Any, Any]:
@@ -351,6 +414,19 @@ def _recipe_algorithm(out: PathLike, quick: bool) -> dict:
     return algorithm_study(quick=quick, out=out)
 
 
+SOFTMAX_ZOO = ("softmax-p16-h1", "softmax-p16-h4", "softmax-p8-h1", "softmax-p8-h4")
+
+
+def _recipe_multihead(out: PathLike, quick: bool) -> dict:
+    from .checkpoint import load_model, zoo_names
+
+    missing = [n for n in SOFTMAX_ZOO if n not in zoo_names()]
+    if missing:
+        raise ValueError(f"the multihead recipe needs the zoo models {missing}: train them with icl-interp train --preset NAME")
+    models = {n: load_model(n) for n in SOFTMAX_ZOO}
+    return multihead_study(models, next(iter(models.values())).task, quick=quick, out=out)
+
+
 RECIPES = {
     "risk_curves": _recipe_risk,
     "head_importance": _recipe_importance,
@@ -358,6 +434,7 @@ RECIPES = {
     "preprocessing": _recipe_preprocessing,
     "gd_steps": _recipe_gd,
     "algorithm": _recipe_algorithm,
+    "multihead": _recipe_multihead,
 }
 
 

@@ -35,6 +35,15 @@ PRESETS: dict[str, dict] = {
     # The default recipe with 1, 2 or 8 heads at the same d_model (the seed's head-count comparison, Fig 1b).
     **{f"default-h{h}": {"task": _DEFAULT_TASK, "model": {**_DEFAULT_MODEL, "n_heads": h}, "train": _DEFAULT_TRAIN}
        for h in (1, 2, 8)},
+    # The second seed (Cui et al. 2024): one layer of softmax attention with a read-in, embedding size p,
+    # h heads, concatenated [x; y] tokens, trained on prompt lengths 5..41 so the loss can be read against D.
+    **{f"softmax-p{p}-h{h}": {
+        "task": {"name": "linear_regression", "d": 4, "noise_std": 0.1},
+        "model": {"d": 4, "n_layers": 1, "n_heads": h, "d_model": p, "attn_only": True, "normalization": None,
+                  "positional": "none", "encoding": "concatenated", "max_points": 41},
+        "train": {"steps": 6000, "batch_size": 256, "lr": 3e-3, "warmup_steps": 200, "schedule": "cosine", "grad_clip": 1.0,
+                  "min_points": 5, "eval_every": 1000, "checkpoint_every": 1000, "seed": 0},
+    } for p, h in ((16, 1), (16, 4), (8, 1), (8, 4))},
     # A few seconds: used by the tests and --quick recipes.
     "tiny": {
         "task": {"name": "sparse_linear_regression", "d": 4, "s": 1, "noise_std": 0.1},

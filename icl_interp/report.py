@@ -76,6 +76,23 @@ def _claims(results: dict, n_layers: int) -> list[dict]:
             "verdict": verdict(d_pto < d_gd and d_pto < 0.2, d_pto < d_gd),
             "number": f"PtO distance {d_pto:.2f} vs GD distance {d_gd:.2f} (smaller is closer)",
         })
+    if "error_single_head" in prune:
+        single, full = prune["error_single_head"], prune["error_full"]
+        claims.append({
+            "claim": "Multi-head beats a trained single-head model of the same size (the seed's Fig 1b / Fig 5 comparison).",
+            "verdict": verdict(single > 1.1 * full, single > full),
+            "number": f"error single-head / all heads = {single / full:.3f} ({single:.3f} vs {full:.3f}); pruned: {prune['error_pruned']:.3f}",
+        })
+    for cmp in results.get("multihead", {}).get("comparisons", []):
+        wide = cmp["p_over_h_ge_d"]
+        ratio = cmp["c_multi_over_single"]
+        claims.append({
+            "claim": (f"Second seed: with p/h >= d (p={cmp['p']}, h={cmp['h']}) multi-head attention has a smaller c in c/D than single-head."
+                      if wide else f"Second seed: with p/h < d (p={cmp['p']}, h={cmp['h']}) the multi-head advantage shrinks or reverses."),
+            "verdict": verdict(ratio < 0.9, ratio < 1.0) if wide else verdict(ratio >= 1.0, ratio >= 0.9),
+            "number": f"c multi / c single = {ratio:.2f} (c = {cmp['c_multi']:.2f} vs {cmp['c_single']:.2f}); "
+                      f"excess risk at the largest D: {cmp['risk_at_max_D_multi']:.3f} vs {cmp['risk_at_max_D_single']:.3f}",
+        })
     return claims
 
 
@@ -97,9 +114,13 @@ def write_report(out: Union[str, Path], *, quick: bool = False, model_name: str 
     results["importance"] = ex.importance_study(model, data, out=out)
     import torch
 
-    results["pruning"] = ex.pruning_study(model, data, importance=torch.tensor(results["importance"]["ablation"]), out=out)
+    single = load_model(f"{model_name}-h1") if f"{model_name}-h1" in zoo_names() else None
+    results["pruning"] = ex.pruning_study(model, data, single_head=single, importance=torch.tensor(results["importance"]["ablation"]), out=out)
     results["preprocessing"] = ex.preprocessing_study(model, data, out=out)
     results["gd"] = ex.gd_study(model, data, out=out)
+    if all(n in zoo_names() for n in ex.SOFTMAX_ZOO):
+        softmax = {n: load_model(n) for n in ex.SOFTMAX_ZOO}
+        results["multihead"] = ex.multihead_study(softmax, next(iter(softmax.values())).task, quick=quick, out=out)
     results["claims"] = _claims(results, model.cfg.n_layers)
     results["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "report.json").write_text(json.dumps(results, indent=1))
@@ -123,9 +144,10 @@ def _markdown(r: dict, model: Any) -> str:
     ]
     for cl in r["claims"]:
         lines.append(f"| {cl['claim']} | **{cl['verdict']}** | {cl['number']} |")
+    if "multihead" not in r:
+        lines.append("| Second seed (Cui et al.): multi-head beats single-head one-layer softmax attention by a constant factor. | "
+                     "**not run** | the one-layer softmax models are not in the zoo |")
     lines += [
-        "| Second seed (Cui et al.): multi-head beats single-head one-layer softmax attention by a constant factor. | "
-        "**not run** | the one-layer softmax models are not in the zoo yet |",
         "",
         "## Risk against the number of in-context examples",
         "",
@@ -177,5 +199,9 @@ def _markdown(r: dict, model: Any) -> str:
         "|---|---|---|",
     ]
     lines += [f"| {t} | {a:.3f} | {b:.3f} |" for t, a, b in zip(g["steps"], g["gd_risk"], g["pto_risk"])]
+    if "multihead" in r:
+        lines += ["", "## Second seed: single- vs multi-head one-layer softmax attention", "", "![multihead](multihead.png)", "",
+                  "| model | p | h | p/h | fitted c | fitted e |", "|---|---|---|---|---|---|"]
+        lines += [f"| {n} | {m['p']} | {m['h']} | {m['p_over_h']:g} | {m['c']:.3f} | {m['e']:.4f} |" for n, m in r["multihead"]["models"].items()]
     lines += ["", "Every number is in `report.json`.", ""]
     return "\n".join(lines)

@@ -51,6 +51,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.02
     grad_clip: Optional[float] = 1.0
     n_points: Optional[int] = None  # default: the model's max_points
+    min_points: Optional[int] = None  # if set, each step draws its prompt length in [min_points, curriculum's]
     curriculum: Optional[dict] = None  # Curriculum fields; default: constant
     eval_every: int = 1000
     eval_prompts: int = 512
@@ -72,6 +73,8 @@ class TrainConfig:
             check_float("grad_clip", self.grad_clip, min_value=0.0, strict_min=True)
         if self.n_points is not None:
             check_int("n_points", self.n_points, min_value=1)
+        if self.min_points is not None:
+            check_int("min_points", self.min_points, min_value=1)
         check_int("eval_every", self.eval_every, min_value=1)
         check_int("eval_prompts", self.eval_prompts, min_value=1)
         check_int("checkpoint_every", self.checkpoint_every, min_value=1)
@@ -236,6 +239,9 @@ def train(
     try:
         for step in bar:
             dims, n_points = curriculum.at(step)
+            if cfg.min_points is not None and cfg.min_points < n_points:  # seeded by the step: resumable
+                gen = torch.Generator().manual_seed(_step_seed(cfg.seed + 1, step))
+                n_points = int(torch.randint(cfg.min_points, n_points + 1, (1,), generator=gen))
             lr = lr_at(step, cfg)
             for group in opt.param_groups:
                 group["lr"] = lr
