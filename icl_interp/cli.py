@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_evaluate)
 
     r = sub.add_parser("recipe", help="run one experiment recipe (figures + JSON)")
-    r.add_argument("name", help="one of: risk_curves, head_importance, pruning_probing, preprocessing, gd_steps, algorithm")
+    r.add_argument("name", help="one of: risk_curves, head_importance, pruning_probing, preprocessing, gd_steps, algorithm, multihead")
     r.add_argument("--out", required=True)
     r.add_argument("--quick", action="store_true", help="small sizes, seconds")
     r.set_defaults(func=_recipe)
