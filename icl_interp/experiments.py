@@ -210,30 +210,48 @@ PREPROCESSING_TARGETS = ("pre_identity", "pre_reweight", "pre_power2", "pre_rank
 OTHER_TARGETS = ("r", "xtx", "w", "y_query")
 
 
-def preprocessing_study(model: Any, data: Any, *, out: PathLike = None) -> dict:
-    """Probe the input and layer 0's output for each preprocessing candidate and target, with a random-model control."""
-    targets = list(PREPROCESSING_TARGETS + OTHER_TARGETS)
-    table = probe_all_layers(model, data, targets=targets, control=hasattr(model, "cfg"))
+def _probe_rows(model: Any, data: Any, targets: list[str], positions: str) -> dict:
+    table = probe_all_layers(model, data, targets=targets, positions=positions, control=hasattr(model, "cfg"))
     rows = {}
     for t in targets:
         embed, layer0 = table.get(-1, "embed", t), table.get(0, "resid_post", t)
         rows[t] = {"input_r2": embed.r2, "layer0_r2": layer0.r2, "control_r2": getattr(layer0, "control_r2", None),
                    "gain_over_input": layer0.r2 - embed.r2}
-    cands = {t: rows[t] for t in PREPROCESSING_TARGETS if t != "pre_identity"}  # identity is the raw query x itself
+    return rows
+
+
+def preprocessing_study(model: Any, data: Any, *, out: PathLike = None) -> dict:
+    """Probe the input and layer 0's output for each preprocessing candidate, with a random-model control.
+
+    Two readings: at the query token (candidates applied to the query x, r from the
+    whole context, plus r, X^T X, w, y), and at every x token (candidates applied to
+    each x_i with r from the examples before it: what a causal layer 0 could compute).
+    The verdict uses the every-token reading; identity is the raw input, not a candidate.
+    """
+    query_targets = list(PREPROCESSING_TARGETS + OTHER_TARGETS)
+    example_targets = [f"{t}_all" for t in PREPROCESSING_TARGETS] + ["r_prefix"]
+    rows = _probe_rows(model, data, query_targets, "query")
+    rows_all = _probe_rows(model, data, example_targets, "all")
+    cands = {t: rows_all[f"{t}_all"] for t in PREPROCESSING_TARGETS if t != "pre_identity"}
     best = max(cands, key=lambda t: cands[t]["gain_over_input"])
-    result = {"rows": rows, "best_candidate": best, "best_gain_over_input": cands[best]["gain_over_input"],
-              "best_layer0_r2": cands[best]["layer0_r2"], "best_control_r2": cands[best]["control_r2"]}
+    result = {"rows": rows, "rows_all_positions": rows_all, "best_candidate": best,
+              "best_gain_over_input": cands[best]["gain_over_input"], "best_layer0_r2": cands[best]["layer0_r2"],
+              "best_input_r2": cands[best]["input_r2"], "best_control_r2": cands[best]["control_r2"]}
     if out is not None:
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(7, 3.2))
-        x = torch.arange(len(targets)).float()
-        for off, key, label in ((-0.27, "input_r2", "input (embed)"), (0.0, "layer0_r2", "layer 0 output"), (0.27, "control_r2", "random model, layer 0")):
-            vals = [rows[t][key] if rows[t][key] is not None else float("nan") for t in targets]
-            ax.bar((x + off).tolist(), vals, width=0.27, label=label)
-        ax.set_xticks(x.tolist(), targets, rotation=30, ha="right")
-        ax.set_ylabel("held-out R2")
-        ax.legend(fontsize=8)
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), gridspec_kw={"width_ratios": [len(query_targets), len(example_targets)]})
+        for ax, table, title in ((axes[0], rows, "query token"), (axes[1], rows_all, "every x token (r from the prefix)")):
+            names = list(table)
+            x = torch.arange(len(names)).float()
+            for off, key, label in ((-0.27, "input_r2", "input (embed)"), (0.0, "layer0_r2", "layer 0 output"),
+                                    (0.27, "control_r2", "random model, layer 0")):
+                vals = [table[t][key] if table[t][key] is not None else float("nan") for t in names]
+                ax.bar((x + off).tolist(), vals, width=0.27, label=label)
+            ax.set_xticks(x.tolist(), names, rotation=30, ha="right")
+            ax.set_title(title, fontsize=9)
+        axes[0].set_ylabel("held-out R2")
+        axes[0].legend(fontsize=7)
         result["figure"] = _savefig(fig, out, "preprocessing_probes.png")
     return result
 

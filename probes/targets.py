@@ -218,6 +218,17 @@ def _query_preprocessed(pre: Preprocessing) -> TargetFn:
     return fn
 
 
+def _example_preprocessed(pre: Preprocessing) -> TargetFn:
+    """``pre`` applied to every example's x_i with r from the examples before it (what a causal layer can see)."""
+
+    def fn(batch: ICLBatch) -> Tensor:
+        b, n, d = batch.xs.shape
+        r = _r_prefix(batch).reshape(b * n, d)
+        return pre.transform(r, batch.xs.reshape(b * n, 1, d)).reshape(b, n, d)
+
+    return fn
+
+
 def _y_query(batch: ICLBatch) -> Tensor:
     return batch.ys[:, -1]
 
@@ -259,6 +270,8 @@ def _register_builtins() -> None:
     }
     for name, pre in pres.items():
         register(name, _query_preprocessed(pre), f"preprocessing {pre} applied to the query x, with r from the context [B, d]")
+        register(f"{name}_all", _example_preprocessed(pre),
+                 f"preprocessing {pre} applied to every x_i, with r from the examples before i [B, n, d]", per="example")
     for t in GD_STEPS:
         register(f"gd_step_{t}", gd_prediction(t), f"query prediction after {t} GD step(s) from 0 on the context, lr = n/(n+d+1)")
     register("ols_pred", estimator_prediction(lambda b: OLS()), "query prediction of (minimum-norm) OLS on the context")

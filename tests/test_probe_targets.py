@@ -166,3 +166,16 @@ def test_importable_without_transformer_lens():
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_per_example_preprocessing_uses_the_prefix():
+    import probes
+    from icl_interp.tasks import SparseLinearRegression
+
+    batch = SparseLinearRegression(d=3, s=1, noise_std=0.1).sample(2, 5, seed=0)
+    got = probes.get("pre_reweight_all").fn(batch)
+    assert got.shape == (2, 5, 3)
+    i = 3
+    r = (batch.xs[:, :i] * batch.ys[:, :i, None]).sum(1) / i
+    assert torch.allclose(got[:, i], r * batch.xs[:, i], atol=1e-6)
+    assert torch.equal(got[:, 0], torch.zeros(2, 3))  # no examples before the first: r = 0

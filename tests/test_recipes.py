@@ -13,7 +13,7 @@ KEYS = {
     "risk_curves": ["curves", "figure"],
     "head_importance": ["ablation", "gradient", "layer0_every_head_raises_error", "later_layers_top_head_share", "figure"],
     "pruning_probing": ["mask", "error_full", "error_pruned", "probe_risk_full", "probe_risk_pruned", "figure"],
-    "preprocessing": ["rows", "best_candidate", "best_gain_over_input", "figure"],
+    "preprocessing": ["rows", "rows_all_positions", "best_candidate", "best_gain_over_input", "figure"],
     "gd_steps": ["steps", "probe_risk_per_layer", "gd_risk", "pto_risk", "alignment", "figure"],
     "algorithm": ["settings", "figure"],
     "multihead": ["models", "comparisons", "figure"],
