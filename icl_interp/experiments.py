@@ -186,7 +186,8 @@ def pruning_study(
     with masked(model, mask):
         result["probe_risk_pruned"] = _layer_risk(model, data)
     if single_head is not None:
-        result["error_single_head"] = float(normalised_error(single_head(data), data, norm))
+        with torch.no_grad():
+            result["error_single_head"] = float(normalised_error(single_head(data), data, norm))
         result["probe_risk_single_head"] = _layer_risk(single_head, data)
     if out is not None:
         import matplotlib.pyplot as plt

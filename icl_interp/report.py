@@ -67,7 +67,7 @@ def _claims(results: dict, n_layers: int) -> list[dict]:
         claims.append({
             "claim": "Each later layer acts like one gradient-descent step (risk after layer l close to the best l-step GD or PtO).",
             "verdict": verdict(min(d_gd, d_pto) < 0.2, min(d_gd, d_pto) < 0.5),
-            "number": f"mean |log(model risk / algorithm risk)| over layers 1..{n_layers - 1} with t = layer: "
+            "number": f"mean abs(log(model risk / algorithm risk)) over layers 1..{n_layers - 1} with t = layer: "
                       f"GD {d_gd:.2f}, PtO {d_pto:.2f}",
         })
         claims.append({
