@@ -100,9 +100,10 @@ def risk_curves(
             r.name = name
         fig = plot_risk_curves(list(curves.values()), quantity="error")
         ax = fig.axes[0]
+        styles = dict(zip(models, ["-", "--", ":", "-."] * len(models)))
         for line in ax.get_lines():
-            if line.get_label() in models:
-                line.set(color="black", linewidth=2.5, zorder=5)
+            if line.get_label() in styles:  # the transformers: black, one dash style each
+                line.set(color="black", linewidth=2.5, linestyle=styles[line.get_label()], zorder=5)
         ax.legend(fontsize=8)
         ax.set_ylim(0.05, 3.0)  # OLS near n = d and the oracle at n <= s + 1 blow up; the JSON has their values
         data["figure"] = _savefig(fig, out, "risk_curves.png")
@@ -408,9 +409,17 @@ def _zoo_model_and_data(quick: bool, seed: int = 7) -> tuple[Any, Any]:
     return model, model.task.sample(256 if quick else 2000, model.cfg.max_points, seed=seed)
 
 
+def head_count_variants(name: str = "default") -> dict[str, Any]:
+    """The zoo model ``name`` and its shipped head-count variants (``name-h1``, ``name-h2``, ...)."""
+    from .checkpoint import load_model, zoo_names
+
+    return {n: load_model(n) for n in zoo_names() if n == name or n.startswith(f"{name}-h")}
+
+
 def _recipe_risk(out: PathLike, quick: bool) -> dict:
-    model, _ = _zoo_model_and_data(quick)
-    return risk_curves({"default": model}, model.task, model.cfg.max_points, quick=quick, out=out)
+    models = head_count_variants("default")
+    task, n = models["default"].task, models["default"].cfg.max_points
+    return risk_curves(models, task, n, quick=quick, out=out)
 
 
 def _recipe_importance(out: PathLike, quick: bool) -> dict:

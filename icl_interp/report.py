@@ -108,7 +108,8 @@ def write_report(out: Union[str, Path], *, quick: bool = False, model_name: str 
     n_prompts = 256 if quick else 2000
     data = task.sample(n_prompts, n, seed=7)
     results: dict[str, Any] = {"model": model_name, "model_config": model.cfg.to_dict(), "quick": quick}
-    results["risk"] = ex.risk_curves({model_name: model}, task, n, n_prompts=n_prompts, seed=1, quick=quick, out=out)
+    variants = {**ex.head_count_variants(model_name), model_name: model}
+    results["risk"] = ex.risk_curves(variants, task, n, n_prompts=n_prompts, seed=1, quick=quick, out=out)
     results["quality_bar"] = ex.quality_bar(results["risk"], model_name, task.d)
     results["importance"] = ex.importance_study(model, data, out=out)
     import torch
