@@ -79,3 +79,17 @@ def test_same_inputs_same_numbers(tiny_model, pair, name):
         return str(x.to_dict())
 
     assert flat(a) == flat(b)
+
+
+def test_an_interrupt_inside_a_tool_leaves_no_hook_behind(tiny_model, pair):
+    """Ctrl-C (KeyboardInterrupt, a BaseException) during a sweep: our hooks still come off."""
+    clean, corrupted = pair
+    before = hook_counts(tiny_model.hooked)
+
+    def interrupt(x, hook):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        with tiny_model.hooked.hooks(fwd_hooks=[("blocks.1.hook_resid_post", interrupt)]):
+            ii.patch_activations(tiny_model, clean, corrupted, site="resid_pre")
+    assert hook_counts(tiny_model.hooked) == before
