@@ -1,0 +1,85 @@
+"""Residual-stream patching over every (layer, position): ``icl_interp.patch_activations`` vs a run_with_hooks loop.
+
+The usual TransformerLens way caches the clean run, then for every (layer, position)
+runs the whole corrupted forward once with ``run_with_hooks`` writing the clean
+``blocks.{l}.hook_resid_pre[:, pos]`` into it: L * n_pos forwards (plus the clean and
+corrupted runs). Ours starts each patched run from the corrupted residual entering
+layer l, so a patch at layer l costs (L - l) / L of a forward: sum_l (L - l) / L =
+(L + 1) / 2 forward-equivalents per position instead of L. Score: the fraction of the
+clean-vs-corrupted error gap recovered, errors against the clean targets (ours' default).
+
+    .venv/bin/python benchmarks/patching_sweep.py [--full]   # default model, 128 prompts (--full: 512, and the 4 x 8 model)
+"""
+
+import _common as common
+import torch
+
+import icl_interp as ii
+
+
+def loop_patching(model, clean, corrupted) -> torch.Tensor:
+    """The usual way: one full run_with_hooks forward per (layer, position)."""
+    hooked = model.hooked
+    n_layers = hooked.cfg.n_layers
+
+    def error(out: torch.Tensor) -> float:
+        return float(common.prompt_errors(model, out, clean).mean())
+
+    with torch.no_grad():
+        clean_r0, corr_r0 = model.encode(clean.xs, clean.ys), model.encode(corrupted.xs, corrupted.ys)
+        out, cache = hooked.run_with_cache(clean_r0, start_at_layer=0, names_filter=lambda name: name.endswith("hook_resid_pre"))
+        e_clean, e_corr = error(out), error(hooked(corr_r0, start_at_layer=0))
+        scores = torch.zeros(n_layers, corr_r0.shape[1])
+        for layer in range(n_layers):
+            name = f"blocks.{layer}.hook_resid_pre"
+            for pos in range(corr_r0.shape[1]):
+
+                def patch(act, hook, pos=pos, clean_act=cache[name]):
+                    act = act.clone()
+                    act[:, pos] = clean_act[:, pos]
+                    return act
+
+                out = hooked.run_with_hooks(corr_r0, start_at_layer=0, fwd_hooks=[(name, patch)])
+                scores[layer, pos] = (e_corr - error(out)) / (e_corr - e_clean)
+    return scores
+
+
+def bench(label: str, model, n_prompts: int, repeats: int) -> tuple[common.Timing, common.Timing]:
+    clean = model.task.sample(n_prompts, model.cfg.max_points, seed=2)
+    corrupted = ii.corrupt_batch(clean, "new_support", model.task, seed=0)
+    times, out = common.compare(
+        {
+            "fwd": common.plain_forward(model, corrupted),
+            "ours": lambda: ii.patch_activations(model, clean, corrupted, site="resid_pre").scores,
+            "loop": lambda: loop_patching(model, clean, corrupted),
+        },
+        repeats,
+        warmup=0,
+    )
+    common.check_close(f"{label} patching scores", out["ours"], out["loop"], atol=1e-4, rtol=1e-4)
+    n_layers, n_pos = out["ours"].shape
+    bound = n_pos * (n_layers + 1) / 2
+    ours, loop, fwd = times["ours"], times["loop"], times["fwd"]
+    print(
+        f"{label}: {common.describe(model)}, {n_prompts} prompts x {n_pos} tokens, {n_layers * n_pos} patches; "
+        f"one forward {fwd.cpu / common.FORWARDS:.3g} s CPU\n"
+        f"  loop ({n_layers * n_pos} forwards + clean, corrupted) {loop} = {common.fwd_eq(loop, fwd):.1f} fwd-eq\n"
+        f"  ours {ours} = {common.fwd_eq(ours, fwd):.1f} fwd-eq (bound n_pos (L+1)/2 = {bound:g} plus about 3 for the clean "
+        f"and corrupted runs); ratio loop / ours {loop.cpu / ours.cpu:.2f}x"
+    )
+    return loop, ours
+
+
+def main() -> None:
+    args = common.parse_args(__doc__.splitlines()[0])
+    common.header("patching_sweep")
+    repeats = args.repeats or 3
+    n_prompts = 512 if args.full else 128
+    loop, ours = bench("default", common.default_model(), n_prompts, repeats)
+    if args.full:
+        bench("4x8", common.model_4x8(max_points=16), n_prompts, repeats)
+    common.ratio("patching_sweep", loop, ours, "loop")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""One training step: our ICLTransformer (TransformerLens bridge core) vs a Garg-style Hugging Face GPT-2.
+
+Garg et al. train ``transformers.GPT2Model`` on ``inputs_embeds`` with a read-in
+``Linear(d, d_model)`` and a read-out ``Linear(d_model, 1)``. Both models here are the
+default model's size (3 layers x 4 heads, d_model 64, MLP 256, LayerNorm, learned
+positions, exact GELU, no dropout) and the GPT-2 is loaded with *our* weights, so the
+two are the same function: outputs, read-in gradients and the first step's loss must agree. A step is
+what ``icl_interp.train`` does: forward, normalised MSE, backward, gradient clipping at
+1, AdamW; same batch (128 prompts x 16 points, interleaved: 31 tokens) for both.
+Then ours is profiled (torch.profiler, a few steps) and the top cost centres printed.
+To say what limits ours, the same weights are also run through plain functional torch
+(no bridge): with the bridge's decomposed LayerNorm, with ``F.layer_norm``, and with
+``F.layer_norm`` plus fused ``F.scaled_dot_product_attention`` (what the GPT-2 uses).
+
+    .venv/bin/python benchmarks/training_step.py [--full]   # 30 steps each (--full: 100, batch 256)
+"""
+
+import _common as common
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.profiler import ProfilerActivity, profile
+from transformers import GPT2Config, GPT2Model
+
+import icl_interp as ii
+
+
+class GargGPT2(nn.Module):
+    """Garg et al.'s model: read-in, GPT-2 backbone on inputs_embeds, read-out at the x tokens."""
+
+    def __init__(self, d: int, d_model: int, n_layers: int, n_heads: int, n_ctx: int):
+        super().__init__()
+        cfg = GPT2Config(
+            n_positions=n_ctx, n_embd=d_model, n_layer=n_layers, n_head=n_heads, resid_pdrop=0.0, embd_pdrop=0.0,
+            attn_pdrop=0.0, use_cache=False, activation_function="gelu", vocab_size=1, bos_token_id=0, eos_token_id=0,
+        )  # fmt: skip
+        self.read_in = nn.Linear(d, d_model)
+        self.backbone = GPT2Model(cfg)
+        self.read_out = nn.Linear(d_model, 1)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        hidden = self.backbone(inputs_embeds=self.read_in(tokens)).last_hidden_state
+        return self.read_out(hidden)[:, 0::2, 0]
+
+
+def copy_weights(ours: ii.ICLTransformer, hf: GargGPT2) -> None:
+    """Load our weights into the GPT-2 (Conv1D weights are [in, out]; q, k, v are concatenated)."""
+    sd, L = ours.hooked.state_dict(), ours.cfg.n_layers
+    new = {
+        "read_in.weight": ours.read_in.weight, "read_in.bias": ours.read_in.bias, "backbone.wpe.weight": ours.pos_emb,
+        "backbone.ln_f.weight": sd["ln_final.weight"], "backbone.ln_f.bias": sd["ln_final.bias"],
+        "read_out.weight": sd["unembed.weight"], "read_out.bias": sd["unembed.bias"],
+    }  # fmt: skip
+    for l in range(L):
+        b, h = f"blocks.{l}.", f"backbone.h.{l}."
+        qkv = [sd[b + f"attn.{p}.weight"] for p in "qkv"]
+        new.update({
+            h + "ln_1.weight": sd[b + "ln1.weight"], h + "ln_1.bias": sd[b + "ln1.bias"],
+            h + "ln_2.weight": sd[b + "ln2.weight"], h + "ln_2.bias": sd[b + "ln2.bias"],
+            h + "attn.c_attn.weight": torch.cat(qkv).T, h + "attn.c_attn.bias": torch.cat([sd[b + f"attn.{p}.bias"] for p in "qkv"]),
+            h + "attn.c_proj.weight": sd[b + "attn.o.weight"].T, h + "attn.c_proj.bias": sd[b + "attn.o.bias"],
+            h + "mlp.c_fc.weight": sd[b + "mlp.in.weight"].T, h + "mlp.c_fc.bias": sd[b + "mlp.in.bias"],
+            h + "mlp.c_proj.weight": sd[b + "mlp.out.weight"].T, h + "mlp.c_proj.bias": sd[b + "mlp.out.bias"],
+        })  # fmt: skip
+    missing, _ = hf.load_state_dict({k: v.detach().clone() for k, v in new.items()}, strict=False)
+    if [k for k in missing if k != "backbone.wte.weight"]:
+        raise common.Disagreement(f"GPT-2 weights not set from ours: {missing}")
+
+
+def functional_forward(
+    model: ii.ICLTransformer, xs: torch.Tensor, ys: torch.Tensor, native_ln: bool, sdpa: bool = False
+) -> torch.Tensor:
+    """Our model's function in plain torch on the bridge's own parameters (eager attention like the bridge's, or SDPA)."""
+    p, cfg = model.hooked.state_dict(keep_vars=True), model.cfg
+    x = model.encode(xs, ys)
+    B, T, D = x.shape
+    causal = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)
+
+    def ln(x: torch.Tensor, name: str) -> torch.Tensor:
+        if native_ln:
+            return F.layer_norm(x, (D,), p[name + ".weight"], p[name + ".bias"], 1e-5)
+        x = x - x.mean(-1, keepdim=True)  # what TransformerLens' NormalizationBridge computes, to expose hook_scale
+        return x / (x.pow(2).mean(-1, keepdim=True) + 1e-5).sqrt() * p[name + ".weight"] + p[name + ".bias"]
+
+    def lin(x: torch.Tensor, name: str) -> torch.Tensor:
+        return F.linear(x, p[name + ".weight"], p[name + ".bias"])
+
+    for l in range(cfg.n_layers):
+        h = ln(x, f"blocks.{l}.ln1")
+        q, k, v = (lin(h, f"blocks.{l}.attn.{c}").view(B, T, cfg.n_heads, cfg.d_head).transpose(1, 2) for c in "qkv")
+        if sdpa:
+            z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            z = (q @ k.transpose(-1, -2) / cfg.d_head**0.5).masked_fill(causal, float("-inf")).softmax(-1) @ v
+        x = x + lin(z.transpose(1, 2).reshape(B, T, -1), f"blocks.{l}.attn.o")
+        x = x + lin(F.gelu(lin(ln(x, f"blocks.{l}.ln2"), f"blocks.{l}.mlp.in")), f"blocks.{l}.mlp.out")
+    return lin(ln(x, "ln_final"), "unembed")[:, 0::2, 0]
+
+
+def make_step(model: nn.Module, forward, data, norm: float):
+    """One optimizer step as icl_interp.train takes it; returns the loss."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+
+    def step() -> float:
+        loss = ((forward() - data.ys) ** 2).mean() / norm
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return loss.item()
+
+    return step
+
+
+def top_ops(prof, n: int) -> str:
+    rows = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in rows)
+    return "\n".join(f"    {e.key:<42} {100 * e.self_cpu_time_total / total:5.1f}%  {e.count:>5} calls" for e in rows[:n])
+
+
+def main() -> None:
+    args = common.parse_args(__doc__.splitlines()[0])
+    common.header("training_step")
+    steps = args.repeats or (100 if args.full else 30)
+    batch_size = 256 if args.full else 128
+    task = ii.SparseLinearRegression(d=8, s=2, noise_std=0.5)
+    ours = ii.ICLTransformer(ii.ModelConfig(d=8, n_layers=3, n_heads=4, d_model=64, max_points=16), task)
+    hf = GargGPT2(8, 64, 3, 4, ours.cfg.n_ctx)
+    copy_weights(ours, hf)
+    ours.train()
+    hf.train()
+    data = task.sample(batch_size, 16, seed=0)
+    tokens = ours.tokens(data.xs, data.ys)
+    with torch.no_grad():
+        common.check_close("forward outputs (same weights)", ours(data.xs, data.ys), hf(tokens), atol=1e-4)
+    n_ours = sum(p.numel() for p in ours.parameters())
+    n_hf = sum(p.numel() for n, p in hf.named_parameters() if n != "backbone.wte.weight")
+    print(
+        f"parameters: ours {n_ours}, GPT-2 {n_hf} (its unused token embedding not counted); attention: {hf.backbone.config._attn_implementation}"
+    )
+    for out in (ours(data.xs, data.ys), hf(tokens)):  # the backward reaches the read-in through every layer
+        (((out - data.ys) ** 2).mean() / task.norm).backward()
+    common.check_close("read-in gradients", ours.read_in.weight.grad, hf.read_in.weight.grad, atol=1e-5, rtol=1e-3)
+    step_ours = make_step(ours, lambda: ours(data.xs, data.ys), data, task.norm)
+    step_hf = make_step(hf, lambda: hf(tokens), data, task.norm)
+    common.check_close("loss of the first step", step_ours(), step_hf(), atol=1e-5)
+    with torch.no_grad():
+        for native_ln, sdpa in ((False, False), (True, False), (True, True)):
+            out = functional_forward(ours, data.xs, data.ys, native_ln, sdpa)
+            common.check_close(f"functional forward (native_ln={native_ln}, sdpa={sdpa})", out, ours(data.xs, data.ys), atol=1e-4)
+    fns = {
+        "ours": step_ours,
+        "hf": step_hf,
+        "fn_bridge_ln": make_step(ours, lambda: functional_forward(ours, data.xs, data.ys, False), data, task.norm),
+        "fn_native_ln": make_step(ours, lambda: functional_forward(ours, data.xs, data.ys, True), data, task.norm),
+        "fn_sdpa": make_step(ours, lambda: functional_forward(ours, data.xs, data.ys, True, True), data, task.norm),
+    }
+    times, _ = common.compare(fns, steps, warmup=2)
+    print(
+        f"{batch_size} prompts x 31 tokens, median of {steps} steps, per step: ours {times['ours']}, GPT-2 {times['hf']}\n"
+        f"  our weights in plain functional torch: with the bridge's decomposed LayerNorm {times['fn_bridge_ln']}, "
+        f"with F.layer_norm {times['fn_native_ln']}, and SDPA {times['fn_sdpa']}"
+    )
+
+    for name, step in (("ours", step_ours), ("GPT-2", step_hf)):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(5):
+                step()
+        n_ops = sum(e.count for e in prof.key_averages() if e.key.startswith("aten::")) / 5
+        print(f"  {name}: top cost centres over 5 steps (self CPU time), {n_ops:.0f} aten ops per step\n{top_ops(prof, 12)}")
+    common.ratio("training_step", times["hf"], times["ours"], "GPT-2")
+
+
+if __name__ == "__main__":
+    main()
