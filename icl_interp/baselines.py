@@ -14,6 +14,7 @@ input: the prediction of each ``y_k`` from the first ``k`` examples.
 
 from __future__ import annotations
 
+import abc
 import copy
 import math
 import warnings
@@ -74,7 +75,7 @@ def _gd(gram: Tensor, c: Tensor, steps: int, lr: float) -> Tensor:
     return w
 
 
-class Estimator:
+class Estimator(abc.ABC):
     """Base class: validation, the n = 0 case, dtype handling and linear prediction.
 
     Subclasses implement ``_solve(xs, ys, w) -> coef`` on float64 tensors with n >= 1.
@@ -102,8 +103,9 @@ class Estimator:
         self.coef_ = coef.to(xs.dtype)
         return self
 
+    @abc.abstractmethod
     def _solve(self, xs: Tensor, ys: Tensor, w: Optional[Tensor]) -> Tensor:
-        raise NotImplementedError
+        """Coefficients ``[B, d]`` (float64) for a context with n >= 1; each estimator's own solver."""
 
     def predict(self, x: Union[Float[Tensor, "batch d"], Float[Tensor, "batch m d"]]) -> Tensor:
         """Predictions ``[B]`` for queries ``[B,d]`` or ``[B,m]`` for ``[B,m,d]``."""
@@ -420,14 +422,17 @@ class Tuned(Estimator):
         return self.choice[min(check_int("k", k, min_value=0), len(self.choice) - 1)]
 
     def fit(self, xs: Tensor, ys: Tensor, w: Optional[Tensor] = None) -> "Tuned":
-        xs, ys = check_context(xs, ys)
-        best = copy.deepcopy(self.candidates[self.chosen(xs.shape[1])])
-        self.best_ = best.fit(xs, ys, w if best.needs_w else None)
-        self.coef_ = self.best_.coef_
+        self.best_: Optional[Estimator] = None  # stays None with no context examples (predict 0)
+        super().fit(xs, ys, w)
         return self
 
+    def _solve(self, xs: Tensor, ys: Tensor, w: Optional[Tensor]) -> Tensor:
+        best = copy.deepcopy(self.candidates[self.chosen(xs.shape[1])])
+        self.best_ = best.fit(xs, ys, w if best.needs_w else None)
+        return self.best_.coef_.double()
+
     def _predict(self, x: Tensor) -> Tensor:
-        return self.best_._predict(x)
+        return super()._predict(x) if self.best_ is None else self.best_._predict(x)
 
 
 def _check_candidates(candidates: Any) -> dict[str, Estimator]:

@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+from _util import hook_counts
 
 import icl_interp as ii
 from icl_interp.runner import predict
-
-from _util import hook_counts
 
 pytestmark = pytest.mark.tl3
 
