@@ -19,7 +19,7 @@ from .evaluation import EvalResult, evaluate
 from .importance import head_importance, prune_heads
 from .masking import mask_heads, masked
 from .probing import probe_all_layers
-from .runner import default_metric, model_norm, normalised_error
+from .runner import default_metric, model_norm, normalised_error, predict
 from .tasks import Task
 
 __all__ = [
@@ -135,7 +135,8 @@ def importance_study(model: Any, data: Any, *, out: PathLike = None) -> dict:
     """Ablation and gradient importance side by side; the seed paper's two claims measured."""
     abl = head_importance(model, data, method="ablation")
     grad = head_importance(model, data, method="gradient")
-    clean = float(default_metric(model)(mask_heads(model, data, torch.ones_like(abl)), data))
+    with torch.no_grad():  # the clean model: a plain forward, not a mask of ones
+        clean = float(default_metric(model)(predict(model, data), data))
     later = abl[1:].clamp(min=0)
     shares = (later.max(1).values / later.sum(1).clamp(min=1e-12)).tolist() if abl.shape[0] > 1 else []
     result = {

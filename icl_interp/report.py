@@ -114,7 +114,7 @@ def write_report(out: Union[str, Path], *, quick: bool = False, model_name: str 
     results["importance"] = ex.importance_study(model, data, out=out)
     import torch
 
-    single = load_model(f"{model_name}-h1") if f"{model_name}-h1" in zoo_names() else None
+    single = variants.get(f"{model_name}-h1")  # loaded once, with the risk-curve variants
     results["pruning"] = ex.pruning_study(model, data, single_head=single, importance=torch.tensor(results["importance"]["ablation"]), out=out)
     results["preprocessing"] = ex.preprocessing_study(model, data, out=out)
     results["gd"] = ex.gd_study(model, data, out=out)
