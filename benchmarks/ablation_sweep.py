@@ -2,9 +2,12 @@
 
 The usual TransformerLens way is one clean forward plus one ``run_with_hooks`` per head
 that zeroes that head's slice of ``blocks.{l}.attn.hook_z``: L*H + 1 forwards. Ours
-computes the clean residual entering every layer once and runs each mask only from its
-layer on, so a head of layer l costs (L - l) / L of a forward: in all
-H(L+1)/2 + 1 forward-equivalents (21 at 4 x 8, against 33 for the loop).
+computes the clean residual entering every layer and every layer's z once, and runs
+each mask only from its layer on, so a head of layer l costs at most (L - l) / L of a
+forward: in all H(L+1)/2 + 1 forward-equivalents (21 at 4 x 8, against 33 for the
+loop). Within the layer, the attention (pattern and values) is shared by every head
+mask: ours rebuilds the layer's attention output from the masked clean z and runs
+only the layer's MLP half, which takes it below that bound.
 
     .venv/bin/python benchmarks/ablation_sweep.py [--full]   # 256 prompts (--full: 1024, 39 tokens at 4 x 8)
 """

@@ -7,10 +7,10 @@ positions, exact GELU, no dropout) and the GPT-2 is loaded with *our* weights, s
 two are the same function: outputs, read-in gradients and the first step's loss must agree. A step is
 what ``icl_interp.train`` does: forward, normalised MSE, backward, gradient clipping at
 1, AdamW; same batch (128 prompts x 16 points, interleaved: 31 tokens) for both.
-Then ours is profiled (torch.profiler, a few steps) and the top cost centres printed.
-To say what limits ours, the same weights are also run through plain functional torch
-(no bridge): with the bridge's decomposed LayerNorm, with ``F.layer_norm``, and with
-``F.layer_norm`` plus fused ``F.scaled_dot_product_attention`` (what the GPT-2 uses).
+In training mode with no hook set, ours runs the bridge's own torch modules without the
+hook machinery and with fused ``F.scaled_dot_product_attention`` (``backend.fused_forward``);
+the same step through the bridge's hooked forward is timed too, to show what that bought.
+Then both are profiled (torch.profiler, a few steps) and the top cost centres printed.
 
     .venv/bin/python benchmarks/training_step.py [--full]   # 30 steps each (--full: 100, batch 256)
 """
@@ -18,7 +18,6 @@ To say what limits ours, the same weights are also run through plain functional 
 import _common as common
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.profiler import ProfilerActivity, profile
 from transformers import GPT2Config, GPT2Model
 
@@ -67,34 +66,9 @@ def copy_weights(ours: ii.ICLTransformer, hf: GargGPT2) -> None:
         raise common.Disagreement(f"GPT-2 weights not set from ours: {missing}")
 
 
-def functional_forward(
-    model: ii.ICLTransformer, xs: torch.Tensor, ys: torch.Tensor, native_ln: bool, sdpa: bool = False
-) -> torch.Tensor:
-    """Our model's function in plain torch on the bridge's own parameters (eager attention like the bridge's, or SDPA)."""
-    p, cfg = model.hooked.state_dict(keep_vars=True), model.cfg
-    x = model.encode(xs, ys)
-    B, T, D = x.shape
-    causal = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)
-
-    def ln(x: torch.Tensor, name: str) -> torch.Tensor:
-        if native_ln:
-            return F.layer_norm(x, (D,), p[name + ".weight"], p[name + ".bias"], 1e-5)
-        x = x - x.mean(-1, keepdim=True)  # what TransformerLens' NormalizationBridge computes, to expose hook_scale
-        return x / (x.pow(2).mean(-1, keepdim=True) + 1e-5).sqrt() * p[name + ".weight"] + p[name + ".bias"]
-
-    def lin(x: torch.Tensor, name: str) -> torch.Tensor:
-        return F.linear(x, p[name + ".weight"], p[name + ".bias"])
-
-    for l in range(cfg.n_layers):
-        h = ln(x, f"blocks.{l}.ln1")
-        q, k, v = (lin(h, f"blocks.{l}.attn.{c}").view(B, T, cfg.n_heads, cfg.d_head).transpose(1, 2) for c in "qkv")
-        if sdpa:
-            z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:
-            z = (q @ k.transpose(-1, -2) / cfg.d_head**0.5).masked_fill(causal, float("-inf")).softmax(-1) @ v
-        x = x + lin(z.transpose(1, 2).reshape(B, T, -1), f"blocks.{l}.attn.o")
-        x = x + lin(F.gelu(lin(ln(x, f"blocks.{l}.ln2"), f"blocks.{l}.mlp.in")), f"blocks.{l}.mlp.out")
-    return lin(ln(x, "ln_final"), "unembed")[:, 0::2, 0]
+def bridge_forward(model: ii.ICLTransformer, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """Our model through the TransformerLens bridge's own forward (hook points, bridge wrappers)."""
+    return model.readout(model.hooked(model.encode(xs, ys), start_at_layer=0))
 
 
 def make_step(model: nn.Module, forward, data, norm: float):
@@ -145,21 +119,17 @@ def main() -> None:
     step_hf = make_step(hf, lambda: hf(tokens), data, task.norm)
     common.check_close("loss of the first step", step_ours(), step_hf(), atol=1e-5)
     with torch.no_grad():
-        for native_ln, sdpa in ((False, False), (True, False), (True, True)):
-            out = functional_forward(ours, data.xs, data.ys, native_ln, sdpa)
-            common.check_close(f"functional forward (native_ln={native_ln}, sdpa={sdpa})", out, ours(data.xs, data.ys), atol=1e-4)
+        common.check_close("fused forward vs bridge forward", ours(data.xs, data.ys), bridge_forward(ours, data.xs, data.ys), atol=1e-5)
     fns = {
         "ours": step_ours,
         "hf": step_hf,
-        "fn_bridge_ln": make_step(ours, lambda: functional_forward(ours, data.xs, data.ys, False), data, task.norm),
-        "fn_native_ln": make_step(ours, lambda: functional_forward(ours, data.xs, data.ys, True), data, task.norm),
-        "fn_sdpa": make_step(ours, lambda: functional_forward(ours, data.xs, data.ys, True, True), data, task.norm),
+        "bridge": make_step(ours, lambda: bridge_forward(ours, data.xs, data.ys), data, task.norm),
     }
     times, _ = common.compare(fns, steps, warmup=2)
     print(
         f"{batch_size} prompts x 31 tokens, median of {steps} steps, per step: ours {times['ours']}, GPT-2 {times['hf']}\n"
-        f"  our weights in plain functional torch: with the bridge's decomposed LayerNorm {times['fn_bridge_ln']}, "
-        f"with F.layer_norm {times['fn_native_ln']}, and SDPA {times['fn_sdpa']}"
+        f"  ours through the TransformerLens bridge's forward (what training ran before the fused path): {times['bridge']}; "
+        f"fused / bridge {times['bridge'].cpu / times['ours'].cpu:.2f}x"
     )
 
     for name, step in (("ours", step_ours), ("GPT-2", step_hf)):

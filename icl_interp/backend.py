@@ -32,6 +32,11 @@ __all__ = [
     "canonical_state_dict",
     "load_canonical_state_dict",
     "core_dims",
+    "split_attention",
+    "attn_out_from_z",
+    "run_mlp_half",
+    "has_user_hooks",
+    "fused_forward",
 ]
 
 
@@ -113,6 +118,114 @@ def unembed(hooked: Any, resid: Tensor) -> Tensor:
     if ln is not None:
         resid = ln(resid)
     return hooked.unembed(resid)
+
+
+# -- a block in two halves: attention from hook_z, then the MLP half -----------------
+
+
+def split_attention(hooked: Any) -> bool:
+    """True when every block is ``resid_mid = resid_pre + z @ W_O + b_O`` then ``resid_mid + mlp(ln2(resid_mid))``.
+
+    Then a tool that changes one layer's ``hook_z`` can rebuild that layer's
+    attention output from z (:func:`attn_out_from_z`) and run only the MLP half
+    (:func:`run_mlp_half`) instead of the whole block. Parallel attention/MLP
+    (GPT-J), post-norm and extra-norm blocks, and bridges over Hugging Face
+    modules answer False, and tools take the plain path.
+    """
+    block = hooked.blocks[0]
+    if is_bridge(hooked):
+        return type(getattr(block, "original_component", None)).__name__ == "NativeBlock"
+    c = hooked.cfg
+    return (
+        type(block).__name__ == "TransformerBlock"
+        and not getattr(c, "parallel_attn_mlp", False)
+        and not getattr(c, "use_normalization_before_and_after", False)
+        and not getattr(c, "use_attn_result", False)
+        and "OLMo" not in str(getattr(c, "original_architecture", ""))
+    )
+
+
+def attn_out_from_z(hooked: Any, layer: int, z: Tensor) -> Tensor:
+    """Layer ``layer``'s attention output ``[..., pos, d_model]`` from ``z`` ``[..., pos, head, d_head]``."""
+    attn = hooked.blocks[layer].attn
+    if is_bridge(hooked):  # o: nn.Linear over heads concatenated as (head d_head)
+        return torch.nn.functional.linear(rearrange(z, "... h e -> ... (h e)"), attn.o.weight, attn.o.bias)
+    return torch.einsum("...phe,hem->...pm", z, attn.W_O) + attn.b_O
+
+
+def run_mlp_half(hooked: Any, layer: int, resid_mid: Tensor) -> Tensor:
+    """The rest of block ``layer`` from ``resid_mid``: its hook points from resid_mid on fire as in a forward."""
+    block = hooked.blocks[layer]
+    attn_only = bool(hooked.cfg.attn_only)
+    if is_bridge(hooked):
+        out = resid_mid if attn_only else resid_mid + block.mlp(block.ln2(resid_mid))
+        return block.hook_out(out)
+    if attn_only:
+        return block.hook_resid_post(resid_mid)
+    resid_mid = block.hook_resid_mid(resid_mid)
+    mlp_in = block.hook_mlp_in(resid_mid.clone()) if hooked.cfg.use_hook_mlp_in else resid_mid
+    if hasattr(block, "apply_mlp"):  # 3.9+: the MLP, any extra norm, and hook_mlp_out
+        return block.hook_resid_post(resid_mid + block.apply_mlp(block.ln2(mlp_in)))
+    return block.hook_resid_post(resid_mid + block.hook_mlp_out(block.mlp(block.ln2(mlp_in))))
+
+
+def has_user_hooks(hooked: Any) -> bool:
+    """True when any hook point of ``hooked`` carries a hook (a user's, or TransformerLens' own)."""
+    return any(len(point._forward_hooks) or len(point._forward_pre_hooks) for point in hooked.hook_dict.values())
+
+
+# -- training: the same function without the hook machinery -------------------------
+
+
+def _plain(module: Any) -> Any:
+    """The torch module a bridge component wraps (the module itself if it wraps none)."""
+    inner = getattr(module, "original_component", None)
+    return module if inner is None else inner
+
+
+def _fusable(hooked: Any) -> bool:
+    if not is_bridge(hooked) or type(_plain(hooked.blocks[0])).__name__ != "NativeBlock":
+        return False
+    attn = _plain(_plain(hooked.blocks[0]).attn)
+    return (
+        getattr(attn, "rotary", None) is None
+        and getattr(attn, "kv_repeats", 1) == 1
+        and getattr(attn, "causal", False)
+        and not (getattr(attn, "attn_scores_soft_cap", -1.0) or -1.0) > 0
+    )
+
+
+def fused_forward(hooked: Any, resid: Tensor) -> Tensor | None:
+    """The core's output from ``resid`` through the native bridge's own torch modules, or None.
+
+    The same parameters and the same function as the bridge's forward (to float
+    rounding), but no hook points, no bridge wrappers, and fused causal attention
+    (``F.scaled_dot_product_attention``): what training runs when no hook is set.
+    None when the core is not a native 4.x bridge of a plain causal
+    architecture, or a hook is set (then the caller runs the hooked forward).
+    """
+    if not _fusable(hooked) or has_user_hooks(hooked):
+        return None
+    fn = torch.nn.functional
+    n_heads = int(hooked.cfg.n_heads)
+    x = resid
+    for bridge_block in hooked.blocks:
+        block = _plain(bridge_block)
+        attn = _plain(block.attn)
+        h = _plain(block.ln1)(x)
+        q, k, v = (rearrange(_plain(lin)(h), "b p (n e) -> b n p e", n=n_heads) for lin in (attn.q, attn.k, attn.v))
+        z = fn.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0 / float(attn.scale))
+        x = x + _plain(attn.o)(rearrange(z, "b n p e -> b p (n e)"))
+        if not block.cfg.attn_only:
+            mlp = _plain(block.mlp)
+            mid = mlp.act(_plain(mlp.fc_in)(_plain(block.ln2)(x)))
+            if getattr(mlp, "ln", None) is not None:
+                mid = _plain(mlp.ln)(mid)
+            x = x + _plain(mlp.fc_out)(mid)
+    ln_final = getattr(hooked, "ln_final", None)
+    if ln_final is not None:
+        x = _plain(ln_final)(x)
+    return _plain(hooked.unembed)(x)
 
 
 # -- weights: one canonical (HookedTransformer) layout ------------------------------

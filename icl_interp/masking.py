@@ -18,6 +18,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from . import backend
 from ._checks import check_choice, check_int, check_tensor
 from .hooks import HookFn, scoped_hooks
 from .runner import as_model, check_batch, layer_inputs, residual_input, run_from
@@ -127,13 +128,37 @@ def mask_heads(
     single = mask.ndim == 2
     masks = mask.unsqueeze(0) if single else mask
     with torch.no_grad():
-        resids = layer_inputs(model, residual_input(model, data))
-        outs = []
-        for m in masks:
-            start = _first_masked_layer(m)
-            outs.append(run_from(model, resids[start], start, data, mask_hooks(m, stats)))
-    out = torch.stack(outs)
+        out = torch.stack(_run_masks(model, data, masks, stats))
     return out[0] if single else out
+
+
+def _run_masks(model: Any, data: ICLBatch, masks: Tensor, stats: AblationStats) -> list[Tensor]:
+    """Predictions for each mask of a ``[K, L, H]`` stack, reusing the clean run below (and within) its first masked layer.
+
+    Every layer's clean input and ``hook_z`` come from one forward. A mask whose
+    first masked layer is ``l`` starts there: when the blocks allow it
+    (``backend.split_attention``) and no other hook is active, layer ``l``'s
+    attention is not rerun, its output is rebuilt from the masked clean z, and
+    only its MLP half runs; otherwise the whole block ``l`` runs with a hook.
+    """
+    hooked = model.hooked
+    n_layers = hooked.cfg.n_layers
+    reuse = backend.split_attention(hooked) and not backend.has_user_hooks(hooked)
+    zs: dict[int, Tensor] = {}
+    with scoped_hooks(hooked, [(f"blocks.{l}.attn.hook_z", _grab(zs, l)) for l in range(n_layers)] if reuse else []):
+        resids = layer_inputs(model, residual_input(model, data))
+    outs = []
+    for m in masks:
+        start = _first_masked_layer(m)
+        hooks = mask_hooks(m, stats)
+        if not reuse or start == n_layers:
+            outs.append(run_from(model, resids[start], start, data, hooks))
+            continue
+        z = _mask_hook(m[start], stats, start)(zs[start])
+        resid_mid = resids[start] + backend.attn_out_from_z(hooked, start, z)
+        resid = backend.run_mlp_half(hooked, start, resid_mid)
+        outs.append(run_from(model, resid, start + 1, data, hooks[1:]))  # hooks[0] is layer start's, applied above
+    return outs
 
 
 @contextlib.contextmanager

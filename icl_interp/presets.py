@@ -35,6 +35,13 @@ PRESETS: dict[str, dict] = {
     # The default recipe with 1, 2 or 8 heads at the same d_model (the seed's head-count comparison, Fig 1b).
     **{f"default-h{h}": {"task": _DEFAULT_TASK, "model": {**_DEFAULT_MODEL, "n_heads": h}, "train": _DEFAULT_TRAIN}
        for h in (1, 2, 8)},
+    # The noise sweep for the pruning figure (seed Fig 5): the default architecture with 4 heads or 1 head at
+    # noise 0.1 and 1.0 (noise 0.5 is default / default-h1), on a shorter 5,000-step schedule to fit the CPU budget.
+    **{f"noise{sigma}-h{h}": {
+        "task": {**_DEFAULT_TASK, "noise_std": sigma},
+        "model": {**_DEFAULT_MODEL, "n_heads": h},
+        "train": {**_DEFAULT_TRAIN, "steps": 5000},
+    } for sigma in (0.1, 1.0) for h in (4, 1)},
     # The second seed (Cui et al. 2024): one layer of softmax attention with a read-in, embedding size p,
     # h heads, concatenated [x; y] tokens, trained on prompt lengths 5..41 so the loss can be read against D.
     **{f"softmax-p{p}-h{h}": {

@@ -113,3 +113,44 @@ def test_bad_ablation_raises(tiny_model, tiny_batch):
 
 def test_public_names():
     assert icl_interp.mask_heads is mask_heads and icl_interp.masked is masked
+
+
+def test_split_attention_path_is_taken_for_standard_blocks(any_model, tiny_batch, monkeypatch):
+    """Our blocks and a user's standard ones take the within-layer reuse path (attention rebuilt from z)."""
+    from icl_interp import backend
+
+    calls = []
+    real = backend.run_mlp_half
+    monkeypatch.setattr(backend, "run_mlp_half", lambda *a: calls.append(a[1]) or real(*a))
+    masks = torch.ones(4, 2, 2)
+    for i in range(4):
+        masks[i, i // 2, i % 2] = 0
+    mask_heads(any_model, tiny_batch, masks)
+    assert calls == [0, 0, 1, 1]
+
+
+def test_a_users_hook_on_the_attention_is_respected(any_model, tiny_batch):
+    """With a user's hook on layer 0's attention output, masking takes the plain path and keeps the hook's effect."""
+    mask = torch.ones(2, 2)
+    mask[0, 1] = 0
+    point = any_model.hooked.hook_dict["blocks.0.hook_attn_out"]
+    handle = point.register_forward_hook(lambda mod, inp, out: out * 2.0)
+    try:
+        got = mask_heads(any_model, tiny_batch, mask)
+        with masked(any_model, mask):
+            want = _run(any_model, tiny_batch)
+    finally:
+        handle.remove()
+    assert torch.allclose(got, want, atol=1e-5)
+    assert not torch.allclose(got, mask_heads(any_model, tiny_batch, mask), atol=1e-4)
+
+
+@pytest.mark.parametrize("ablation", ["zero", "mean"])
+def test_attention_only_model_masks_match_hooked_runs(tiny_task, tiny_batch, ablation):
+    cfg = icl_interp.ModelConfig(d=tiny_task.d, n_layers=2, n_heads=2, d_model=16, max_points=8, attn_only=True)
+    model = icl_interp.ICLTransformer(cfg, task=tiny_task)
+    masks = torch.tensor([[[0, 1], [1, 1]], [[1, 1], [1, 0]], [[0.5, 0], [0, 1]]], dtype=torch.float32)
+    stacked = mask_heads(model, tiny_batch, masks, ablation=ablation)
+    for k in range(3):
+        with masked(model, masks[k], ablation=ablation, reference=tiny_batch):
+            assert torch.allclose(stacked[k], _run(model, tiny_batch), atol=1e-5)

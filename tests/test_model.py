@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+import icl_interp
 from icl_interp.model import ICLTransformer, ModelConfig
 from icl_interp.tasks import LinearRegression, SparseLinearRegression
 
@@ -93,3 +94,54 @@ def test_config_validation():
     with pytest.raises(ValueError, match="unknown fields"):
         ModelConfig.from_dict({"d": 4, "layers": 3})
     assert ModelConfig.from_dict(ModelConfig(d=3, task=SparseLinearRegression(3, s=1).to_dict()).to_dict()).d == 3
+
+
+FUSED_CONFIGS = [
+    {},
+    {"attn_only": True, "normalization": None, "positional": "none", "encoding": "concatenated"},
+    {"act_fn": "gelu_new", "n_heads": 1},
+]
+
+
+@pytest.mark.parametrize("extra", FUSED_CONFIGS)
+def test_fused_training_forward_is_the_same_function(tiny_task, extra):
+    """The training forward (fused, no hooks) gives the hooked forward's outputs and gradients."""
+    from icl_interp import backend
+
+    if backend.tl_major() < 4:
+        pytest.skip("the fused path is for the 4.x native bridge")
+    cfg = icl_interp.ModelConfig(**{"d": 4, "n_layers": 2, "n_heads": 2, "d_model": 16, "max_points": 8, **extra})
+    model = icl_interp.ICLTransformer(cfg, tiny_task)
+    batch = tiny_task.sample(8, 8, seed=1)
+    resid = model.encode(batch.xs, batch.ys)
+    fused = backend.fused_forward(model.hooked, resid)
+    assert fused is not None
+    assert torch.allclose(fused, model.hooked(resid, start_at_layer=0), atol=1e-5)
+
+    def grads(forward):
+        model.zero_grad(set_to_none=True)
+        forward().pow(2).mean().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    model.train()
+    fast = grads(lambda: model(batch.xs, batch.ys))
+    slow = grads(lambda: model.readout(model.hooked(model.encode(batch.xs, batch.ys), start_at_layer=0)))
+    model.eval()
+    assert set(fast) == set(slow) and len(fast) > 10
+    for name in fast:
+        assert torch.allclose(fast[name], slow[name], atol=1e-6), name
+
+
+def test_a_hook_turns_the_fused_path_off(tiny_model, tiny_batch):
+    """A user's hook always fires: in training mode, and in eval mode."""
+    seen = []
+    handle = tiny_model.hooked.hook_dict["blocks.1.hook_resid_post"].register_forward_hook(lambda *a: seen.append(1))
+    try:
+        tiny_model.train()
+        tiny_model(tiny_batch)
+        tiny_model.eval()
+        tiny_model(tiny_batch)
+    finally:
+        tiny_model.eval()
+        handle.remove()
+    assert seen == [1, 1]
