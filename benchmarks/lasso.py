@@ -8,6 +8,10 @@ misses that (measured: up to 1.9e-3 off at alpha 0.001, where ours has a duality
 1e-14), so it runs with tol=1e-8; that costs it no measurable time, since a fit of this
 size is dominated by its Python overhead (about 0.65 ms per fit here at any tol).
 
+Then the whole grid of ``best_lasso``'s 8 alphas: ``lasso_path`` (one homotopy path per
+prompt, every alpha read off on the way down) against ``Lasso(alpha)`` once per alpha,
+and against scikit-learn looped over prompts and alphas. The last line is the grid ratio.
+
     .venv/bin/python benchmarks/lasso.py [--full]   # alphas 1, 0.1, 0.01 (--full: 10,000 prompts, best_lasso's 8 alphas)
 """
 
@@ -17,7 +21,7 @@ import torch
 from sklearn.linear_model import Lasso as SkLasso
 
 import icl_interp as ii
-from icl_interp.baselines import LASSO_ALPHAS, Lasso
+from icl_interp.baselines import LASSO_ALPHAS, Lasso, lasso_path
 
 
 def sklearn_loop(xs: np.ndarray, ys: np.ndarray, alpha: float) -> np.ndarray:
@@ -48,11 +52,27 @@ def main() -> None:
         )
         total = {k: total[k] + times[k].cpu for k in total}
     print(
-        f"{n_prompts} prompts, n=40, d=20, the grid of alphas {alphas}: ours {total['ours']:.3g} s, scikit-learn {total['sklearn']:.3g} s"
+        f"{n_prompts} prompts, n=40, d=20, the alphas {alphas} one by one: ours {total['ours']:.3g} s, scikit-learn {total['sklearn']:.3g} s"
     )
-    common.ratio(
-        "lasso", common.Timing(total["sklearn"], float("nan")), common.Timing(total["ours"], float("nan")), "scikit-learn"
+    grid = list(LASSO_ALPHAS)
+    times, out = common.compare(
+        {
+            "path": lambda: lasso_path(xs, ys, grid),
+            "separate": lambda: torch.stack([Lasso(a).fit(xs, ys).coef_ for a in grid]),
+        },
+        repeats,
     )
+    common.check_close("lasso_path vs one Lasso per alpha", out["path"], out["separate"], atol=1e-9)
+    sub = slice(0, n_prompts // 10)  # scikit-learn over the whole grid on a tenth of the prompts, scaled up
+    sk_times, sk_out = common.compare({"sklearn": lambda: np.stack([sklearn_loop(xs_np[sub], ys_np[sub], a) for a in grid])}, 1)
+    common.check_close("lasso_path vs scikit-learn (grid)", out["path"][:, sub], torch.from_numpy(sk_out["sklearn"]), atol=1e-3)
+    sk_grid = common.Timing(10 * sk_times["sklearn"].cpu, 10 * sk_times["sklearn"].wall)
+    print(
+        f"the grid of best_lasso's {len(grid)} alphas: lasso_path {times['path']}, one Lasso per alpha {times['separate']} "
+        f"({times['separate'].cpu / times['path'].cpu:.1f}x), scikit-learn loop ~{sk_grid.cpu:.3g} s "
+        f"({sk_grid.cpu / times['path'].cpu:.0f}x; timed on {n_prompts // 10} prompts, scaled by 10)"
+    )
+    common.ratio("lasso (grid)", sk_grid, times["path"], "scikit-learn")
 
 
 if __name__ == "__main__":

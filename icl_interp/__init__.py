@@ -23,7 +23,7 @@ _EXPORTS = {
     "OLS": "baselines", "Ridge": "baselines", "Lasso": "baselines", "GD": "baselines",
     "PreprocessThenOptimize": "baselines", "OracleOLS": "baselines", "Averaging": "baselines",
     "tune": "baselines", "best_ridge": "baselines", "best_lasso": "baselines", "best_gd": "baselines",
-    "best_pto": "baselines", "prefix_predictions": "baselines",
+    "best_pto": "baselines", "prefix_predictions": "baselines", "lasso_path": "baselines",
     "Preprocessing": "preprocess", "get_preprocessing": "preprocess", "correlation": "preprocess",
     "plot_risk_curves": "plotting", "plot_head_importance": "plotting",
     # attaching a user's model

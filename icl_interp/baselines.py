@@ -45,6 +45,7 @@ __all__ = [
     "best_gd",
     "best_pto",
     "prefix_predictions",
+    "lasso_path",
     "RIDGE_ALPHAS",
     "LASSO_ALPHAS",
     "GD_LRS",
@@ -168,14 +169,43 @@ class Lasso(Estimator):
         self.tol = check_float("tol", self.tol, min_value=0.0)
 
     def _solve(self, xs: Tensor, ys: Tensor, w: Optional[Tensor]) -> Tensor:
-        n = xs.shape[1]
-        gram, c = _moments(xs, ys)
-        sign = _lasso_path(gram, c, self.alpha)
-        coef, ok = _support_solve(gram, c - self.alpha * sign, sign != 0, n)
-        todo = ~ok | (_lasso_gap(xs, ys, self.alpha, coef) > self.tol * (ys * ys).mean(1))
+        return _lasso_solve(xs, ys, [self.alpha], self.max_iter, self.tol)[0]
+
+
+def lasso_path(
+    xs: Float[Tensor, "batch n d"], ys: Float[Tensor, "batch n"], alphas: Sequence[float], *, max_iter: int = 10_000, tol: float = 1e-8
+) -> Float[Tensor, "alpha batch d"]:
+    """Lasso coefficients of every prompt at every ``alpha`` (in the order given), from one homotopy path each.
+
+    The same solutions as ``Lasso(alpha).fit(xs, ys).coef_`` for each alpha, for
+    about the cost of the smallest alpha alone: the path passes every larger alpha
+    on its way down. Float64 work, ``xs``'s dtype out.
+    """
+    check_tensor("xs", xs, ndim=3)
+    check_tensor("ys", ys, shape=(xs.shape[0], xs.shape[1]))
+    if not isinstance(alphas, (list, tuple)) or not alphas:
+        raise ValueError(f"alphas must be a non-empty list of positive floats, got {alphas!r}")
+    alphas = [check_float(f"alphas[{i}]", a, min_value=0.0, strict_min=True) for i, a in enumerate(alphas)]
+    max_iter, tol = check_int("max_iter", max_iter, min_value=1), check_float("tol", tol, min_value=0.0)
+    if xs.shape[1] == 0:
+        return xs.new_zeros(len(alphas), xs.shape[0], xs.shape[2])
+    return _lasso_solve(xs.double(), ys.double(), alphas, max_iter, tol).to(xs.dtype)
+
+
+def _lasso_solve(xs: Tensor, ys: Tensor, alphas: Sequence[float], max_iter: int, tol: float) -> Tensor:
+    """``[A, B, d]``: the homotopy's supports, the exact solve on each, FISTA for the rare prompts whose gap is too big."""
+    n, (batch, d) = xs.shape[1], (xs.shape[0], xs.shape[2])
+    gram, c = _moments(xs, ys)
+    order = sorted(set(alphas), reverse=True)
+    signs = _lasso_path(gram, c, order)  # [A', B, d], alphas descending
+    coefs = {}
+    for a, sign in zip(order, signs):
+        coef, ok = _support_solve(gram, c - a * sign, sign != 0, n)
+        todo = ~ok | (_lasso_gap(xs, ys, a, coef) > tol * (ys * ys).mean(1))
         if bool(todo.any()):
-            coef[todo] = _lasso_fista(xs[todo], ys[todo], self.alpha, self.max_iter, self.tol, coef[todo])
-        return coef
+            coef[todo] = _lasso_fista(xs[todo], ys[todo], a, max_iter, tol, coef[todo])
+        coefs[a] = coef
+    return torch.stack([coefs[a] for a in alphas]) if alphas else xs.new_zeros(0, batch, d)
 
 
 def _support_solve(gram: Tensor, rhs: Tensor, mask: Tensor, n: Optional[int] = None) -> tuple[Tensor, Tensor]:
@@ -190,24 +220,26 @@ def _support_solve(gram: Tensor, rhs: Tensor, mask: Tensor, n: Optional[int] = N
     return torch.where(ok[:, None], sol, torch.zeros_like(sol)), ok
 
 
-def _lasso_path(gram: Tensor, c: Tensor, alpha: float) -> Tensor:
-    """Signs (0 off the support) of the Lasso solution at ``alpha``, by the homotopy method.
+def _lasso_path(gram: Tensor, c: Tensor, alphas: Sequence[float]) -> Tensor:
+    """Signs ``[A, B, d]`` (0 off the support) of the Lasso solutions at ``alphas`` (descending), by the homotopy method.
 
     Along the path the residual correlations ``g = c - G w`` equal ``lam * sign`` on the
     support and are below ``lam`` in size elsewhere; ``w`` moves linearly in ``lam``
-    between events (a coordinate joins or drops out), so each step jumps to the next one.
+    between events (a coordinate joins or drops out, or ``lam`` reaches the next alpha),
+    so each step jumps to the next event.
     """
     d = c.shape[1]
+    grid = torch.tensor(list(alphas), dtype=c.dtype, device=c.device)
     lam, first = c.abs().max(-1)
     sign = torch.zeros_like(c).scatter_(1, first[:, None], torch.sign(c.gather(1, first[:, None])))
-    sign[lam <= alpha] = 0
-    out = sign.clone()
-    todo = torch.nonzero(lam > alpha)[:, 0]
-    gram, c, lam, sign = gram[todo], c[todo], lam[todo], sign[todo]
+    out = torch.zeros(len(grid), *c.shape, dtype=c.dtype, device=c.device)
+    nxt = (grid[None, :] >= lam[:, None]).sum(-1)  # alphas above max|c| have the zero solution
+    todo = torch.nonzero(nxt < len(grid))[:, 0]
+    gram, c, lam, sign, nxt = gram[todo], c[todo], lam[todo], sign[todo], nxt[todo]
     w = torch.zeros_like(c)
     dropped = torch.zeros_like(c)  # sign of a coordinate that just dropped out: it sits on that boundary
     inf = torch.tensor(float("inf"), dtype=c.dtype, device=c.device)
-    for _ in range(8 * d + 8):
+    for _ in range(8 * d + 8 + len(grid)):
         if len(todo) == 0:
             break
         active = sign != 0
@@ -221,24 +253,33 @@ def _lasso_path(gram: Tensor, c: Tensor, alpha: float) -> Tensor:
         drop = torch.where(active, -w / direction, inf)
         drop = torch.where(drop > 0, drop, inf)
         (join_at, j_join), (drop_at, j_drop) = join.min(-1), drop.min(-1)
-        target = lam - alpha
+        target = lam - grid[nxt]
         gamma = torch.minimum(torch.minimum(join_at, drop_at), target)
         w = w + gamma[:, None] * direction
         lam = lam - gamma
-        done = (target <= torch.minimum(join_at, drop_at)) | ~ok
-        is_drop = ~done & (drop_at < join_at)
-        is_join = ~done & ~is_drop
+        reached = target <= torch.minimum(join_at, drop_at)
         rows = torch.arange(len(todo), device=c.device)
+        out[nxt[reached], todo[reached]] = sign[reached]
+        nxt = nxt + reached.long()
+        is_drop = ~reached & (drop_at < join_at)
+        is_join = ~reached & ~is_drop
         new_sign = torch.sign((g - gamma[:, None] * slope).gather(1, j_join[:, None]))[:, 0]
         sign[rows[is_join], j_join[is_join]] = new_sign[is_join]
         dropped = torch.zeros_like(dropped)
         dropped[rows[is_drop], j_drop[is_drop]] = sign[rows[is_drop], j_drop[is_drop]]
         sign[rows[is_drop], j_drop[is_drop]] = 0
         w[rows[is_drop], j_drop[is_drop]] = 0
-        out[todo] = sign
-        keep = ~done
-        todo, gram, c, lam, sign, w, dropped = (v[keep] for v in (todo, gram, c, lam, sign, w, dropped))
+        _fill_rest(out, todo[~ok], nxt[~ok], sign[~ok])  # singular: the gap check sends these to FISTA
+        keep = ok & (nxt < len(grid))
+        todo, gram, c, lam, sign, w, dropped, nxt = (v[keep] for v in (todo, gram, c, lam, sign, w, dropped, nxt))
+    _fill_rest(out, todo, nxt, sign)  # out of iterations: likewise
     return out
+
+
+def _fill_rest(out: Tensor, rows: Tensor, nxt: Tensor, sign: Tensor) -> None:
+    """``out[a, rows[i]] = sign[i]`` for every alpha index ``a >= nxt[i]``."""
+    for i in range(len(rows)):
+        out[int(nxt[i]):, rows[i]] = sign[i]
 
 
 def _lasso_gap(xs: Tensor, ys: Tensor, alpha: float, w: Tensor) -> Tensor:
@@ -466,8 +507,10 @@ def tune(
     n_prompts = check_int("n_prompts", n_prompts, min_value=1)
     batch = task.sample(n_prompts, n_points, seed=check_int("seed", seed, min_value=0))
     errors = {}
+    shared = _lasso_prefix_predictions(candidates, batch)
     for key, est in candidates.items():
-        sq = (prefix_predictions(est, batch) - batch.ys).double() ** 2 / task.norm
+        preds = shared[key] if key in shared else prefix_predictions(est, batch)
+        sq = (preds - batch.ys).double() ** 2 / task.norm
         errors[key] = torch.nan_to_num(sq.mean(0), nan=math.inf).tolist()
     keys = list(errors)
     choice = [keys[i] for i in torch.tensor([errors[k] for k in keys]).argmin(0).tolist()]
@@ -530,6 +573,22 @@ def prefix_predictions(est: Estimator, batch: ICLBatch) -> Float[Tensor, "batch 
     else:
         _fill_prefixes(preds, est, batch, range(batch.n_points))
     return preds
+
+
+def _lasso_prefix_predictions(candidates: Mapping[str, Estimator], batch: ICLBatch) -> dict[str, Tensor]:
+    """:func:`prefix_predictions` of every plain ``Lasso`` candidate, one homotopy path per prefix for all their alphas."""
+    groups: dict[tuple, dict[str, float]] = {}
+    for key, est in candidates.items():
+        if type(est) is Lasso:
+            groups.setdefault((est.max_iter, est.tol), {})[key] = est.alpha
+    out = {}
+    for (max_iter, tol), alphas in groups.items():
+        preds = batch.ys.new_zeros(len(alphas), batch.batch_size, batch.n_points)
+        for k in range(1, batch.n_points):
+            coefs = _lasso_solve(batch.xs[:, :k].double(), batch.ys[:, :k].double(), list(alphas.values()), max_iter, tol)
+            preds[:, :, k] = torch.einsum("bd,abd->ab", batch.xs[:, k], coefs.to(batch.xs.dtype))
+        out.update(zip(alphas, preds))
+    return out
 
 
 def _fill_prefixes(preds: Tensor, est: Any, batch: ICLBatch, ks: Sequence[int]) -> None:

@@ -20,6 +20,7 @@ from icl_interp.baselines import (
     Tuned,
     best_gd,
     best_lasso,
+    lasso_path,
     prefix_predictions,
     tune,
 )
@@ -90,6 +91,29 @@ def test_ridge_matches_sklearn(n, alpha):
     for b in range(len(xs)):
         ref = SkRidge(alpha=alpha, fit_intercept=False).fit(xs[b].numpy(), ys[b].numpy())
         np.testing.assert_allclose(ours[b], ref.coef_, atol=1e-3)
+
+
+@pytest.mark.parametrize("n", [40, 6, 1])
+def test_lasso_path_equals_separate_fits_and_sklearn(n):
+    """One homotopy path per prompt gives every alpha's solution, in the order asked for."""
+    xs, ys, _ = _data(n=n)
+    alphas = [0.01, 1.0, 0.1, 1e-4, 0.1, 50.0]
+    path = lasso_path(xs, ys, alphas)
+    assert path.shape == (len(alphas), xs.shape[0], xs.shape[2]) and path.dtype == xs.dtype
+    for a, coef in zip(alphas, path):
+        assert torch.allclose(coef, Lasso(a).fit(xs, ys).coef_, atol=1e-9)
+    assert (path[-1] == 0).all()  # above max |X^T y| / n the solution is zero
+    ref = SkLasso(alpha=0.1, fit_intercept=False, tol=1e-12, max_iter=200_000).fit(xs[0].numpy(), ys[0].numpy())
+    np.testing.assert_allclose(path[2, 0].numpy(), ref.coef_, atol=1e-3)
+
+
+def test_best_lasso_validation_errors_equal_the_per_alpha_loop():
+    task = SparseLinearRegression(d=6, s=2, noise_std=0.5)
+    tuned = best_lasso(task, 10, n_prompts=200, seed=5)
+    batch = task.sample(200, 10, seed=5)
+    for key, est in tuned.candidates.items():
+        loop = ((prefix_predictions(est, batch) - batch.ys).double() ** 2 / task.norm).mean(0)
+        assert torch.allclose(torch.tensor(tuned.val_error[key], dtype=torch.float64), loop, rtol=1e-5, atol=1e-7), key
 
 
 def test_lasso_on_a_large_batch_matches_sklearn_per_prompt():
@@ -299,6 +323,9 @@ def _fitted_ols():
         (lambda: Ridge(-1.0), ValueError, "alpha"),
         (lambda: Ridge(0.0), ValueError, "alpha"),
         (lambda: Lasso(0.1, max_iter=0), ValueError, "max_iter"),
+        (lambda: lasso_path(torch.zeros(2, 3, 4), torch.zeros(2, 3), []), ValueError, "alphas"),
+        (lambda: lasso_path(torch.zeros(2, 3, 4), torch.zeros(2, 3), [0.1, -1.0]), ValueError, "alphas"),
+        (lambda: lasso_path(torch.zeros(2, 3, 4), torch.zeros(2, 4), [0.1]), ValueError, "ys"),
         (lambda: GD(1.5, 0.1), TypeError, "steps"),
         (lambda: GD(1, -0.1), ValueError, "lr"),
         (lambda: PreprocessThenOptimize("nope"), ValueError, "name"),
