@@ -18,6 +18,7 @@ from . import baselines as bl
 from .evaluation import EvalResult, evaluate
 from .importance import head_importance, prune_heads
 from .masking import mask_heads, masked
+from .preprocess import power, rank_one
 from .probing import probe_all_layers
 from .runner import default_metric, model_norm, normalised_error, predict
 from .tasks import Task
@@ -26,6 +27,8 @@ __all__ = [
     "risk_curves",
     "importance_study",
     "pruning_study",
+    "noise_pruning_study",
+    "noise_variants",
     "preprocessing_study",
     "gd_study",
     "save_json",
@@ -57,8 +60,13 @@ def _curve(res: EvalResult) -> dict:
 
 # -- 1. risk curves: models against the baselines -------------------------------------
 
-def baseline_suite(task: Task, n_points: int, gd_steps: int, *, quick: bool = False, seed: int = 10_000) -> dict[str, Any]:
-    """OLS, best ridge, best Lasso, best k-step GD and PtO, oracle OLS, averaging (tuned on held-out prompts)."""
+def baseline_suite(
+    task: Task, n_points: int, gd_steps: int, *, quick: bool = False, seed: int = 10_000, pto_preprocessings: tuple = ("reweight",)
+) -> dict[str, Any]:
+    """OLS, best ridge, best Lasso, best k-step GD and PtO, oracle OLS, averaging (tuned on held-out prompts).
+
+    PtO is tuned over ``pto_preprocessings`` and the step size, per context length.
+    """
     n_val = 200 if quick else 1000
     kw = dict(n_prompts=n_val, seed=seed)
     return {
@@ -66,7 +74,7 @@ def baseline_suite(task: Task, n_points: int, gd_steps: int, *, quick: bool = Fa
         "ridge (best alpha)": bl.best_ridge(task, n_points, **kw),
         "Lasso (best alpha)": bl.best_lasso(task, n_points, **kw),
         f"GD {gd_steps} steps (best lr)": bl.best_gd(task, n_points, gd_steps, **kw),
-        f"PtO {gd_steps} steps (best lr)": bl.best_pto(task, n_points, gd_steps, **kw),
+        f"PtO {gd_steps} steps (best lr)": bl.best_pto(task, n_points, gd_steps, pto_preprocessings, **kw),
         "oracle OLS": bl.OracleOLS(),
         "averaging": bl.Averaging(),
     }
@@ -207,6 +215,72 @@ def pruning_study(
     return result
 
 
+def noise_pruning_study(
+    pairs: dict[float, tuple[Any, Optional[Any]]],
+    *,
+    n_prompts: int = 2000,
+    seed: int = 7,
+    quick: bool = False,
+    out: PathLike = None,
+) -> dict:
+    """The seed's Fig 5 across noise levels: all heads vs pruned vs a trained single-head model.
+
+    ``pairs`` maps a noise level to (all-heads model, single-head model or None),
+    each trained at that noise; each pair is tested on fresh prompts of its task.
+    """
+    if quick:
+        n_prompts = min(n_prompts, 256)
+    levels = {}
+    for sigma, (model, single) in sorted(pairs.items()):
+        data = model.task.sample(n_prompts, model.cfg.max_points, seed=seed)
+        r = pruning_study(model, data, single_head=single)
+        keep = ("mask", "error_full", "error_pruned", "pruned_over_full", "error_single_head",
+                "probe_risk_full", "probe_risk_pruned", "probe_risk_single_head")
+        levels[f"{sigma:g}"] = {k: r[k] for k in keep if k in r}
+        levels[f"{sigma:g}"]["noise_floor"] = float(sigma) ** 2 / model_norm(model)
+        if single is not None:
+            levels[f"{sigma:g}"]["single_over_full"] = r["error_single_head"] / r["error_full"]
+    result = {"n_prompts": n_prompts, "seed": seed, "levels": levels}
+    if out is not None:
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        xs = [float(k) for k in levels]
+        for key, label, style in (("error_full", "all heads", "o-"), ("error_pruned", "pruned", "s--"),
+                                  ("error_single_head", "single-head model", "^:"), ("noise_floor", "noise floor", "k-")):
+            pts = [(x, v[key]) for x, v in zip(xs, levels.values()) if key in v]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label, alpha=0.5 if key == "noise_floor" else 1.0)
+        ax.set_xlabel("noise std (training and test)")
+        ax.set_ylabel("error (MSE / s), all positions")
+        ax.legend(fontsize=8)
+        result["figure"] = _savefig(fig, out, "pruning_noise.png")
+    return result
+
+
+def noise_variants(name: str = "default", loaded: Optional[dict[str, Any]] = None) -> dict[float, tuple[Any, Optional[Any]]]:
+    """Shipped (all-heads, single-head) pairs by noise level: ``name`` / ``name-h1`` and ``noise{s}-h4`` / ``noise{s}-h1``.
+
+    ``loaded``: zoo models already in memory, by name (not loaded again).
+    """
+    from .checkpoint import load_model, zoo_names
+
+    names, cache = zoo_names(), dict(loaded or {})
+
+    def get(n: str) -> Optional[Any]:
+        if n not in cache and n in names:
+            cache[n] = load_model(n)
+        return cache.get(n)
+
+    pairs: dict[float, tuple[Any, Optional[Any]]] = {}
+    for full in [name] + [n for n in names if n.startswith("noise") and n.endswith("-h4")]:
+        model = get(full)
+        if model is not None:
+            single = f"{name}-h1" if full == name else full[: -len("-h4")] + "-h1"
+            pairs[float(model.task.noise_std)] = (model, get(single))
+    return pairs
+
+
 # -- 4. layer 0 as preprocessing ---------------------------------------------------------------
 
 PREPROCESSING_TARGETS = ("pre_identity", "pre_reweight", "pre_power2", "pre_rank_one")
@@ -298,6 +372,10 @@ def gd_study(model: Any, data: Any, *, steps: tuple = (1, 2, 3, 4, 6, 8), out: P
 
 # -- 6. the algorithm alone: PtO against GD, ridge and Lasso ------------------------------------
 
+#: the preprocessings PtO is tuned over in the algorithm study (REFERENCE.md section 5's candidates)
+PTO_CANDIDATES = ("reweight", power(0.5), power(2.0), rank_one(1.0))
+
+
 def algorithm_study(
     *,
     dims: tuple = (8, 16),
@@ -308,7 +386,11 @@ def algorithm_study(
     quick: bool = False,
     out: PathLike = None,
 ) -> dict:
-    """Excess risk over n of t-step GD, t-step PtO, ridge, Lasso and the oracle, across d and noise (no model)."""
+    """Excess risk over n of t-step GD, t-step PtO, ridge, Lasso and the oracle, across d and noise (no model).
+
+    PtO is tuned per n over :data:`PTO_CANDIDATES` and the step size; ``pto_choice``
+    records which one won at each n.
+    """
     from .tasks import SparseLinearRegression
 
     if quick:
@@ -318,9 +400,12 @@ def algorithm_study(
         for noise in noises:
             task = SparseLinearRegression(d=d, s=s, noise_std=noise)
             n_points = 2 * d + 1
-            suite = {k: v for k, v in baseline_suite(task, n_points, steps, quick=quick).items() if k != "averaging"}
+            suite = baseline_suite(task, n_points, steps, quick=quick, pto_preprocessings=PTO_CANDIDATES)
+            suite.pop("averaging")
             curves = {k: _curve(evaluate(est, task, n_points=n_points, n_prompts=n_prompts, seed=3)) for k, est in suite.items()}
-            settings.append({"d": d, "noise_std": noise, "s": s, "n_points": n_points, "curves": curves})
+            pto = suite[f"PtO {steps} steps (best lr)"]
+            settings.append({"d": d, "noise_std": noise, "s": s, "n_points": n_points, "curves": curves,
+                             "pto_choice": [pto.chosen(k) for k in range(n_points)]})
     result = {"steps": steps, "settings": settings}
     if out is not None:
         import matplotlib.pyplot as plt
@@ -428,7 +513,12 @@ def _recipe_importance(out: PathLike, quick: bool) -> dict:
 
 
 def _recipe_pruning(out: PathLike, quick: bool) -> dict:
-    return pruning_study(*_zoo_model_and_data(quick), out=out)
+    pairs = noise_variants("default")
+    model, data = _zoo_model_and_data(quick)
+    single = pairs.get(float(model.task.noise_std), (None, None))[1]
+    result = pruning_study(model, data, single_head=single, out=out)
+    result["noise_sweep"] = noise_pruning_study(pairs, quick=quick, out=out)
+    return result
 
 
 def _recipe_preprocessing(out: PathLike, quick: bool) -> dict:

@@ -82,6 +82,31 @@ def _claims(results: dict, n_layers: int) -> list[dict]:
             "verdict": verdict(single > 1.1 * full, single > full),
             "number": f"error single-head / all heads = {single / full:.3f} ({single:.3f} vs {full:.3f}); pruned: {prune['error_pruned']:.3f}",
         })
+    sweep = results.get("pruning_noise", {}).get("levels", {})
+    if sweep:
+        worst = max(v["pruned_over_full"] for v in sweep.values())
+        claims.append({
+            "claim": "Across noise levels (Fig 5) the pruned model stays close to the full model.",
+            "verdict": verdict(worst <= 1.1, worst <= 1.5),
+            "number": "pruned / full error by noise std: " + ", ".join(f"{k}: {v['pruned_over_full']:.2f}" for k, v in sweep.items()),
+        })
+        singles = {k: v["single_over_full"] for k, v in sweep.items() if "single_over_full" in v}
+        if singles:
+            claims.append({
+                "claim": "Across noise levels (Fig 5) the trained single-head model is worse than the multi-head model.",
+                "verdict": verdict(all(r > 1.1 for r in singles.values()), any(r > 1.0 for r in singles.values())),
+                "number": "single-head / all-heads error by noise std: " + ", ".join(f"{k}: {r:.2f}" for k, r in singles.items()),
+            })
+    heads = results.get("head_counts", {})
+    if len(heads) > 1:
+        hs = sorted(heads)
+        errs = [heads[h] for h in hs]
+        monotone = all(b <= a * 1.02 for a, b in zip(errs, errs[1:]))
+        claims.append({
+            "claim": "More heads, lower error at the same size (Fig 1b).",
+            "verdict": verdict(monotone and errs[-1] < 0.9 * errs[0], errs[-1] < errs[0]),
+            "number": "error at the largest n by head count: " + ", ".join(f"h={h}: {e:.3f}" for h, e in zip(hs, errs)),
+        })
     for cmp in results.get("multihead", {}).get("comparisons", []):
         wide = cmp["p_over_h_ge_d"]
         ratio = cmp["c_multi_over_single"]
@@ -111,11 +136,15 @@ def write_report(out: Union[str, Path], *, quick: bool = False, model_name: str 
     variants = {**ex.head_count_variants(model_name), model_name: model}
     results["risk"] = ex.risk_curves(variants, task, n, n_prompts=n_prompts, seed=1, quick=quick, out=out)
     results["quality_bar"] = ex.quality_bar(results["risk"], model_name, task.d)
+    results["head_counts"] = {v.cfg.n_heads: results["risk"]["curves"][k]["error"][-1] for k, v in variants.items()}
     results["importance"] = ex.importance_study(model, data, out=out)
     import torch
 
     single = variants.get(f"{model_name}-h1")  # loaded once, with the risk-curve variants
     results["pruning"] = ex.pruning_study(model, data, single_head=single, importance=torch.tensor(results["importance"]["ablation"]), out=out)
+    pairs = ex.noise_variants(model_name, loaded=variants)
+    if len(pairs) > 1:
+        results["pruning_noise"] = ex.noise_pruning_study(pairs, n_prompts=n_prompts, quick=quick, out=out)
     results["preprocessing"] = ex.preprocessing_study(model, data, out=out)
     results["gd"] = ex.gd_study(model, data, out=out)
     if all(n in zoo_names() for n in ex.SOFTMAX_ZOO):
@@ -176,6 +205,15 @@ def _markdown(r: dict, model: Any) -> str:
         "",
         f"Pruned mask (rows = layers): `{r['pruning']['mask']}`.",
         "",
+    ]
+    if "pruning_noise" in r:
+        lines += ["### Across noise levels", "", "![pruning across noise levels](pruning_noise.png)", "",
+                  "| noise std | all heads | pruned | single-head model | noise floor |", "|---|---|---|---|---|"]
+        for k, v in r["pruning_noise"]["levels"].items():
+            single = f"{v['error_single_head']:.3f}" if "error_single_head" in v else "n/a"
+            lines.append(f"| {k} | {v['error_full']:.3f} | {v['error_pruned']:.3f} | {single} | {v['noise_floor']:.3f} |")
+        lines.append("")
+    lines += [
         "## Layer 0 as preprocessing",
         "",
         "![preprocessing probes](preprocessing_probes.png)",

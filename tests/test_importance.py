@@ -90,3 +90,25 @@ def test_prune_heads_policies():
 def test_prune_heads_rejects_bad_keep(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         prune_heads(torch.rand(3, 3), **kwargs)
+
+
+def test_noise_pruning_study_numbers_are_the_pruning_studys(tiny_task, tmp_path):
+    """Each noise level's row is pruning_study on that level's pair; the noise floor is sigma^2 / norm."""
+    from icl_interp.experiments import noise_pruning_study, pruning_study
+    from icl_interp.model import ICLTransformer, ModelConfig
+    from icl_interp.tasks import SparseLinearRegression
+
+    pairs = {}
+    for sigma in (0.1, 1.0):
+        task = SparseLinearRegression(d=4, s=1, noise_std=sigma)
+        full = ICLTransformer(ModelConfig(d=4, n_layers=2, n_heads=2, d_model=16, max_points=8, seed=1), task)
+        single = ICLTransformer(ModelConfig(d=4, n_layers=2, n_heads=1, d_model=16, max_points=8, seed=2), task)
+        pairs[sigma] = (full, single)
+    res = noise_pruning_study(pairs, n_prompts=64, out=tmp_path)
+    assert list(res["levels"]) == ["0.1", "1"] and (tmp_path / res["figure"]).is_file()
+    for sigma, (full, single) in pairs.items():
+        row = res["levels"][f"{sigma:g}"]
+        ref = pruning_study(full, full.task.sample(64, 8, seed=7), single_head=single)
+        assert row["error_pruned"] == pytest.approx(ref["error_pruned"], rel=1e-6)
+        assert row["single_over_full"] == pytest.approx(ref["error_single_head"] / ref["error_full"], rel=1e-6)
+        assert row["noise_floor"] == pytest.approx(sigma**2 / full.task.norm)

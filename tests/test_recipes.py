@@ -12,10 +12,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif("default" not in zoo_names(),
 KEYS = {
     "risk_curves": ["curves", "figure"],
     "head_importance": ["ablation", "gradient", "layer0_every_head_raises_error", "later_layers_top_head_share", "figure"],
-    "pruning_probing": ["mask", "error_full", "error_pruned", "probe_risk_full", "probe_risk_pruned", "figure"],
+    "pruning_probing": ["mask", "error_full", "error_pruned", "probe_risk_full", "probe_risk_pruned", "noise_sweep", "figure"],
     "preprocessing": ["rows", "rows_all_positions", "best_candidate", "best_gain_over_input", "figure"],
     "gd_steps": ["steps", "probe_risk_per_layer", "gd_risk", "pto_risk", "alignment", "figure"],
-    "algorithm": ["settings", "figure"],
+    "algorithm": ["settings", "figure"],  # each setting: curves, pto_choice
     "multihead": ["models", "comparisons", "figure"],
 }
 
@@ -31,6 +31,11 @@ def test_recipe_quick(name, tmp_path):
     for key in KEYS[name]:
         assert key in data, key
     assert (tmp_path / data["figure"]).is_file()
+    if name == "pruning_probing":
+        for level in data["noise_sweep"]["levels"].values():
+            assert {"error_full", "error_pruned", "noise_floor"} <= set(level)
+    if name == "algorithm":
+        assert all(len(st["pto_choice"]) == st["n_points"] for st in data["settings"])
 
 
 def test_report_quick(tmp_path):
