@@ -106,7 +106,7 @@ class RidgeProbe:
         u, s, vh = torch.linalg.svd(xc, full_matrices=False)
         uty = u.T @ yc
         if self.alpha is None:
-            self.loo_mse_ = torch.stack([self._loo_mse(u, s, uty, yc, a) for a in self.alphas])
+            self.loo_mse_ = self._loo_mse(u, s, uty, yc, torch.tensor(self.alphas, dtype=s.dtype))
             self.alpha_ = self.alphas[int(torch.argmin(self.loo_mse_))]
         else:
             self.alpha_ = self.alpha
@@ -119,12 +119,13 @@ class RidgeProbe:
         return self
 
     @staticmethod
-    def _loo_mse(u: Tensor, s: Tensor, uty: Tensor, yc: Tensor, alpha: float) -> Tensor:
-        """Exact leave-one-out MSE: residual / (1 - leverage), leverage including the intercept's 1/N."""
-        shrink = s**2 / (s**2 + alpha)
-        resid = yc - u @ (shrink[:, None] * uty)
-        lev = 1.0 / yc.shape[0] + (u**2) @ shrink
-        return ((resid / (1 - lev).clamp_min(1e-12)[:, None]) ** 2).mean()
+    def _loo_mse(u: Tensor, s: Tensor, uty: Tensor, yc: Tensor, alphas: Tensor) -> Tensor:
+        """Exact leave-one-out MSE for every penalty ``[A]`` at once: residual / (1 - leverage),
+        leverage including the intercept's 1/N."""
+        shrink = s**2 / (s**2 + alphas[:, None])  # [A, r]
+        resid = yc - torch.einsum("nr,ar,rk->ank", u, shrink, uty)  # [A, N, k]
+        lev = 1.0 / yc.shape[0] + shrink @ (u**2).T  # [A, N]
+        return ((resid / (1 - lev).clamp_min(1e-12)[..., None]) ** 2).mean((1, 2))
 
     def predict(self, X: Float[Tensor, "n f"]) -> Tensor:
         """``[N, k]`` predictions (``[N]`` if fitted on a vector)."""
