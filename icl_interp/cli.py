@@ -30,7 +30,11 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if (out / "checkpoint" / "state.json").exists() and not args.resume:
         raise ValueError(f"--out {out} already holds a training checkpoint: pass --resume to continue it")
-    result = train(model, task, cfg, out_dir=out, resume=args.resume)
+    result = train(model, task, cfg, out_dir=out, resume=args.resume, max_minutes=args.max_minutes)
+    if result["stopped"]:
+        print(f"stopped after {args.max_minutes:g} min at step {result['step']} of {cfg.steps}; "
+              f"continue with: icl-interp train --preset {args.preset} --out {out} --resume")
+        return 0
     final = result["log"][-1] if result["log"] else {}
     print(json.dumps({"out": str(out / "model"), **final}))
     return 0
@@ -85,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--threads", type=int)
     t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--max-minutes", dest="max_minutes", type=float,
+                   help="train in chunks: stop at the first checkpoint after this many minutes (continue with --resume)")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="error / excess-risk curve of a saved model on its task")

@@ -185,10 +185,14 @@ def train(
     out_dir: Union[str, Path, None] = None,
     *,
     resume: bool = False,
+    max_minutes: Optional[float] = None,
 ) -> dict:
     """Train ``model`` on ``task``; returns the log. With ``out_dir``, checkpoints and the final model go there.
 
     ``resume=True`` continues from ``out_dir/checkpoint`` (same configs required).
+    ``max_minutes``: train in chunks; stop at the first checkpoint after that much
+    wall time (the result has ``"stopped": True`` and no final model is written);
+    the next call with ``resume=True`` goes on, bitwise as if never stopped.
     """
     from .model import ICLTransformer
 
@@ -208,6 +212,10 @@ def train(
         raise ValueError(f"curriculum dims_end ({curriculum.dims_end}) exceeds the task's d ({task.d})")
     if resume and out_dir is None:
         raise ValueError("resume=True needs out_dir")
+    if max_minutes is not None:
+        max_minutes = check_float("max_minutes", max_minutes, min_value=0.0)
+        if out_dir is None:
+            raise ValueError("max_minutes needs out_dir (a stopped chunk lives on in its checkpoint)")
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     model.cfg.task = task.to_dict()
@@ -235,6 +243,8 @@ def train(
     norm = task.norm
     eval_n = curriculum.points_end
     t0 = time.perf_counter() - (log[-1]["time"] if log else 0.0)
+    chunk_start = time.perf_counter()
+    stopped = False
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not cfg.progress, desc="train")
     try:
         for step in bar:
@@ -267,10 +277,15 @@ def train(
             if ckpt is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
                 _save_state(ckpt, model, opt, done, {**meta, "log": log})
                 atomic_write_bytes(out / "log.json", json.dumps(log, indent=0).encode())
+                if max_minutes is not None and done < cfg.steps and time.perf_counter() - chunk_start >= 60 * max_minutes:
+                    stopped = True
+                    break
     finally:
         bar.close()
         model.eval()
+    if stopped:
+        return {"log": log, "train_config": cfg.to_dict(), "stopped": True, "step": done}
     if out is not None:
         save_model(model, out / "model", training={"train_config": cfg.to_dict(), "task": task.to_dict(),
                                                   "final": log[-1] if log else None})
-    return {"log": log, "train_config": cfg.to_dict()}
+    return {"log": log, "train_config": cfg.to_dict(), "stopped": False}

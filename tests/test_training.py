@@ -74,3 +74,37 @@ def test_train_validates():
         TrainConfig(lr=-1.0)
     with pytest.raises(ValueError, match="resume"):
         train(model, task, TrainConfig(steps=2, progress=False), resume=True)
+
+
+def test_chunked_training_stops_at_a_checkpoint_and_resumes_bitwise(tmp_path):
+    """max_minutes=0 stops at the first checkpoint; chunk after chunk gives the straight run's weights."""
+    common = dict(steps=30, batch_size=16, lr=3e-3, warmup_steps=4, checkpoint_every=10, eval_every=20, eval_prompts=32,
+                  progress=False)
+    straight, task = _tiny()
+    train(straight, task, TrainConfig(**common), out_dir=tmp_path / "a")
+    chunks = []
+    for i in range(5):
+        model, _ = _tiny(seed=i)
+        result = train(model, task, TrainConfig(**common), out_dir=tmp_path / "b", resume=i > 0, max_minutes=0)
+        chunks.append(result["step"] if result["stopped"] else "done")
+        if not result["stopped"]:
+            break
+        assert not (tmp_path / "b" / "model").exists()
+    assert chunks == [10, 20, "done"]
+    for (k, a), (_, b) in zip(straight.own_state_dict().items(), model.own_state_dict().items()):
+        assert torch.equal(a, b), k
+    with pytest.raises(ValueError, match="max_minutes"):
+        train(model, task, TrainConfig(**common), max_minutes=1)
+    with pytest.raises(ValueError, match="max_minutes"):
+        train(model, task, TrainConfig(**common), out_dir=tmp_path / "c", max_minutes=-1)
+
+
+def test_cli_trains_in_chunks(tmp_path, capsys):
+    from icl_interp.cli import main
+
+    args = ["train", "--preset", "tiny", "--out", str(tmp_path), "--no-progress", "--threads", "1", "--max-minutes", "0"]
+    assert main(args) == 0
+    assert "stopped after 0 min at step 20 of 60" in capsys.readouterr().out
+    assert main(args + ["--resume"]) == 0 and main(args + ["--resume"]) == 0
+    assert main(args + ["--resume"]) == 0
+    assert (tmp_path / "model" / "model.safetensors").is_file()
