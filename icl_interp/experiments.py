@@ -170,11 +170,15 @@ def importance_study(model: Any, data: Any, *, out: PathLike = None) -> dict:
 
 # -- 3. pruning and per-layer probing ----------------------------------------------------------
 
-def _layer_risk(model: Any, data: Any) -> list[float]:
-    """P-probing risk per layer: held-out MSE of a y_query probe / norm (embed row first)."""
-    table = probe_all_layers(model, data, targets=["y_query"])
+def _layer_risk(model: Any, data: Any, control: bool = False) -> Any:
+    """P-probing risk per layer: held-out MSE of a y_query probe / norm (embed row first).
+
+    ``control=True``: also the same probes on a random model of the same config, as a second list.
+    """
+    table = probe_all_layers(model, data, targets=["y_query"], control=control)
     norm = model_norm(model)
-    return [row.mse / norm for row in table]
+    risk = [row.mse / norm for row in table]
+    return (risk, [row.control_mse / norm for row in table]) if control else risk
 
 
 def pruning_study(
@@ -336,7 +340,12 @@ def preprocessing_study(model: Any, data: Any, *, out: PathLike = None) -> dict:
 # -- 5. later layers as GD steps -----------------------------------------------------------------
 
 def gd_study(model: Any, data: Any, *, steps: tuple = (1, 2, 3, 4, 6, 8), out: PathLike = None) -> dict:
-    """Per-layer P-probing risk against t-step GD on raw and preprocessed data, plus alignment metrics."""
+    """Per-layer P-probing risk against t-step GD on raw and preprocessed data, plus alignment metrics.
+
+    PtO is tuned over :data:`PTO_CANDIDATES` and the step size. The same probes on a
+    random model of the same config (``probe_risk_per_layer_control``) say how close
+    to the algorithms chance alone comes.
+    """
     from .gd import gd_alignment
 
     task = getattr(model, "task", None)
@@ -345,23 +354,31 @@ def gd_study(model: Any, data: Any, *, steps: tuple = (1, 2, 3, 4, 6, 8), out: P
     align = gd_alignment(model, data, steps=steps)
     norm = model_norm(model)
     curves = {}
-    for name, tuner in (("gd", bl.best_gd), ("pto", bl.best_pto)):
+    tuners = {"gd": bl.best_gd, "pto": lambda *a, **kw: bl.best_pto(*a, preprocessings=PTO_CANDIDATES, **kw)}
+    for name, tuner in tuners.items():
         risks = []
         for t in steps:
             est = tuner(task, data.n_points, t, n_prompts=500, seed=20_000)
             pred = bl.prefix_predictions(est, data)[:, -1]
             risks.append(float(((pred - data.ys[:, -1]) ** 2).mean() / norm))
         curves[name] = risks
-    result = {"steps": list(steps), "probe_risk_per_layer": _layer_risk(model, data), "gd_risk": curves["gd"],
-              "pto_risk": curves["pto"], "alignment": align.to_dict()}
+    from .model import ICLTransformer
+
+    control = isinstance(model, ICLTransformer)  # a random model of the same config: how close is chance?
+    risk = _layer_risk(model, data, control=control)
+    risk, control_risk = risk if control else (risk, None)
+    result = {"steps": list(steps), "probe_risk_per_layer": risk, "probe_risk_per_layer_control": control_risk,
+              "gd_risk": curves["gd"], "pto_risk": curves["pto"], "alignment": align.to_dict()}
     if out is not None:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(5.5, 3.2))
         layers = list(range(len(result["probe_risk_per_layer"])))
         ax.plot(layers, result["probe_risk_per_layer"], marker="o", color="k", label="model: probe after layer (0 = input)")
+        if control_risk is not None:
+            ax.plot(layers, control_risk, marker="o", color="0.6", linestyle=":", label="random model of the same config")
         ax.plot(list(steps), curves["gd"], marker="s", label="GD, t steps (best lr)")
-        ax.plot(list(steps), curves["pto"], marker="^", label="PtO (reweight), t steps (best lr)")
+        ax.plot(list(steps), curves["pto"], marker="^", label="PtO, t steps (best preprocessing and lr)")
         ax.set_xlabel("layers used  /  GD steps t")
         ax.set_ylabel("risk (MSE / norm) at the query")
         ax.legend(fontsize=8)
