@@ -37,6 +37,8 @@ __all__ = [
     "run_mlp_half",
     "has_user_hooks",
     "fused_forward",
+    "suffix_forward",
+    "keys_values",
 ]
 
 
@@ -206,15 +208,60 @@ def fused_forward(hooked: Any, resid: Tensor) -> Tensor | None:
     """
     if not _fusable(hooked) or has_user_hooks(hooked):
         return None
+    return _native_blocks(hooked, resid, 0, None, 0)
+
+
+def suffix_forward(hooked: Any, resid: Tensor, start: int, kv_cache: list, offset: int) -> Tensor | None:
+    """The core's output at positions ``offset..`` from their residual entering block ``start``, or None.
+
+    The positions before ``offset`` enter only through their keys and values,
+    ``kv_cache[l] = (k, v)`` ``[B, head, pos, d_head]`` of a run in which they are
+    unchanged (a causal model never lets later positions change them). This is how
+    a patch at one position skips every earlier position. None where
+    :func:`fused_forward` would be (then the caller runs the hooked blocks).
+    """
+    if not _fusable(hooked) or has_user_hooks(hooked):
+        return None
+    return _native_blocks(hooked, resid, start, kv_cache, offset)
+
+
+def keys_values(hooked: Any, resids: list[Tensor]) -> list | None:
+    """``[(k, v)]`` per layer ``[B, head, pos, d_head]`` from the residual entering each block, or None (see suffix_forward)."""
+    if not _fusable(hooked) or has_user_hooks(hooked):
+        return None
+    n_heads = int(hooked.cfg.n_heads)
+    out = []
+    for layer, resid in zip(range(int(hooked.cfg.n_layers)), resids):
+        block = _plain(hooked.blocks[layer])
+        _, k, v = _attention_qkv(_plain(block.attn), _plain(block.ln1)(resid), n_heads)
+        out.append((k, v))
+    return out
+
+
+def _attention_qkv(attn: Any, h: Tensor, n_heads: int) -> tuple[Tensor, Tensor, Tensor]:
+    return tuple(rearrange(_plain(lin)(h), "b p (n e) -> b n p e", n=n_heads) for lin in (attn.q, attn.k, attn.v))
+
+
+def _native_blocks(hooked: Any, x: Tensor, start: int, kv_cache: list | None, offset: int) -> Tensor:
+    """Blocks ``start..`` then the final norm and unembedding, on the native modules (no hooks).
+
+    With ``kv_cache``, ``x`` holds positions ``offset..`` and attention also reads the
+    cached keys and values of positions ``< offset``.
+    """
     fn = torch.nn.functional
     n_heads = int(hooked.cfg.n_heads)
-    x = resid
-    for bridge_block in hooked.blocks:
-        block = _plain(bridge_block)
+    if kv_cache is not None:  # suffix query i (absolute offset + i) sees keys 0 .. offset + i
+        allowed = torch.ones(x.shape[1], offset + x.shape[1], dtype=torch.bool, device=x.device).tril(diagonal=offset)
+    for layer in range(start, int(hooked.cfg.n_layers)):
+        block = _plain(hooked.blocks[layer])
         attn = _plain(block.attn)
-        h = _plain(block.ln1)(x)
-        q, k, v = (rearrange(_plain(lin)(h), "b p (n e) -> b n p e", n=n_heads) for lin in (attn.q, attn.k, attn.v))
-        z = fn.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0 / float(attn.scale))
+        q, k, v = _attention_qkv(attn, _plain(block.ln1)(x), n_heads)
+        if kv_cache is None:
+            z = fn.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0 / float(attn.scale))
+        else:
+            k_prev, v_prev = kv_cache[layer]
+            k, v = torch.cat([k_prev[:, :, :offset], k], 2), torch.cat([v_prev[:, :, :offset], v], 2)
+            z = fn.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=1.0 / float(attn.scale))
         x = x + _plain(attn.o)(rearrange(z, "b n p e -> b p (n e)"))
         if not block.cfg.attn_only:
             mlp = _plain(block.mlp)

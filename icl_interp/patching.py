@@ -3,7 +3,10 @@
 Run the *corrupted* prompt with one activation (a site at a layer, position or
 head) replaced by its value on the *clean* prompt, and score the predictions.
 A patch at layer ``l`` restarts from the corrupted run's residual stream
-entering block ``l``, so nothing below ``l`` is recomputed.
+entering block ``l``, so nothing below ``l`` is recomputed. A residual-stream
+patch at position ``p`` (native 4.x blocks, no hook set) also skips positions
+before ``p``: they keep their corrupted values, and enter through their cached
+keys and values (``backend.suffix_forward``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any, Iterator, Optional, Sequence
 import torch
 from torch import Tensor
 
+from . import backend
 from ._checks import check_choice, check_int
 from .hooks import HookFn, scoped_hooks
 from .runner import Metric, as_model, call_metric, check_batch, default_metric, layer_inputs, residual_input, run_from
@@ -170,11 +174,21 @@ def patch_activations(
         if not grid:
             axes = ("layer",)
         scores = torch.zeros(len(layer_list), *[len(g) for g in grid])
+        # a residual patch at one position: earlier positions keep their corrupted values, so only the suffix runs
+        kv = backend.keys_values(model.hooked, corr_resids[:-1]) if site in ("resid_pre", "resid_post") and grid else None
+        corr_out = backend.unembed(model.hooked, corr_resids[-1]) if kv is not None else None
         for li, layer in enumerate(layer_list):
             name = names[li]
             for rest in itertools.product(*grid):
-                sl = _slice_index(site, (layer, *rest))
-                preds = run_from(model, corr_resids[layer], layer, corrupted, [(name, _patch_hook(clean_acts[name], sl))])
+                if kv is not None:
+                    pos, start = rest[0], layer + (site == "resid_post")
+                    suffix = corr_resids[start][:, pos:].clone()
+                    suffix[:, 0] = clean_acts[name][:, pos]
+                    out = backend.suffix_forward(model.hooked, suffix, start, kv, pos)
+                    preds = model.readout(torch.cat([corr_out[:, :pos], out], 1), corrupted)
+                else:
+                    sl = _slice_index(site, (layer, *rest))
+                    preds = run_from(model, corr_resids[layer], layer, corrupted, [(name, _patch_hook(clean_acts[name], sl))])
                 scores[(li, *rest)] = call_metric(metric, preds, clean)
     clean_value = call_metric(metric, clean_preds, clean)
     corrupted_value = call_metric(metric, corr_preds, clean)

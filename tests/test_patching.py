@@ -117,3 +117,35 @@ def test_bad_patching_input(tiny_model, pair, tiny_task):
             pass
     with pytest.raises(TypeError, match="corrupted"):
         patch_activations(tiny_model, clean, corrupted.xs)
+
+
+@pytest.mark.parametrize("site", ["resid_pre", "resid_post"])
+def test_residual_sweep_equals_one_full_forward_per_patch(any_model, pair, site):
+    """Every (layer, pos) score, suffix-only path included, equals a full patched forward's."""
+    clean, corrupted = pair
+    weights = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
+
+    def metric(preds, batch):  # sensitive to every prediction
+        return (preds.reshape(16, -1) * weights[:, : preds.reshape(16, -1).shape[1]]).sum()
+
+    result = patch_activations(any_model, clean, corrupted, site=site, metric=metric)
+    cache = _cache(any_model, clean)
+    n_pos = cache["blocks.0.hook_resid_pre"].shape[1]
+    for layer in range(2):
+        for pos in range(n_pos):
+            with patched(any_model, cache, site, (layer, pos)):
+                want = float(metric(predict(any_model, corrupted), clean))
+            assert float(result.scores[layer, pos]) == pytest.approx(want, abs=1e-4), (layer, pos)
+
+
+def test_residual_sweep_runs_only_the_suffix_on_native_blocks(tiny_model, pair, monkeypatch):
+    from icl_interp import backend
+
+    if backend.tl_major() < 4:
+        pytest.skip("the suffix path is for native 4.x blocks")
+    lengths = []
+    real = backend.suffix_forward
+    monkeypatch.setattr(backend, "suffix_forward", lambda h, resid, *a: lengths.append(resid.shape[1]) or real(h, resid, *a))
+    clean, corrupted = pair
+    patch_activations(tiny_model, clean, corrupted, site="resid_pre")
+    assert lengths == list(range(15, 0, -1)) * 2
