@@ -85,10 +85,14 @@ def main() -> None:
     n_prompts, n_points = (1024, 20) if args.full else (256, 16)
     bench("default", common.default_model(), n_prompts, 16, repeats)
     loop, ours = bench("4x8", common.model_4x8(max_points=20), n_prompts, n_points, repeats)
-    print("the other shipped models with more than one head (1 layer x 4 heads, concatenated, 40 examples):")
-    for name in ("softmax-p16-h4", "softmax-p8-h4"):
+    from icl_interp.checkpoint import zoo_names
+
+    print("every other shipped model with more than one head (its own task, its full context):")
+    for name in zoo_names():
         model = ii.load_model(name)
-        data = model.task.sample(n_prompts, 40, seed=1)
+        if name == "default" or model.cfg.n_heads == 1:
+            continue
+        data = model.task.sample(n_prompts, model.cfg.max_points, seed=1)
         rank_agreement(name, model, data, ii.head_importance(model, data, method="gradient"), ii.head_importance(model, data))
     common.ratio("gradient_importance", loop, ours, "exact loop")
 
