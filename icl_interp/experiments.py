@@ -242,6 +242,7 @@ def noise_pruning_study(
                 "probe_risk_full", "probe_risk_pruned", "probe_risk_single_head")
         levels[f"{sigma:g}"] = {k: r[k] for k in keep if k in r}
         levels[f"{sigma:g}"]["noise_floor"] = float(sigma) ** 2 / model_norm(model)
+        levels[f"{sigma:g}"]["train_steps"] = _train_steps(model)
         if single is not None:
             levels[f"{sigma:g}"]["single_over_full"] = r["error_single_head"] / r["error_full"]
     result = {"n_prompts": n_prompts, "seed": seed, "levels": levels}
@@ -260,6 +261,11 @@ def noise_pruning_study(
         ax.legend(fontsize=8)
         result["figure"] = _savefig(fig, out, "pruning_noise.png")
     return result
+
+
+def _train_steps(model: Any) -> Optional[int]:
+    """Training steps recorded in a loaded model's config (None if it does not say)."""
+    return getattr(model, "saved_config", {}).get("training", {}).get("train_config", {}).get("steps")
 
 
 def noise_variants(name: str = "default", loaded: Optional[dict[str, Any]] = None) -> dict[float, tuple[Any, Optional[Any]]]:

@@ -230,10 +230,10 @@ def _markdown(r: dict, model: Any) -> str:
     ]
     if "pruning_noise" in r:
         lines += ["### Across noise levels", "", "![pruning across noise levels](pruning_noise.png)", "",
-                  "| noise std | all heads | pruned | single-head model | noise floor |", "|---|---|---|---|---|"]
+                  "| noise std | all heads | pruned | single-head model | noise floor | training steps |", "|---|---|---|---|---|---|"]
         for k, v in r["pruning_noise"]["levels"].items():
             single = f"{v['error_single_head']:.3f}" if "error_single_head" in v else "n/a"
-            lines.append(f"| {k} | {v['error_full']:.3f} | {v['error_pruned']:.3f} | {single} | {v['noise_floor']:.3f} |")
+            lines.append(f"| {k} | {v['error_full']:.3f} | {v['error_pruned']:.3f} | {single} | {v['noise_floor']:.3f} | {v['train_steps']} |")
         lines.append("")
     lines += [
         "## Layer 0 as preprocessing",
