@@ -35,11 +35,11 @@ PRESETS: dict[str, dict] = {
     # The default recipe with 1, 2 or 8 heads at the same d_model (the seed's head-count comparison, Fig 1b).
     **{f"default-h{h}": {"task": _DEFAULT_TASK, "model": {**_DEFAULT_MODEL, "n_heads": h}, "train": _DEFAULT_TRAIN}
        for h in (1, 2, 8)},
-    # The default recipe with concatenated [x_i; y_i] tokens (query-only loss, prompt lengths 2..16) and half the
-    # steps (CPU budget): one token holds x_i and y_i together, so layer 0 can form x_i * y_i-like features (a fair
-    # test of the preprocessing claim, which interleaved tokens cannot pass in one layer).
+    # The default recipe with concatenated [x_i; y_i] tokens (query-only loss, prompt lengths 2..16): one token
+    # holds x_i and y_i together, so layer 0 can form x_i * y_i-like features (a fair test of the preprocessing
+    # claim, which interleaved tokens cannot pass in one layer).
     "default-concat": {"task": _DEFAULT_TASK, "model": {**_DEFAULT_MODEL, "encoding": "concatenated"},
-                       "train": {**_DEFAULT_TRAIN, "steps": 8000, "min_points": 2}},
+                       "train": {**_DEFAULT_TRAIN, "min_points": 2}},
     # The noise sweep for the pruning figure (seed Fig 5): the default architecture with 4 heads or 1 head at
     # noise 0.1 and 1.0 (noise 0.5 is default / default-h1), on a shorter 5,000-step schedule to fit the CPU budget.
     **{f"noise{sigma}-h{h}": {
