@@ -16,8 +16,8 @@ _EXPORTS = {
     "Curriculum": "tasks", "task_from_dict": "tasks",
     # model, checkpoints, training
     "ModelConfig": "model", "ICLTransformer": "model",
-    "save_model": "checkpoint", "load_model": "checkpoint", "zoo_names": "checkpoint",
-    "TrainConfig": "training", "train": "training",
+    "save_model": "checkpoint", "load_model": "checkpoint", "zoo_names": "checkpoint", "use_zoo": "checkpoint",
+    "TrainConfig": "training", "train": "training", "train_preset": "presets", "retrain_zoo": "presets",
     # baselines and evaluation
     "evaluate": "evaluation", "EvalResult": "evaluation",
     "OLS": "baselines", "Ridge": "baselines", "Lasso": "baselines", "GD": "baselines",

@@ -11,18 +11,19 @@ reproduce, instead of returning a silently different model.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Iterator, Union
 
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-__all__ = ["save_model", "load_model", "zoo_names", "atomic_write_bytes", "FORMAT_VERSION"]
+__all__ = ["save_model", "load_model", "zoo_names", "use_zoo", "atomic_write_bytes", "FORMAT_VERSION"]
 
 FORMAT = "icl_interp.model"
 FORMAT_VERSION = 1
@@ -83,11 +84,28 @@ def save_model(model: Any, path: Union[str, Path], **extra: Any) -> Path:
     return path
 
 
+_zoo_dirs = [ZOO]  # the last one is where zoo names resolve (use_zoo pushes another)
+
+
 def zoo_names() -> list[str]:
-    """Names of the models shipped with the package."""
-    if not ZOO.is_dir():
+    """Names of the models in the zoo: the package's, or inside ``use_zoo(folder)`` that folder's."""
+    zoo = _zoo_dirs[-1]
+    if not zoo.is_dir():
         return []
-    return sorted(p.name for p in ZOO.iterdir() if (p / CONFIG).is_file())
+    return sorted(p.name for p in zoo.iterdir() if (p / CONFIG).is_file())
+
+
+@contextlib.contextmanager
+def use_zoo(folder: Union[str, Path]) -> Iterator[Path]:
+    """Inside the block, zoo names (``load_model(name)``, ``zoo_names()``) resolve in ``folder`` (e.g. a retrained zoo)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"folder {str(folder)!r} is not a directory of saved models")
+    _zoo_dirs.append(folder)
+    try:
+        yield folder
+    finally:
+        _zoo_dirs.pop()
 
 
 def _resolve(path_or_name: Union[str, Path]) -> Path:
@@ -96,8 +114,8 @@ def _resolve(path_or_name: Union[str, Path]) -> Path:
     p = Path(path_or_name)
     if p.is_dir():
         return p
-    if isinstance(path_or_name, str) and (ZOO / path_or_name / CONFIG).is_file():
-        return ZOO / path_or_name
+    if isinstance(path_or_name, str) and (_zoo_dirs[-1] / path_or_name / CONFIG).is_file():
+        return _zoo_dirs[-1] / path_or_name
     raise ValueError(f"path_or_name {str(path_or_name)!r} is neither a saved model folder nor a zoo name; zoo names: {zoo_names()}")
 
 

@@ -13,26 +13,16 @@ from typing import Optional, Sequence
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .model import ICLTransformer, ModelConfig
-    from .presets import get_preset
-    from .tasks import task_from_dict
-    from .training import TrainConfig, train
+    from .presets import get_preset, train_preset
 
-    spec = get_preset(args.preset)
-    for key in ("steps", "batch_size", "lr", "seed", "threads"):
-        if getattr(args, key) is not None:
-            spec["train"][key] = getattr(args, key)
+    overrides = {key: getattr(args, key) for key in ("steps", "batch_size", "lr", "seed", "threads") if getattr(args, key) is not None}
     if args.no_progress:
-        spec["train"]["progress"] = False
-    task = task_from_dict(spec["task"])
-    model = ICLTransformer(ModelConfig(**spec["model"]), task)
-    cfg = TrainConfig(**spec["train"])
+        overrides["progress"] = False
     out = Path(args.out)
-    if (out / "checkpoint" / "state.json").exists() and not args.resume:
-        raise ValueError(f"--out {out} already holds a training checkpoint: pass --resume to continue it")
-    result = train(model, task, cfg, out_dir=out, resume=args.resume, max_minutes=args.max_minutes)
+    result = train_preset(args.preset, out, resume=args.resume, max_minutes=args.max_minutes, overrides=overrides)
     if result["stopped"]:
-        print(f"stopped after {args.max_minutes:g} min at step {result['step']} of {cfg.steps}; "
+        steps = get_preset(args.preset)["train"]["steps"] if args.steps is None else args.steps
+        print(f"stopped after {args.max_minutes:g} min at step {result['step']} of {steps}; "
               f"continue with: icl-interp train --preset {args.preset} --out {out} --resume")
         return 0
     final = result["log"][-1] if result["log"] else {}
@@ -66,9 +56,21 @@ def _recipe(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from .checkpoint import use_zoo
+    from .presets import retrain_zoo
     from .report import write_report
 
-    res = write_report(args.out, quick=args.quick)
+    zoo = contextlib.nullcontext()
+    if args.retrain:
+        got = retrain_zoo(args.zoo_dir, args.presets, max_minutes=args.max_minutes, progress=True)
+        if got["left"]:
+            print(f"retrained {got['done']}; still to train: {got['left']}. Run the same command again to go on.")
+            return 0
+        zoo = use_zoo(got["zoo"])
+    with zoo:
+        res = write_report(args.out, quick=args.quick)
     for claim in res["claims"]:
         print(f"[{claim['verdict']}] {claim['claim']}  ({claim['number']})")
     print(f"wrote {Path(args.out) / 'report.md'} in {res['seconds']} s")
@@ -110,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="the main job: every analysis on the shipped zoo, as report.md")
     rep.add_argument("--out", default="report")
     rep.add_argument("--quick", action="store_true", help="small samples, seconds")
+    rep.add_argument("--retrain", action="store_true",
+                     help="retrain the zoo from its presets first (hours on a CPU; resumable), into --zoo-dir, and report on it")
+    rep.add_argument("--zoo-dir", dest="zoo_dir", default="runs/retrained",
+                     help="with --retrain: where runs/ and zoo/ go (default runs/retrained)")
+    rep.add_argument("--presets", nargs="+", help="with --retrain: only these presets (default: every shipped model)")
+    rep.add_argument("--max-minutes", dest="max_minutes", type=float,
+                     help="with --retrain: stop training after about this many minutes; run again to go on")
     rep.set_defaults(func=_report)
     return p
 

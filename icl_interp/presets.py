@@ -6,11 +6,14 @@ zoo entry of the same name records how long it took here.
 
 from __future__ import annotations
 
+import shutil
 from copy import deepcopy
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
 
 from ._checks import check_choice
 
-__all__ = ["PRESETS", "get_preset"]
+__all__ = ["PRESETS", "get_preset", "train_preset", "retrain_zoo"]
 
 _DEFAULT_TASK = {"name": "sparse_linear_regression", "d": 8, "s": 2, "noise_std": 0.5}
 _DEFAULT_MODEL = {"d": 8, "n_layers": 3, "n_heads": 4, "d_model": 64, "max_points": 16, "encoding": "interleaved"}
@@ -70,3 +73,80 @@ def get_preset(name: str) -> dict:
     """A deep copy of preset ``name`` (keys: task, model, train)."""
     check_choice("preset", name, sorted(PRESETS))
     return deepcopy(PRESETS[name])
+
+
+def train_preset(
+    name: str,
+    out: Union[str, Path],
+    *,
+    resume: bool = False,
+    max_minutes: Optional[float] = None,
+    overrides: Optional[dict] = None,
+) -> dict:
+    """Train preset ``name`` into ``out`` (checkpoint/, log.json, model/); ``train``'s result.
+
+    ``overrides`` replace train-config fields (steps, lr, threads, progress...).
+    """
+    from .model import ICLTransformer, ModelConfig
+    from .tasks import task_from_dict
+    from .training import TrainConfig, train
+
+    spec = get_preset(name)
+    spec["train"].update(overrides or {})
+    task = task_from_dict(spec["task"])
+    model = ICLTransformer(ModelConfig(**spec["model"]), task)
+    out = Path(out)
+    if (out / "checkpoint" / "state.json").exists() and not resume:
+        raise ValueError(f"out {str(out)!r} already holds a training checkpoint: resume it (--resume) or choose another folder")
+    return train(model, task, TrainConfig(**spec["train"]), out_dir=out, resume=resume, max_minutes=max_minutes)
+
+
+def retrain_zoo(
+    folder: Union[str, Path],
+    names: Optional[Sequence[str]] = None,
+    *,
+    max_minutes: Optional[float] = None,
+    threads: Optional[int] = 1,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Retrain zoo models from their presets: ``folder/runs/NAME`` (resumable), then ``folder/zoo/NAME``.
+
+    ``names``: default every model shipped with the package. Models already in
+    ``folder/zoo`` are kept. ``max_minutes`` bounds this call: it stops at the
+    first checkpoint past it (at least one chunk is trained), and the next call goes on. Returns
+    ``{"zoo": folder/zoo, "done": [...], "left": [...]}``; use the zoo with
+    ``checkpoint.use_zoo(result["zoo"])``.
+    """
+    import json
+    import time
+
+    from .checkpoint import ZOO, read_config
+
+    folder = Path(folder)
+    if names is None:
+        names = sorted(p.name for p in ZOO.iterdir() if (p / "config.json").is_file())
+    names = [check_choice("names[i]", n, sorted(PRESETS)) for n in names]
+    zoo, runs = folder / "zoo", folder / "runs"
+    zoo.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    done, left, trained = [], [], False
+    for name in names:
+        if (zoo / name / "config.json").is_file():
+            done.append(name)
+            continue
+        budget = None if max_minutes is None else max(0.0, max_minutes - (time.perf_counter() - start) / 60)
+        if budget == 0.0 and trained:  # out of time; every call trains at least one chunk
+            left.append(name)
+            continue
+        trained = True
+        run = runs / name
+        result = train_preset(name, run, resume=(run / "checkpoint" / "state.json").is_file(), max_minutes=budget,
+                              overrides={"threads": threads, "progress": progress})
+        if result["stopped"]:
+            left.append(name)
+            continue
+        read_config(run / "model")  # validated before it joins the zoo
+        shutil.copytree(run / "model", zoo / name)
+        (zoo / name / "training_log.json").write_text(json.dumps(result["log"], indent=0))
+        done.append(name)
+    return {"zoo": zoo, "done": done, "left": left}

@@ -78,12 +78,13 @@ def _claims(results: dict, n_layers: int) -> list[dict]:
     heads = results.get("head_counts", {})
     if len(heads) > 1:
         hs = sorted(heads)
-        errs = [heads[h] for h in hs]
+        errs = [heads[h]["last"] for h in hs]
         monotone = all(b <= a * 1.02 for a, b in zip(errs, errs[1:]))
         claims.append({
             "claim": "More heads, lower error at the same size (Fig 1b).",
             "verdict": verdict(monotone and errs[-1] < 0.9 * errs[0], errs[-1] < errs[0]),
-            "number": "error at the largest n by head count: " + ", ".join(f"h={h}: {e:.3f}" for h, e in zip(hs, errs)),
+            "number": "error at the largest n by head count: " + ", ".join(f"h={h}: {e:.3f}" for h, e in zip(hs, errs))
+                      + "; mean over n = 1..: " + ", ".join(f"h={h}: {heads[h]['mean']:.3f}" for h in hs),
         })
     for cmp in results.get("multihead", {}).get("comparisons", []):
         wide = cmp["p_over_h_ge_d"]
@@ -151,7 +152,9 @@ def write_report(out: Union[str, Path], *, quick: bool = False, model_name: str 
     variants = {**ex.head_count_variants(model_name), model_name: model}
     results["risk"] = ex.risk_curves(variants, task, n, n_prompts=n_prompts, seed=1, quick=quick, out=out)
     results["quality_bar"] = ex.quality_bar(results["risk"], model_name, task.d)
-    results["head_counts"] = {v.cfg.n_heads: results["risk"]["curves"][k]["error"][-1] for k, v in variants.items()}
+    curves = results["risk"]["curves"]
+    results["head_counts"] = {v.cfg.n_heads: {"last": curves[k]["error"][-1], "mean": sum(curves[k]["error"][1:]) / (n - 1)}
+                              for k, v in variants.items()}
     results["importance"] = ex.importance_study(model, data, out=out)
     import torch
 

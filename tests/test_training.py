@@ -108,3 +108,37 @@ def test_cli_trains_in_chunks(tmp_path, capsys):
     assert main(args + ["--resume"]) == 0 and main(args + ["--resume"]) == 0
     assert main(args + ["--resume"]) == 0
     assert (tmp_path / "model" / "model.safetensors").is_file()
+
+
+def test_retrain_zoo_trains_presets_into_a_zoo_that_use_zoo_serves(tmp_path):
+    from icl_interp.checkpoint import load_model, use_zoo, zoo_names
+    from icl_interp.presets import retrain_zoo
+
+    shipped = zoo_names()
+    first = retrain_zoo(tmp_path, ["tiny"], max_minutes=0)  # stops at the first checkpoint
+    assert first["left"] == ["tiny"] and not (tmp_path / "zoo" / "tiny").exists()
+    assert json.loads((tmp_path / "runs" / "tiny" / "checkpoint" / "state.json").read_text())["step"] == 20
+    second = retrain_zoo(tmp_path, ["tiny"])  # resumes to the end
+    assert second["done"] == ["tiny"] and second["left"] == []
+    assert (tmp_path / "zoo" / "tiny" / "training_log.json").is_file()
+    with use_zoo(second["zoo"]):
+        assert zoo_names() == ["tiny"]
+        model = load_model("tiny")
+    assert model.cfg.d == 4 and zoo_names() == shipped  # the package's zoo again outside the block
+    assert retrain_zoo(tmp_path, ["tiny"])["done"] == ["tiny"]  # kept, not retrained
+    with pytest.raises(ValueError, match="names"):
+        retrain_zoo(tmp_path, ["not-a-preset"])
+    with pytest.raises(ValueError, match="folder"):
+        with use_zoo(tmp_path / "missing"):
+            pass
+
+
+def test_report_retrain_flag_trains_in_chunks(tmp_path, capsys):
+    from icl_interp.cli import main
+
+    args = ["report", "--out", str(tmp_path / "rep"), "--retrain", "--zoo-dir", str(tmp_path / "z"),
+            "--presets", "tiny", "--max-minutes", "0"]
+    assert main(args) == 0
+    assert "still to train: ['tiny']" in capsys.readouterr().out
+    assert (tmp_path / "z" / "runs" / "tiny" / "checkpoint" / "state.json").is_file()
+    assert not (tmp_path / "rep" / "report.md").exists()
