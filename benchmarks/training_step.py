@@ -1,7 +1,8 @@
 """One training step: our ICLTransformer (TransformerLens bridge core) vs a Garg-style Hugging Face GPT-2.
 
 Garg et al. train ``transformers.GPT2Model`` on ``inputs_embeds`` with a read-in
-``Linear(d, d_model)`` and a read-out ``Linear(d_model, 1)``. Both models here are the
+``Linear(d, d_model)`` and a read-out ``Linear(d_model, 1)``, building the interleaved
+tokens from (xs, ys) inside the forward, as ours does. Both models here are the
 default model's size (3 layers x 4 heads, d_model 64, MLP 256, LayerNorm, learned
 positions, exact GELU, no dropout) and the GPT-2 is loaded with *our* weights, so the
 two are the same function: outputs, read-in gradients and the first step's loss must agree. A step is
@@ -22,6 +23,7 @@ from torch.profiler import ProfilerActivity, profile
 from transformers import GPT2Config, GPT2Model
 
 import icl_interp as ii
+from icl_interp import backend
 
 
 class GargGPT2(nn.Module):
@@ -37,8 +39,15 @@ class GargGPT2(nn.Module):
         self.backbone = GPT2Model(cfg)
         self.read_out = nn.Linear(d_model, 1)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        hidden = self.backbone(inputs_embeds=self.read_in(tokens)).last_hidden_state
+    @staticmethod
+    def combine(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        """x_1, y_1, ..., x_n with y zero-padded to d, built in the forward as Garg et al. do (the last y dropped)."""
+        b, n, d = xs.shape
+        ys_wide = torch.cat([ys[..., None], xs.new_zeros(b, n, d - 1)], -1)
+        return torch.stack([xs, ys_wide], 2).reshape(b, 2 * n, d)[:, :-1]
+
+    def forward(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        hidden = self.backbone(inputs_embeds=self.read_in(self.combine(xs, ys))).last_hidden_state
         return self.read_out(hidden)[:, 0::2, 0]
 
 
@@ -104,22 +113,26 @@ def main() -> None:
     ours.train()
     hf.train()
     data = task.sample(batch_size, 16, seed=0)
-    tokens = ours.tokens(data.xs, data.ys)
+    common.check_close("token encodings", GargGPT2.combine(data.xs, data.ys), ours.tokens(data.xs, data.ys), atol=0)
     with torch.no_grad():
-        common.check_close("forward outputs (same weights)", ours(data.xs, data.ys), hf(tokens), atol=1e-4)
+        common.check_close("forward outputs (same weights)", ours(data.xs, data.ys), hf(data.xs, data.ys), atol=1e-4)
     n_ours = sum(p.numel() for p in ours.parameters())
     n_hf = sum(p.numel() for n, p in hf.named_parameters() if n != "backbone.wte.weight")
     print(
         f"parameters: ours {n_ours}, GPT-2 {n_hf} (its unused token embedding not counted); attention: {hf.backbone.config._attn_implementation}"
     )
-    for out in (ours(data.xs, data.ys), hf(tokens)):  # the backward reaches the read-in through every layer
+    for out in (ours(data.xs, data.ys), hf(data.xs, data.ys)):  # the backward reaches the read-in through every layer
         (((out - data.ys) ** 2).mean() / task.norm).backward()
     common.check_close("read-in gradients", ours.read_in.weight.grad, hf.read_in.weight.grad, atol=1e-5, rtol=1e-3)
     step_ours = make_step(ours, lambda: ours(data.xs, data.ys), data, task.norm)
-    step_hf = make_step(hf, lambda: hf(tokens), data, task.norm)
+    step_hf = make_step(hf, lambda: hf(data.xs, data.ys), data, task.norm)
     common.check_close("loss of the first step", step_ours(), step_hf(), atol=1e-5)
     with torch.no_grad():
-        common.check_close("fused forward vs bridge forward", ours(data.xs, data.ys), bridge_forward(ours, data.xs, data.ys), atol=1e-5)
+        resid = ours.encode(data.xs, data.ys)
+        fused = backend.fused_forward(ours.hooked, resid)
+        if fused is None:
+            raise common.Disagreement("the fused training forward is not available for this model")
+        common.check_close("fused forward vs bridge forward", ours.readout(fused), bridge_forward(ours, data.xs, data.ys), atol=1e-5)
     fns = {
         "ours": step_ours,
         "hf": step_hf,

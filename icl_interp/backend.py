@@ -239,7 +239,11 @@ def keys_values(hooked: Any, resids: list[Tensor]) -> list | None:
 
 
 def _attention_qkv(attn: Any, h: Tensor, n_heads: int) -> tuple[Tensor, Tensor, Tensor]:
-    return tuple(rearrange(_plain(lin)(h), "b p (n e) -> b n p e", n=n_heads) for lin in (attn.q, attn.k, attn.v))
+    """q, k, v ``[B, head, pos, d_head]`` from one matrix product (the three projections stacked)."""
+    lins = [_plain(lin) for lin in (attn.q, attn.k, attn.v)]
+    bias = None if any(lin.bias is None for lin in lins) else torch.cat([lin.bias for lin in lins])
+    qkv = torch.nn.functional.linear(h, torch.cat([lin.weight for lin in lins]), bias)
+    return tuple(rearrange(t, "b p (n e) -> b n p e", n=n_heads) for t in qkv.split([lin.out_features for lin in lins], -1))
 
 
 def _native_blocks(hooked: Any, x: Tensor, start: int, kv_cache: list | None, offset: int) -> Tensor:
