@@ -92,7 +92,7 @@ def zoo_names() -> list[str]:
     zoo = _zoo_dirs[-1]
     if not zoo.is_dir():
         return []
-    return sorted(p.name for p in zoo.iterdir() if (p / CONFIG).is_file())
+    return sorted(p.name for p in zoo.iterdir() if (p / CONFIG).is_file() and not p.name.startswith("."))
 
 
 @contextlib.contextmanager

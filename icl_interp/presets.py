@@ -146,7 +146,11 @@ def retrain_zoo(
             left.append(name)
             continue
         read_config(run / "model")  # validated before it joins the zoo
-        shutil.copytree(run / "model", zoo / name)
-        (zoo / name / "training_log.json").write_text(json.dumps(result["log"], indent=0))
+        partial = zoo / f".{name}.partial"  # a crash mid-copy never leaves a half model under the zoo name
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(run / "model", partial)
+        (partial / "training_log.json").write_text(json.dumps(result["log"], indent=0))
+        shutil.rmtree(zoo / name, ignore_errors=True)
+        partial.rename(zoo / name)
         done.append(name)
     return {"zoo": zoo, "done": done, "left": left}
