@@ -70,7 +70,7 @@ def test_scores_shapes_and_reuse_match_full_forwards(tiny_model, pair, site, sha
     assert torch.isfinite(result.scores).all()
     # spot-check one index against a full forward with the patch applied
     index = {"head": (1, 1), "head_pos": (1, 1, 14)}.get(site, (1, 14))
-    with patched(tiny_model, _cache(tiny_model, clean), site, index):
+    with patched(tiny_model, _cache(tiny_model, clean), site, index), torch.no_grad():
         preds = predict(tiny_model, corrupted)
     from icl_interp.runner import default_metric
 
@@ -133,7 +133,7 @@ def test_residual_sweep_equals_one_full_forward_per_patch(any_model, pair, site)
     n_pos = cache["blocks.0.hook_resid_pre"].shape[1]
     for layer in range(2):
         for pos in range(n_pos):
-            with patched(any_model, cache, site, (layer, pos)):
+            with patched(any_model, cache, site, (layer, pos)), torch.no_grad():
                 want = float(metric(predict(any_model, corrupted), clean))
             assert float(result.scores[layer, pos]) == pytest.approx(want, abs=1e-4), (layer, pos)
 
