@@ -17,7 +17,7 @@ import contextlib
 import re
 from functools import lru_cache
 from importlib import metadata
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import torch
 from einops import rearrange
@@ -37,7 +37,6 @@ __all__ = [
     "run_mlp_half",
     "has_user_hooks",
     "fused_forward",
-    "suffix_forward",
     "keys_values",
 ]
 
@@ -197,37 +196,32 @@ def _fusable(hooked: Any) -> bool:
     )
 
 
-def fused_forward(hooked: Any, resid: Tensor) -> Tensor | None:
-    """The core's output from ``resid`` through the native bridge's own torch modules, or None.
+def _native_ok(hooked: Any) -> bool:
+    """A native 4.x bridge of a plain causal architecture with no hook set: the hook-free paths apply."""
+    return _fusable(hooked) and not has_user_hooks(hooked)
+
+
+def fused_forward(
+    hooked: Any, resid: Tensor, start: int = 0, kv_cache: Optional[list] = None, offset: int = 0
+) -> Optional[Tensor]:
+    """The core's output from ``resid`` (entering block ``start``) through the native bridge's own torch modules, or None.
 
     The same parameters and the same function as the bridge's forward (to float
-    rounding), but no hook points, no bridge wrappers, and fused causal attention
+    rounding), but no hook points, no bridge wrappers, and fused attention
     (``F.scaled_dot_product_attention``): what training runs when no hook is set.
-    None when the core is not a native 4.x bridge of a plain causal
-    architecture, or a hook is set (then the caller runs the hooked forward).
+    With ``kv_cache`` (:func:`keys_values` of a run in which positions before
+    ``offset`` are unchanged), ``resid`` holds only positions ``offset..`` and the
+    earlier ones enter through their cached keys and values: how a patch at one
+    position skips every earlier position (a causal model never lets later
+    positions change them). None unless :func:`_native_ok` (then the caller runs
+    the hooked blocks).
     """
-    if not _fusable(hooked) or has_user_hooks(hooked):
-        return None
-    return _native_blocks(hooked, resid, 0, None, 0)
-
-
-def suffix_forward(hooked: Any, resid: Tensor, start: int, kv_cache: list, offset: int) -> Tensor | None:
-    """The core's output at positions ``offset..`` from their residual entering block ``start``, or None.
-
-    The positions before ``offset`` enter only through their keys and values,
-    ``kv_cache[l] = (k, v)`` ``[B, head, pos, d_head]`` of a run in which they are
-    unchanged (a causal model never lets later positions change them). This is how
-    a patch at one position skips every earlier position. None where
-    :func:`fused_forward` would be (then the caller runs the hooked blocks).
-    """
-    if not _fusable(hooked) or has_user_hooks(hooked):
-        return None
-    return _native_blocks(hooked, resid, start, kv_cache, offset)
+    return _native_blocks(hooked, resid, start, kv_cache, offset) if _native_ok(hooked) else None
 
 
 def keys_values(hooked: Any, resids: list[Tensor]) -> list | None:
-    """``[(k, v)]`` per layer ``[B, head, pos, d_head]`` from the residual entering each block, or None (see suffix_forward)."""
-    if not _fusable(hooked) or has_user_hooks(hooked):
+    """``[(k, v)]`` per layer ``[B, head, pos, d_head]`` from the residual entering each block, or None (see fused_forward)."""
+    if not _native_ok(hooked):
         return None
     n_heads = int(hooked.cfg.n_heads)
     out = []
@@ -246,7 +240,7 @@ def _attention_qkv(attn: Any, h: Tensor, n_heads: int) -> tuple[Tensor, Tensor, 
     return tuple(rearrange(t, "b p (n e) -> b n p e", n=n_heads) for t in qkv.split([lin.out_features for lin in lins], -1))
 
 
-def _native_blocks(hooked: Any, x: Tensor, start: int, kv_cache: list | None, offset: int) -> Tensor:
+def _native_blocks(hooked: Any, x: Tensor, start: int, kv_cache: Optional[list], offset: int) -> Tensor:
     """Blocks ``start..`` then the final norm and unembedding, on the native modules (no hooks).
 
     With ``kv_cache``, ``x`` holds positions ``offset..`` and attention also reads the

@@ -194,7 +194,7 @@ def lasso_path(
 
 def _lasso_solve(xs: Tensor, ys: Tensor, alphas: Sequence[float], max_iter: int, tol: float) -> Tensor:
     """``[A, B, d]``: the homotopy's supports, the exact solve on each, FISTA for the rare prompts whose gap is too big."""
-    n, (batch, d) = xs.shape[1], (xs.shape[0], xs.shape[2])
+    n = xs.shape[1]
     gram, c = _moments(xs, ys)
     order = sorted(set(alphas), reverse=True)
     signs = _lasso_path(gram, c, order)  # [A', B, d], alphas descending
@@ -205,7 +205,7 @@ def _lasso_solve(xs: Tensor, ys: Tensor, alphas: Sequence[float], max_iter: int,
         if bool(todo.any()):
             coef[todo] = _lasso_fista(xs[todo], ys[todo], a, max_iter, tol, coef[todo])
         coefs[a] = coef
-    return torch.stack([coefs[a] for a in alphas]) if alphas else xs.new_zeros(0, batch, d)
+    return torch.stack([coefs[a] for a in alphas])
 
 
 def _support_solve(gram: Tensor, rhs: Tensor, mask: Tensor, n: Optional[int] = None) -> tuple[Tensor, Tensor]:

@@ -170,15 +170,12 @@ def importance_study(model: Any, data: Any, *, out: PathLike = None) -> dict:
 
 # -- 3. pruning and per-layer probing ----------------------------------------------------------
 
-def _layer_risk(model: Any, data: Any, control: bool = False) -> Any:
-    """P-probing risk per layer: held-out MSE of a y_query probe / norm (embed row first).
-
-    ``control=True``: also the same probes on a random model of the same config, as a second list.
-    """
+def _layer_risk(model: Any, data: Any, control: bool = False) -> tuple[list[float], Optional[list[float]]]:
+    """P-probing risk per layer: held-out MSE of a y_query probe / norm (embed row first), and with
+    ``control=True`` the same probes on a random model of the same config (else None)."""
     table = probe_all_layers(model, data, targets=["y_query"], control=control)
     norm = model_norm(model)
-    risk = [row.mse / norm for row in table]
-    return (risk, [row.control_mse / norm for row in table]) if control else risk
+    return [row.mse / norm for row in table], ([row.control_mse / norm for row in table] if control else None)
 
 
 def pruning_study(
@@ -196,13 +193,13 @@ def pruning_study(
     full = normalised_error(mask_heads(model, data, torch.ones_like(mask)), data, norm)
     pruned = normalised_error(mask_heads(model, data, mask), data, norm)
     result = {"mask": mask.tolist(), "error_full": float(full), "error_pruned": float(pruned),
-              "pruned_over_full": float(pruned / full), "probe_risk_full": _layer_risk(model, data)}
+              "pruned_over_full": float(pruned / full), "probe_risk_full": _layer_risk(model, data)[0]}
     with masked(model, mask):
-        result["probe_risk_pruned"] = _layer_risk(model, data)
+        result["probe_risk_pruned"] = _layer_risk(model, data)[0]
     if single_head is not None:
         with torch.no_grad():
             result["error_single_head"] = float(normalised_error(single_head(data), data, norm))
-        result["probe_risk_single_head"] = _layer_risk(single_head, data)
+        result["probe_risk_single_head"] = _layer_risk(single_head, data)[0]
     if out is not None:
         import matplotlib.pyplot as plt
 
@@ -225,26 +222,31 @@ def noise_pruning_study(
     n_prompts: int = 2000,
     seed: int = 7,
     quick: bool = False,
+    known: Optional[dict[float, dict]] = None,
     out: PathLike = None,
 ) -> dict:
     """The seed's Fig 5 across noise levels: all heads vs pruned vs a trained single-head model.
 
     ``pairs`` maps a noise level to (all-heads model, single-head model or None),
-    each trained at that noise; each pair is tested on fresh prompts of its task.
+    each trained at that noise; each pair is tested on fresh prompts of its task
+    (``n_prompts``, ``seed``). ``known``: :func:`pruning_study` results already
+    computed on those same prompts, by noise level (not computed again).
     """
     if quick:
         n_prompts = min(n_prompts, 256)
+    keep = ("mask", "error_full", "error_pruned", "pruned_over_full", "error_single_head",
+            "probe_risk_full", "probe_risk_pruned", "probe_risk_single_head")
     levels = {}
     for sigma, (model, single) in sorted(pairs.items()):
-        data = model.task.sample(n_prompts, model.cfg.max_points, seed=seed)
-        r = pruning_study(model, data, single_head=single)
-        keep = ("mask", "error_full", "error_pruned", "pruned_over_full", "error_single_head",
-                "probe_risk_full", "probe_risk_pruned", "probe_risk_single_head")
-        levels[f"{sigma:g}"] = {k: r[k] for k in keep if k in r}
-        levels[f"{sigma:g}"]["noise_floor"] = float(sigma) ** 2 / model_norm(model)
-        levels[f"{sigma:g}"]["train_steps"] = _train_steps(model)
-        if single is not None:
-            levels[f"{sigma:g}"]["single_over_full"] = r["error_single_head"] / r["error_full"]
+        r = (known or {}).get(sigma)
+        if r is None:
+            r = pruning_study(model, model.task.sample(n_prompts, model.cfg.max_points, seed=seed), single_head=single)
+        row = {k: r[k] for k in keep if k in r}
+        row["noise_floor"] = float(sigma) ** 2 / model_norm(model)
+        row["train_steps"] = _train_steps(model)
+        if "error_single_head" in r:
+            row["single_over_full"] = r["error_single_head"] / r["error_full"]
+        levels[f"{sigma:g}"] = row
     result = {"n_prompts": n_prompts, "seed": seed, "levels": levels}
     if out is not None:
         import matplotlib.pyplot as plt
@@ -370,9 +372,8 @@ def gd_study(model: Any, data: Any, *, steps: tuple = (1, 2, 3, 4, 6, 8), out: P
         curves[name] = risks
     from .model import ICLTransformer
 
-    control = isinstance(model, ICLTransformer)  # a random model of the same config: how close is chance?
-    risk = _layer_risk(model, data, control=control)
-    risk, control_risk = risk if control else (risk, None)
+    # a random model of the same config: how close to the algorithms does chance come?
+    risk, control_risk = _layer_risk(model, data, control=isinstance(model, ICLTransformer))
     result = {"steps": list(steps), "probe_risk_per_layer": risk, "probe_risk_per_layer_control": control_risk,
               "gd_risk": curves["gd"], "pto_risk": curves["pto"], "alignment": align.to_dict()}
     if out is not None:
@@ -538,9 +539,9 @@ def _recipe_importance(out: PathLike, quick: bool) -> dict:
 def _recipe_pruning(out: PathLike, quick: bool) -> dict:
     pairs = noise_variants("default")
     model, data = _zoo_model_and_data(quick)
-    single = pairs.get(float(model.task.noise_std), (None, None))[1]
-    result = pruning_study(model, data, single_head=single, out=out)
-    result["noise_sweep"] = noise_pruning_study(pairs, quick=quick, out=out)
+    sigma = float(model.task.noise_std)
+    result = pruning_study(model, data, single_head=pairs.get(sigma, (None, None))[1], out=out)
+    result["noise_sweep"] = noise_pruning_study(pairs, n_prompts=data.batch_size, quick=quick, known={sigma: result}, out=out)
     return result
 
 

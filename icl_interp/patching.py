@@ -6,7 +6,7 @@ A patch at layer ``l`` restarts from the corrupted run's residual stream
 entering block ``l``, so nothing below ``l`` is recomputed. A residual-stream
 patch at position ``p`` (native 4.x blocks, no hook set) also skips positions
 before ``p``: they keep their corrupted values, and enter through their cached
-keys and values (``backend.suffix_forward``).
+keys and values (``backend.fused_forward`` with a key/value cache).
 """
 
 from __future__ import annotations
@@ -158,7 +158,8 @@ def patch_activations(
     with torch.no_grad():
         clean_preds = run_from(model, residual_input(model, clean), 0, clean)
         corr_resids = layer_inputs(model, residual_input(model, corrupted))
-        corr_preds = run_from(model, corr_resids[-1], n_layers, corrupted)
+        corr_out = backend.unembed(model.hooked, corr_resids[-1])
+        corr_preds = model.readout(corr_out, corrupted)
         names = [template.format(l) for l in layer_list]
         clean_acts = _grab_all(model, clean, names)
         missing = [n for n in names if n not in clean_acts]
@@ -176,7 +177,6 @@ def patch_activations(
         scores = torch.zeros(len(layer_list), *[len(g) for g in grid])
         # a residual patch at one position: earlier positions keep their corrupted values, so only the suffix runs
         kv = backend.keys_values(model.hooked, corr_resids[:-1]) if site in ("resid_pre", "resid_post") and grid else None
-        corr_out = backend.unembed(model.hooked, corr_resids[-1]) if kv is not None else None
         for li, layer in enumerate(layer_list):
             name = names[li]
             for rest in itertools.product(*grid):
@@ -184,7 +184,7 @@ def patch_activations(
                     pos, start = rest[0], layer + (site == "resid_post")
                     suffix = corr_resids[start][:, pos:].clone()
                     suffix[:, 0] = clean_acts[name][:, pos]
-                    out = backend.suffix_forward(model.hooked, suffix, start, kv, pos)
+                    out = backend.fused_forward(model.hooked, suffix, start, kv, pos)
                     preds = model.readout(torch.cat([corr_out[:, :pos], out], 1), corrupted)
                 else:
                     sl = _slice_index(site, (layer, *rest))

@@ -162,7 +162,8 @@ def write_report(out: Union[str, Path], *, quick: bool = False, model_name: str 
     results["pruning"] = ex.pruning_study(model, data, single_head=single, importance=torch.tensor(results["importance"]["ablation"]), out=out)
     pairs = ex.noise_variants(model_name, loaded=variants)
     if len(pairs) > 1:
-        results["pruning_noise"] = ex.noise_pruning_study(pairs, n_prompts=n_prompts, quick=quick, out=out)
+        known = {float(task.noise_std): results["pruning"]}  # the same model, prompts and seed: not run again
+        results["pruning_noise"] = ex.noise_pruning_study(pairs, n_prompts=n_prompts, quick=quick, known=known, out=out)
     results["preprocessing"] = ex.preprocessing_study(model, data, out=out)
     results["gd"] = ex.gd_study(model, data, out=out)
     concat = f"{model_name}-concat"

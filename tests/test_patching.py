@@ -144,8 +144,8 @@ def test_residual_sweep_runs_only_the_suffix_on_native_blocks(tiny_model, pair, 
     if backend.tl_major() < 4:
         pytest.skip("the suffix path is for native 4.x blocks")
     lengths = []
-    real = backend.suffix_forward
-    monkeypatch.setattr(backend, "suffix_forward", lambda h, resid, *a: lengths.append(resid.shape[1]) or real(h, resid, *a))
+    real = backend.fused_forward
+    monkeypatch.setattr(backend, "fused_forward", lambda h, resid, *a: lengths.append(resid.shape[1]) or real(h, resid, *a))
     clean, corrupted = pair
     patch_activations(tiny_model, clean, corrupted, site="resid_pre")
     assert lengths == list(range(15, 0, -1)) * 2
