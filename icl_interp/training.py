@@ -11,6 +11,8 @@ Output folder::
     out_dir/checkpoint/state.json          step, configs, log, SHA-256 of the tensors
     out_dir/model/                         the final model (``load_model(out_dir / "model")``)
     out_dir/log.json                       the training log (loss, lr, curriculum, evals)
+    out_dir/snapshots/step_0001000/        with keep_every / keep_log: the model at that step
+                                           (``load_model`` reads it; ``snapshots(out_dir)`` lists them)
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from ._checks import check_choice, check_float, check_int
 from .checkpoint import atomic_write_bytes, save_model
 from .tasks import Curriculum, Task
 
-__all__ = ["TrainConfig", "train", "lr_at"]
+__all__ = ["TrainConfig", "train", "lr_at", "snapshots", "snapshot_steps"]
 
 STATE_FORMAT_VERSION = 1
 
@@ -47,8 +49,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 300
-    schedule: str = "cosine"  # "cosine" | "linear" | "constant" after warmup
+    schedule: str = "cosine"  # "cosine" | "linear" | "constant" | "wsd" after warmup
     min_lr_ratio: float = 0.02
+    decay_frac: float = 0.2  # "wsd" (warmup-stable-decay): constant lr, then a linear decay over this last fraction
     grad_clip: Optional[float] = 1.0
     n_points: Optional[int] = None  # default: the model's max_points
     min_points: Optional[int] = None  # if set, each step draws its prompt length in [min_points, curriculum's]
@@ -56,6 +59,9 @@ class TrainConfig:
     eval_every: int = 1000
     eval_prompts: int = 512
     checkpoint_every: int = 500
+    keep_every: Optional[int] = None  # keep a snapshot of the model every K steps
+    keep_log: Optional[int] = None  # keep about this many snapshots at log-spaced steps (first at step 1)
+    init_from: Optional[str] = None  # a saved model folder or zoo name whose weights start the run (a warm start)
     seed: int = 0
     threads: Optional[int] = None
     progress: bool = True
@@ -67,8 +73,15 @@ class TrainConfig:
         check_float("lr", self.lr, min_value=0.0, strict_min=True)
         check_float("weight_decay", self.weight_decay, min_value=0.0)
         check_int("warmup_steps", self.warmup_steps, min_value=0)
-        check_choice("schedule", self.schedule, ("cosine", "linear", "constant"))
+        check_choice("schedule", self.schedule, ("cosine", "linear", "constant", "wsd"))
         check_float("min_lr_ratio", self.min_lr_ratio, min_value=0.0, max_value=1.0)
+        check_float("decay_frac", self.decay_frac, min_value=0.0, max_value=1.0, strict_min=True)
+        if self.keep_every is not None:
+            check_int("keep_every", self.keep_every, min_value=1)
+        if self.keep_log is not None:
+            check_int("keep_log", self.keep_log, min_value=2)
+        if self.init_from is not None and not isinstance(self.init_from, str):
+            raise TypeError(f"init_from must be a str (a saved model folder or zoo name), got {type(self.init_from).__name__}")
         if self.grad_clip is not None:
             check_float("grad_clip", self.grad_clip, min_value=0.0, strict_min=True)
         if self.n_points is not None:
@@ -94,11 +107,21 @@ class TrainConfig:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate at ``step``: linear warmup, then cosine/linear decay to ``min_lr_ratio * lr``."""
+    """Learning rate at ``step``: linear warmup, then cosine/linear decay to ``min_lr_ratio * lr``.
+
+    ``"wsd"`` holds ``lr`` until the last ``decay_frac`` of the run, then decays linearly:
+    a long constant phase lets the model leave a plateau that a cosine schedule freezes.
+    """
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":
         return cfg.lr
+    if cfg.schedule == "wsd":
+        decay_start = max(cfg.warmup_steps, cfg.steps - round(cfg.decay_frac * cfg.steps))
+        if step < decay_start:
+            return cfg.lr
+        frac = (step - decay_start) / max(1, cfg.steps - decay_start)
+        return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * (1 - frac))
     frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     shape = 0.5 * (1 + math.cos(math.pi * frac)) if cfg.schedule == "cosine" else 1 - frac
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape)
@@ -113,6 +136,35 @@ def _curriculum(cfg: TrainConfig, model: Any, task: Task) -> Curriculum:
 
 def _step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step) % (2**63 - 1)
+
+
+def snapshot_steps(cfg: TrainConfig) -> list[int]:
+    """The steps (counted as steps done, 1..steps) at which ``cfg`` keeps a snapshot of the model."""
+    keep: set[int] = set()
+    if cfg.keep_every is not None:
+        keep.update(range(cfg.keep_every, cfg.steps + 1, cfg.keep_every))
+    if cfg.keep_log is not None:
+        ratio = cfg.steps ** (1.0 / (cfg.keep_log - 1))
+        keep.update(min(cfg.steps, round(ratio**i)) for i in range(cfg.keep_log))
+    return sorted(keep)
+
+
+def snapshot_dir(out_dir: Union[str, Path], step: int) -> Path:
+    return Path(out_dir) / "snapshots" / f"step_{step:07d}"
+
+
+def snapshots(out_dir: Union[str, Path]) -> list[tuple[int, Path]]:
+    """``[(step, folder)]`` of the snapshots a run kept, in step order; each folder loads with ``load_model``."""
+    if not isinstance(out_dir, (str, Path)):
+        raise TypeError(f"out_dir must be a str or Path, got {type(out_dir).__name__}")
+    folder = Path(out_dir) / "snapshots"
+    if not Path(out_dir).is_dir():
+        raise ValueError(f"out_dir {str(out_dir)!r} is not a directory")
+    found = []
+    for p in folder.glob("step_*") if folder.is_dir() else []:
+        if p.name[5:].isdigit() and (p / "config.json").is_file():
+            found.append((int(p.name[5:]), p))
+    return sorted(found)
 
 
 def _loss(model: Any, batch: Any, norm: float) -> torch.Tensor:
@@ -176,6 +228,19 @@ def _load_state(folder: Path, model: Any, opt: torch.optim.Optimizer) -> dict:
     return state
 
 
+def _warm_start(model: Any, source: str) -> None:
+    """Copy the weights of a saved model (same architecture) into ``model``."""
+    from .checkpoint import load_model
+
+    donor = load_model(source)
+    mine = {k: v for k, v in model.cfg.to_dict().items() if k not in ("seed", "task")}
+    theirs = {k: v for k, v in donor.cfg.to_dict().items() if k not in ("seed", "task")}
+    if mine != theirs:
+        diff = sorted(k for k in mine if mine[k] != theirs.get(k))
+        raise ValueError(f"init_from {source!r} has another architecture than the model (fields {diff} differ)")
+    model.load_own_state_dict(donor.own_state_dict())
+
+
 # -- the loop ------------------------------------------------------------------------------
 
 def train(
@@ -216,8 +281,13 @@ def train(
         max_minutes = check_float("max_minutes", max_minutes, min_value=0.0)
         if out_dir is None:
             raise ValueError("max_minutes needs out_dir (a stopped chunk lives on in its checkpoint)")
+    keep = set(snapshot_steps(cfg))
+    if keep and out_dir is None:
+        raise ValueError("keep_every / keep_log need out_dir (snapshots go to out_dir/snapshots)")
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
+    if cfg.init_from is not None:
+        _warm_start(model, cfg.init_from)
     model.cfg.task = task.to_dict()
 
     out = Path(out_dir) if out_dir is not None else None
@@ -274,6 +344,11 @@ def train(
                     model.train()
                 log.append(entry)
                 bar.set_postfix(loss=f"{loss.item():.3f}", dims=dims, n=n_points)
+            if done in keep:
+                model.eval()
+                save_model(model, snapshot_dir(out, done), training={"step": done, "train_config": cfg.to_dict(),
+                                                                      "task": task.to_dict(), "log": log[-1:]})
+                model.train()
             if ckpt is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
                 _save_state(ckpt, model, opt, done, {**meta, "log": log})
                 atomic_write_bytes(out / "log.json", json.dumps(log, indent=0).encode())

@@ -142,3 +142,47 @@ def test_report_retrain_flag_trains_in_chunks(tmp_path, capsys):
     assert "still to train: ['tiny']" in capsys.readouterr().out
     assert (tmp_path / "z" / "runs" / "tiny" / "checkpoint" / "state.json").is_file()
     assert not (tmp_path / "rep" / "report.md").exists()
+
+
+def test_wsd_schedule_holds_then_decays():
+    cfg = TrainConfig(steps=1000, lr=1e-3, warmup_steps=100, schedule="wsd", decay_frac=0.2, min_lr_ratio=0.0)
+    assert lr_at(50, cfg) == pytest.approx(1e-3 * 51 / 100)
+    assert lr_at(100, cfg) == lr_at(799, cfg) == 1e-3
+    assert lr_at(900, cfg) == pytest.approx(0.5e-3)
+    assert lr_at(999, cfg) == pytest.approx(1e-3 / 200)
+
+
+def test_snapshots_are_kept_loadable_and_listed(tmp_path):
+    from icl_interp.checkpoint import load_model
+    from icl_interp.training import snapshot_steps, snapshots
+
+    assert snapshot_steps(TrainConfig(steps=100, keep_every=40)) == [40, 80]
+    assert snapshot_steps(TrainConfig(steps=1000, keep_log=4)) == [1, 10, 100, 1000]
+    model, task = _tiny()
+    cfg = TrainConfig(steps=12, batch_size=8, lr=3e-3, warmup_steps=2, keep_every=5, keep_log=3, eval_every=100,
+                      checkpoint_every=6, progress=False)
+    train(model, task, cfg, out_dir=tmp_path)
+    found = snapshots(tmp_path)
+    assert [s for s, _ in found] == [1, 3, 5, 10, 12]
+    last = load_model(found[-1][1])
+    batch = task.sample(4, 8, seed=1)
+    with torch.no_grad():
+        assert torch.equal(last(batch), model(batch))  # the last snapshot is the final model
+        assert not torch.equal(load_model(found[0][1])(batch), model(batch))
+    with pytest.raises(ValueError, match="out_dir"):
+        train(_tiny()[0], task, cfg)
+
+
+def test_init_from_starts_from_a_saved_model(tmp_path):
+    from icl_interp.checkpoint import save_model
+
+    donor, task = _tiny(seed=3)
+    save_model(donor, tmp_path / "donor")
+    model, _ = _tiny(seed=0)
+    train(model, task, TrainConfig(steps=1, batch_size=4, lr=1e-12, warmup_steps=0, init_from=str(tmp_path / "donor"),
+                                   grad_clip=None, progress=False, eval_every=100))
+    for (k, a), (_, b) in zip(donor.own_state_dict().items(), model.own_state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-6), k
+    other = ICLTransformer(ModelConfig(d=4, n_layers=1, n_heads=2, d_model=16, max_points=8), task)
+    with pytest.raises(ValueError, match="init_from"):
+        train(other, task, TrainConfig(steps=1, init_from=str(tmp_path / "donor"), progress=False))
