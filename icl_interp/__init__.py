@@ -1,44 +1,64 @@
 """icl_interp: train in-context-learning transformers and take them apart.
 
-The public API. Names that need TransformerLens (the model, training, the
-toolkit) load it on first use, so ``import icl_interp`` with tasks, baselines
-and probes on given activations stays light.
+The public API. The imports under ``TYPE_CHECKING`` are the one list of public
+names: IDEs and type checkers read them, and at run time each name is imported on
+first use (``__getattr__``), so ``import icl_interp`` with tasks, baselines and
+probes on given activations stays light (TransformerLens is not loaded).
 """
 
+from __future__ import annotations
+
+import ast
 from importlib import import_module
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
+if TYPE_CHECKING:
     # tasks
-    "ICLBatch": "tasks", "Task": "tasks", "LinearRegression": "tasks", "SparseLinearRegression": "tasks",
-    "Curriculum": "tasks", "task_from_dict": "tasks",
-    # model, checkpoints, training
-    "ModelConfig": "model", "ICLTransformer": "model",
-    "save_model": "checkpoint", "load_model": "checkpoint", "zoo_names": "checkpoint", "use_zoo": "checkpoint",
-    "TrainConfig": "training", "train": "training", "train_preset": "presets", "retrain_zoo": "presets",
+    from .tasks import ICLBatch, Task, LinearRegression, SparseLinearRegression, Curriculum, task_from_dict
+    # the model, checkpoints, training
+    from .model import ModelConfig, ICLTransformer
+    from .checkpoint import save_model, load_model, zoo_names, use_zoo
+    from .garg import import_garg
+    from .training import TrainConfig, train, snapshots
+    from .presets import train_preset, retrain_zoo
     # baselines and evaluation
-    "evaluate": "evaluation", "EvalResult": "evaluation",
-    "OLS": "baselines", "Ridge": "baselines", "Lasso": "baselines", "GD": "baselines",
-    "PreprocessThenOptimize": "baselines", "OracleOLS": "baselines", "Averaging": "baselines",
-    "tune": "baselines", "best_ridge": "baselines", "best_lasso": "baselines", "best_gd": "baselines",
-    "best_pto": "baselines", "prefix_predictions": "baselines", "lasso_path": "baselines",
-    "Preprocessing": "preprocess", "get_preprocessing": "preprocess", "correlation": "preprocess",
-    "plot_risk_curves": "plotting", "plot_head_importance": "plotting",
-    # attaching a user's model
-    "attach": "runner", "AttachedModel": "runner",
+    from .evaluation import evaluate, EvalResult
+    from .baselines import OLS, Ridge, Lasso, GD, PreprocessThenOptimize, OracleOLS, Averaging, Tuned
+    from .baselines import tune, best_ridge, best_lasso, best_gd, best_pto, prefix_predictions, lasso_path
+    from .preprocess import Preprocessing, get_preprocessing, correlation
+    from .plotting import plot_risk_curves, plot_head_importance
+    # the model the tools accept, a user's model, the shared clean run
+    from .protocol import ToolModel, Layout, AttachedModel, attach
+    from .runner import CleanRun, prepare, check_model
     # toolkit
-    "mask_heads": "masking", "masked": "masking",
-    "head_importance": "importance", "prune_heads": "importance",
-    "patch_activations": "patching", "patched": "patching", "corrupt_batch": "patching", "PatchResult": "patching",
-    "probe_layer": "probing", "probe_all_layers": "probing", "ProbeResult": "probing", "ProbeTable": "probing",
-    "RidgeProbe": "probing", "collect_activations": "probing",
-    "gd_alignment": "gd", "GDAlignment": "gd",
-    # experiments and the report
-    "run_recipe": "experiments", "write_report": "report",
-}
+    from .masking import mask_heads, masked
+    from .importance import head_importance, prune_heads
+    from .patching import patch_activations, patched, corrupt_batch, PatchResult
+    from .probing import probe_layer, probe_all_layers, ProbeResult, ProbeTable, RidgeProbe, collect_activations
+    from .gd import gd_alignment, GDAlignment
+    # studies, their figures, claims, the zoo index, recipes and the report
+    from .studies import risk_curves, head_count_summary, importance_study, pruning_study, noise_pruning_study
+    from .studies import preprocessing_study, gd_study, algorithm_study, multihead_study, save_json
+    from .study_plots import save_figure, plot_risk_study, plot_importance_study, plot_pruning_study
+    from .study_plots import plot_noise_pruning_study, plot_preprocessing_study, plot_gd_study, plot_algorithm_study
+    from .study_plots import plot_multihead_study
+    from .claims import Claim
+    from .zoo import siblings, Siblings
+    from .experiments import run_recipe, recipe_arguments
+    from .report import write_report
 
+
+def _exports() -> dict[str, str]:
+    """``{name: module}`` read from the ``TYPE_CHECKING`` imports above (one list, no second table)."""
+    tree = ast.parse(Path(__file__).read_text())
+    block = next(n for n in tree.body if isinstance(n, ast.If) and getattr(n.test, "id", "") == "TYPE_CHECKING")
+    return {alias.name: node.module for node in block.body if isinstance(node, ast.ImportFrom) for alias in node.names}
+
+
+_EXPORTS = _exports()
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 

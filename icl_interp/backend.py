@@ -1,11 +1,12 @@
-"""The only module that knows transformer-lens 3.x from 4.x.
+"""The only module that knows transformer-lens 3.x from 4.x (the adapter).
 
 It builds the hooked core (``HookedTransformer`` on 3.x,
-``TransformerBridge.boot_native`` on 4.x), runs a range of its blocks from a
-residual stream, applies its final norm and unembedding, and maps weights to
-and from one canonical on-disk layout: HookedTransformer's parameter names and
-shapes (``blocks.{l}.attn.W_Q [head, d_model, d_head]`` ...), which both lines
-can load.
+``TransformerBridge.boot_native`` on 4.x), embeds token input, runs a range of its
+blocks from a residual stream, applies its final norm and unembedding, names the
+features the tools cannot run block by block, and maps weights to and from one
+canonical on-disk layout: HookedTransformer's parameter names and shapes
+(``blocks.{l}.attn.W_Q [head, d_model, d_head]`` ...), which both lines can load.
+The hook-free fast paths live apart, in :mod:`icl_interp._fast`.
 
 TransformerLens itself is imported lazily, so tasks, baselines and probes on
 given activations do not pay its 5-7 s import.
@@ -17,7 +18,7 @@ import contextlib
 import re
 from functools import lru_cache
 from importlib import metadata
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 import torch
 from einops import rearrange
@@ -28,16 +29,12 @@ __all__ = [
     "is_bridge",
     "build_core",
     "run_blocks",
+    "embed",
     "unembed",
     "canonical_state_dict",
     "load_canonical_state_dict",
     "core_dims",
-    "split_attention",
-    "attn_out_from_z",
-    "run_mlp_half",
-    "has_user_hooks",
-    "fused_forward",
-    "keys_values",
+    "unsupported_features",
 ]
 
 
@@ -113,164 +110,49 @@ def run_blocks(hooked: Any, resid: Tensor, start: int, stop: int) -> Tensor:
     return resid
 
 
+def embed(hooked: Any, tokens: Tensor) -> Tensor:
+    """The residual stream entering block 0 for integer ``tokens`` (TransformerLens' ``stop_at_layer=0``).
+
+    The value *before* any hook on ``blocks.0.hook_resid_pre``: the tools run block 0
+    from it, and that hook then applies once. (The 4.x bridge stops inside block 0,
+    after its ``hook_in``: the value is read by a torch pre-hook on the block, so a
+    user's hook there is called in this pass too, its result unused.)
+    """
+    if not is_bridge(hooked):
+        return hooked(tokens, stop_at_layer=0)
+    seen: list[Tensor] = []
+
+    def grab(module: Any, args: tuple, kwargs: dict) -> None:
+        seen.append(args[0] if args else kwargs["hidden_states"])
+
+    handle = hooked.blocks[0].register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        hooked(tokens, stop_at_layer=0)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def unsupported_features(hooked: Any) -> list[str]:
+    """Features of ``hooked`` that make a block-by-block run from the residual stream differ from its forward.
+
+    Shortformer positions (3.x) are fed to every block's queries and keys rather
+    than added to the residual stream, so the residual alone does not determine
+    the rest of the forward. The tools refuse such a model by name.
+    """
+    c = hooked.cfg
+    found = []
+    if getattr(c, "positional_embedding_type", "standard") == "shortformer":
+        found.append("shortformer positional embeddings (fed to every block's queries and keys, not carried by the residual stream)")
+    return found
+
+
 def unembed(hooked: Any, resid: Tensor) -> Tensor:
     """Final norm and unembedding: the residual after the last block to the output."""
     ln = getattr(hooked, "ln_final", None)
     if ln is not None:
         resid = ln(resid)
     return hooked.unembed(resid)
-
-
-# -- a block in two halves: attention from hook_z, then the MLP half -----------------
-
-
-def split_attention(hooked: Any) -> bool:
-    """True when every block is ``resid_mid = resid_pre + z @ W_O + b_O`` then ``resid_mid + mlp(ln2(resid_mid))``.
-
-    Then a tool that changes one layer's ``hook_z`` can rebuild that layer's
-    attention output from z (:func:`attn_out_from_z`) and run only the MLP half
-    (:func:`run_mlp_half`) instead of the whole block. Parallel attention/MLP
-    (GPT-J), post-norm and extra-norm blocks, and bridges over Hugging Face
-    modules answer False, and tools take the plain path.
-    """
-    block = hooked.blocks[0]
-    if is_bridge(hooked):
-        return type(getattr(block, "original_component", None)).__name__ == "NativeBlock"
-    c = hooked.cfg
-    return (
-        type(block).__name__ == "TransformerBlock"
-        and not getattr(c, "parallel_attn_mlp", False)
-        and not getattr(c, "use_normalization_before_and_after", False)
-        and not getattr(c, "use_attn_result", False)
-        and "OLMo" not in str(getattr(c, "original_architecture", ""))
-    )
-
-
-def attn_out_from_z(hooked: Any, layer: int, z: Tensor) -> Tensor:
-    """Layer ``layer``'s attention output ``[..., pos, d_model]`` from ``z`` ``[..., pos, head, d_head]``."""
-    attn = hooked.blocks[layer].attn
-    if is_bridge(hooked):  # o: nn.Linear over heads concatenated as (head d_head)
-        return torch.nn.functional.linear(rearrange(z, "... h e -> ... (h e)"), attn.o.weight, attn.o.bias)
-    return torch.einsum("...phe,hem->...pm", z, attn.W_O) + attn.b_O
-
-
-def run_mlp_half(hooked: Any, layer: int, resid_mid: Tensor) -> Tensor:
-    """The rest of block ``layer`` from ``resid_mid``: its hook points from resid_mid on fire as in a forward."""
-    block = hooked.blocks[layer]
-    attn_only = bool(hooked.cfg.attn_only)
-    if is_bridge(hooked):
-        out = resid_mid if attn_only else resid_mid + block.mlp(block.ln2(resid_mid))
-        return block.hook_out(out)
-    if attn_only:
-        return block.hook_resid_post(resid_mid)
-    resid_mid = block.hook_resid_mid(resid_mid)
-    mlp_in = block.hook_mlp_in(resid_mid.clone()) if hooked.cfg.use_hook_mlp_in else resid_mid
-    if hasattr(block, "apply_mlp"):  # 3.9+: the MLP, any extra norm, and hook_mlp_out
-        return block.hook_resid_post(resid_mid + block.apply_mlp(block.ln2(mlp_in)))
-    return block.hook_resid_post(resid_mid + block.hook_mlp_out(block.mlp(block.ln2(mlp_in))))
-
-
-def has_user_hooks(hooked: Any) -> bool:
-    """True when any hook point of ``hooked`` carries a hook (a user's, or TransformerLens' own)."""
-    return any(len(point._forward_hooks) or len(point._forward_pre_hooks) for point in hooked.hook_dict.values())
-
-
-# -- training: the same function without the hook machinery -------------------------
-
-
-def _plain(module: Any) -> Any:
-    """The torch module a bridge component wraps (the module itself if it wraps none)."""
-    inner = getattr(module, "original_component", None)
-    return module if inner is None else inner
-
-
-def _fusable(hooked: Any) -> bool:
-    if not is_bridge(hooked) or type(_plain(hooked.blocks[0])).__name__ != "NativeBlock":
-        return False
-    attn = _plain(_plain(hooked.blocks[0]).attn)
-    return (
-        getattr(attn, "rotary", None) is None
-        and getattr(attn, "kv_repeats", 1) == 1
-        and getattr(attn, "causal", False)
-        and not (getattr(attn, "attn_scores_soft_cap", -1.0) or -1.0) > 0
-    )
-
-
-def _native_ok(hooked: Any) -> bool:
-    """A native 4.x bridge of a plain causal architecture with no hook set: the hook-free paths apply."""
-    return _fusable(hooked) and not has_user_hooks(hooked)
-
-
-def fused_forward(
-    hooked: Any, resid: Tensor, start: int = 0, kv_cache: Optional[list] = None, offset: int = 0
-) -> Optional[Tensor]:
-    """The core's output from ``resid`` (entering block ``start``) through the native bridge's own torch modules, or None.
-
-    The same parameters and the same function as the bridge's forward (to float
-    rounding), but no hook points, no bridge wrappers, and fused attention
-    (``F.scaled_dot_product_attention``): what training runs when no hook is set.
-    With ``kv_cache`` (:func:`keys_values` of a run in which positions before
-    ``offset`` are unchanged), ``resid`` holds only positions ``offset..`` and the
-    earlier ones enter through their cached keys and values: how a patch at one
-    position skips every earlier position (a causal model never lets later
-    positions change them). None unless :func:`_native_ok` (then the caller runs
-    the hooked blocks).
-    """
-    return _native_blocks(hooked, resid, start, kv_cache, offset) if _native_ok(hooked) else None
-
-
-def keys_values(hooked: Any, resids: list[Tensor]) -> list | None:
-    """``[(k, v)]`` per layer ``[B, head, pos, d_head]`` from the residual entering each block, or None (see fused_forward)."""
-    if not _native_ok(hooked):
-        return None
-    n_heads = int(hooked.cfg.n_heads)
-    out = []
-    for layer, resid in zip(range(int(hooked.cfg.n_layers)), resids):
-        block = _plain(hooked.blocks[layer])
-        _, k, v = _attention_qkv(_plain(block.attn), _plain(block.ln1)(resid), n_heads)
-        out.append((k, v))
-    return out
-
-
-def _attention_qkv(attn: Any, h: Tensor, n_heads: int) -> tuple[Tensor, Tensor, Tensor]:
-    """q, k, v ``[B, head, pos, d_head]`` from one matrix product (the three projections stacked)."""
-    lins = [_plain(lin) for lin in (attn.q, attn.k, attn.v)]
-    bias = None if any(lin.bias is None for lin in lins) else torch.cat([lin.bias for lin in lins])
-    qkv = torch.nn.functional.linear(h, torch.cat([lin.weight for lin in lins]), bias)
-    return tuple(rearrange(t, "b p (n e) -> b n p e", n=n_heads) for t in qkv.split([lin.out_features for lin in lins], -1))
-
-
-def _native_blocks(hooked: Any, x: Tensor, start: int, kv_cache: Optional[list], offset: int) -> Tensor:
-    """Blocks ``start..`` then the final norm and unembedding, on the native modules (no hooks).
-
-    With ``kv_cache``, ``x`` holds positions ``offset..`` and attention also reads the
-    cached keys and values of positions ``< offset``.
-    """
-    fn = torch.nn.functional
-    n_heads = int(hooked.cfg.n_heads)
-    if kv_cache is not None:  # suffix query i (absolute offset + i) sees keys 0 .. offset + i
-        allowed = torch.ones(x.shape[1], offset + x.shape[1], dtype=torch.bool, device=x.device).tril(diagonal=offset)
-    for layer in range(start, int(hooked.cfg.n_layers)):
-        block = _plain(hooked.blocks[layer])
-        attn = _plain(block.attn)
-        q, k, v = _attention_qkv(attn, _plain(block.ln1)(x), n_heads)
-        if kv_cache is None:
-            z = fn.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0 / float(attn.scale))
-        else:
-            k_prev, v_prev = kv_cache[layer]
-            k, v = torch.cat([k_prev[:, :, :offset], k], 2), torch.cat([v_prev[:, :, :offset], v], 2)
-            z = fn.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=1.0 / float(attn.scale))
-        x = x + _plain(attn.o)(rearrange(z, "b n p e -> b p (n e)"))
-        if not block.cfg.attn_only:
-            mlp = _plain(block.mlp)
-            mid = mlp.act(_plain(mlp.fc_in)(_plain(block.ln2)(x)))
-            if getattr(mlp, "ln", None) is not None:
-                mid = _plain(mlp.ln)(mid)
-            x = x + _plain(mlp.fc_out)(mid)
-    ln_final = getattr(hooked, "ln_final", None)
-    if ln_final is not None:
-        x = _plain(ln_final)(x)
-    return _plain(hooked.unembed)(x)
 
 
 # -- weights: one canonical (HookedTransformer) layout ------------------------------

@@ -23,6 +23,8 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from .model import ICLTransformer, ModelConfig
+
 __all__ = ["save_model", "load_model", "zoo_names", "use_zoo", "atomic_write_bytes", "FORMAT_VERSION"]
 
 FORMAT = "icl_interp.model"
@@ -64,8 +66,6 @@ def _fingerprint(model: Any) -> list:
 
 def save_model(model: Any, path: Union[str, Path], **extra: Any) -> Path:
     """Save ``model`` (an ICLTransformer) into folder ``path``; ``extra`` goes into config.json."""
-    from .model import ICLTransformer
-
     if not isinstance(model, ICLTransformer):
         raise TypeError(f"model must be an ICLTransformer, got {type(model).__name__}")
     path = Path(path)
@@ -140,8 +140,6 @@ def read_config(path: Union[str, Path]) -> dict:
 
 def load_model(path_or_name: Union[str, Path] = "default") -> Any:
     """Load a saved model from a folder, or a shipped one by name (``"default"``)."""
-    from .model import ICLTransformer, ModelConfig
-
     folder = _resolve(path_or_name)
     config = read_config(folder)
     raw = (folder / WEIGHTS).read_bytes() if (folder / WEIGHTS).is_file() else None

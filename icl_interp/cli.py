@@ -70,10 +70,21 @@ def _report(args: argparse.Namespace) -> int:
             return 0
         zoo = use_zoo(got["zoo"])
     with zoo:
-        res = write_report(args.out, quick=args.quick)
+        res = write_report(args.out, model=args.model, quick=args.quick)
     for claim in res["claims"]:
-        print(f"[{claim['verdict']}] {claim['claim']}  ({claim['number']})")
+        print(f"[{claim['verdict']}] {claim['id']}: {claim['claim']}  ({claim['number']})")
     print(f"wrote {Path(args.out) / 'report.md'} in {res['seconds']} s")
+    return 0
+
+
+def _import_garg(args: argparse.Namespace) -> int:
+    from .checkpoint import save_model
+    from .garg import CONFIG_KEYS, import_garg
+
+    step = None if args.step is None else ("latest" if args.step == "latest" else int(args.step) if args.step.isdigit() else args.step)
+    model = import_garg(args.path, step=step, **{key: getattr(args, key) for key in CONFIG_KEYS})
+    save_model(model, args.out, imported_from=model.imported_from)
+    print(json.dumps({"out": str(args.out), **model.imported_from["garg_model"], "train_step": model.imported_from["train_step"]}))
     return 0
 
 
@@ -111,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="the main job: every analysis on the shipped zoo, as report.md")
     rep.add_argument("--out", default="report")
+    rep.add_argument("--model", default="default",
+                     help="zoo name or saved model folder (default: default, with its zoo siblings); comparisons without siblings are skipped")
     rep.add_argument("--quick", action="store_true", help="small samples, seconds")
     rep.add_argument("--retrain", action="store_true",
                      help="retrain the zoo from its presets first (hours on a CPU; resumable), into --zoo-dir, and report on it")
@@ -120,6 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--max-minutes", dest="max_minutes", type=float,
                      help="with --retrain: stop training after about this many minutes; run again to go on")
     rep.set_defaults(func=_report)
+
+    g = sub.add_parser("import-garg", help="import a Garg et al. (dtsip/in-context-learning) checkpoint and save it in our format")
+    g.add_argument("path", help="a run folder (config.yaml + state.pt) or a .pt file (then give the config values)")
+    g.add_argument("--out", required=True, help="output folder for the saved model")
+    g.add_argument("--step", help="from a run folder: model_{STEP}.pt, or 'latest' (default: state.pt)")
+    for key in ("n_dims", "n_positions", "n_embd", "n_layer", "n_head"):
+        g.add_argument("--" + key.replace("_", "-"), dest=key, type=int, help=f"{key} (default: from config.yaml)")
+    g.set_defaults(func=_import_garg)
     return p
 
 

@@ -22,7 +22,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ._checks import check_int, check_tensor
+from .validation import check_int, check_tensor
 from .baselines import Estimator, prefix_predictions
 from .tasks import ICLBatch, Task
 

@@ -29,12 +29,13 @@ from torch import Tensor
 
 import probes
 
-from ._checks import check_choice, check_float, check_int
 from .baselines import GD, GD_LRS, PreprocessThenOptimize, prefix_predictions
 from .preprocess import PreprocessFn, Preprocessing, as_preprocessing
-from .probing import EMBED, SITES, _capture, _fit_score, _new_probe, _plan, _split, _values
-from .runner import as_model, check_batch, residual_input
+from .probing import EMBED, SITES, _capture, _fit_score, _new_probe, _plan, _split, _values, capture_with_grad
+from .protocol import ToolModel, as_model
+from .runner import CleanRun, prepare, residual_input
 from .tasks import ICLBatch
+from .validation import check_choice, check_float, check_int
 
 __all__ = ["GDAlignment", "GDLayerRow", "gd_alignment"]
 
@@ -120,8 +121,8 @@ def _probe_grads(model: Any, data: ICLBatch, layer_sites: list, fitted: dict) ->
     out = {}
     with torch.enable_grad():
         resid0 = residual_input(model, batch)
-        tokens = _plan(model, "query", data.n_points, resid0.shape[1]).tokens
-        acts = _capture(model, resid0, layer_sites, tokens, detach=False)
+        tokens = _plan(model.layout(data.n_points, resid0.shape[1]), "query", data.n_points).tokens
+        acts = capture_with_grad(model, resid0, layer_sites, tokens)
         for key in layer_sites:
             pred = fitted[key].predict(acts[key][:, 0])
             grad = None
@@ -150,8 +151,8 @@ def _check_lrs(lrs: Any) -> list[float]:
 
 
 def gd_alignment(
-    model: Any,
-    data: ICLBatch,
+    model: ToolModel,
+    data: Union[ICLBatch, CleanRun],
     steps: Sequence[int] = (1, 2, 3, 4),
     lrs: Optional[Sequence[float]] = None,
     preprocessing: Union[None, str, Preprocessing, PreprocessFn] = "reweight",
@@ -171,7 +172,6 @@ def gd_alignment(
     examples before it (model-cos stays at the query). Rows include the input (layer -1).
     """
     model = as_model(model)
-    data = check_batch("data", data, model)
     steps = _check_steps(steps)
     lrs = _check_lrs(lrs)
     variants: dict[str, Optional[PreprocessFn]] = {"gd": None}
@@ -182,13 +182,14 @@ def gd_alignment(
     lr_fit = check_choice("lr_fit", lr_fit, ("task", "layer"))
     _new_probe(probe)
     test_fraction = check_float("test_fraction", test_fraction, min_value=0.0, max_value=1.0, strict_min=True)
+    run = prepare(model, data)
+    data = run.batch
     train, test = _split(data.batch_size, test_fraction, check_int("seed", seed, min_value=0))
 
     layer_sites = [(EMBED, "embed")] + [(layer, site) for layer in range(model.hooked.cfg.n_layers)]
     with torch.no_grad():
-        resid0 = residual_input(model, data)
-        plan = _plan(model, positions, data.n_points, resid0.shape[1])
-        acts = _capture(model, resid0, layer_sites, plan.tokens)
+        plan = _plan(run.layout(), positions, data.n_points)
+        acts = _capture(run, layer_sites, plan.tokens)
         y = _values(probes.get("y_query" if positions == "query" else "y"), data, plan)[..., 0].double()  # [B, P]
         examples = None if positions == "query" else plan.examples
         # gd[v]: [T, A, B, P] predictions of every (steps, lr)

@@ -8,27 +8,18 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ._checks import check_choice, check_int, check_tensor
-from .masking import AblationStats, mask_heads
-from .runner import (
-    Metric,
-    as_model,
-    call_metric,
-    check_batch,
-    default_metric,
-    model_norm,
-    normalised_error,
-    residual_input,
-    run_from,
-)
+from .masking import AblationStats, mask_heads, mask_hooks
+from .protocol import ToolModel, as_model
+from .runner import CleanRun, Metric, call_metric, default_metric, model_norm, normalised_error, prepare, run_from
 from .tasks import ICLBatch
+from .validation import check_choice, check_int, check_tensor
 
 __all__ = ["head_importance", "prune_heads"]
 
 
 def head_importance(
-    model: Any,
-    data: ICLBatch,
+    model: ToolModel,
+    data: Union[ICLBatch, CleanRun],
     method: str = "ablation",
     *,
     ablation: str = "zero",
@@ -43,39 +34,29 @@ def head_importance(
     mask = 1 (with a custom ``metric``: |d metric / d mask| on the whole batch).
     """
     model = as_model(model)
-    data = check_batch("data", data, model)
     check_choice("method", method, ("ablation", "gradient"))
+    run = prepare(model, data)
     n_layers, n_heads = model.hooked.cfg.n_layers, model.hooked.cfg.n_heads
     if method == "ablation":
         metric = default_metric(model) if metric is None else metric
-        masks = torch.ones(n_layers * n_heads + 1, n_layers, n_heads)
+        masks = torch.ones(n_layers * n_heads, n_layers, n_heads)
         for i in range(n_layers * n_heads):
             masks[i, i // n_heads, i % n_heads] = 0.0
-        preds = mask_heads(model, data, masks, ablation=ablation, reference=reference)
-        scores = torch.tensor([call_metric(metric, p, data) for p in preds])
-        return (scores[:-1] - scores[-1]).reshape(n_layers, n_heads)
-    return _gradient_importance(model, data, ablation, reference, metric)
+        preds = mask_heads(model, run, masks, ablation=ablation, reference=reference)
+        scores = torch.tensor([call_metric(metric, p, run.batch) for p in preds])
+        return (scores - call_metric(metric, run.preds, run.batch)).reshape(n_layers, n_heads)
+    return _gradient_importance(run, ablation, reference, metric)
 
 
-def _gradient_importance(model: Any, data: ICLBatch, ablation: str, reference: Optional[ICLBatch], metric: Optional[Metric]) -> Tensor:
+def _gradient_importance(run: CleanRun, ablation: str, reference: Union[ICLBatch, CleanRun, None], metric: Optional[Metric]) -> Tensor:
+    model, data = run.model, run.batch
     n_layers, n_heads = model.hooked.cfg.n_layers, model.hooked.cfg.n_heads
-    stats = AblationStats(model, ablation, data if reference is None else reference)
+    stats = AblationStats(model, ablation, run if reference is None else reference)
     per_prompt = metric is None
     rows = data.batch_size if per_prompt else 1
-    mask = torch.ones(rows, n_layers, n_heads, requires_grad=True)
-
-    def hook(layer: int):
-        def fn(z: Tensor) -> Tensor:
-            keep = mask[:, layer][:, None, :, None]  # [rows, 1, H, 1]
-            repl = stats.replacement(layer, z)
-            return z * keep if repl is None else z * keep + (1 - keep) * repl
-
-        return fn
-
-    hooks = [(f"blocks.{l}.attn.hook_z", hook(l)) for l in range(n_layers)]
+    mask = torch.ones(rows, n_layers, n_heads, requires_grad=True, device=run.resids[0].device)
     with torch.enable_grad():
-        resid = residual_input(model, data).detach()
-        preds = run_from(model, resid, 0, data, hooks)
+        preds = run_from(model, run.resids[0].detach(), 0, data, mask_hooks(mask.permute(1, 0, 2), stats, every_layer=True))
         if per_prompt:
             loss = normalised_error(preds, data, model_norm(model), per_prompt=True).sum()
         else:

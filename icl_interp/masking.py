@@ -4,25 +4,25 @@ A mask is ``[n_layers, n_heads]`` with 1 = keep, 0 = ablate (fractions
 interpolate). Masking a head replaces its slice of ``blocks.{l}.attn.hook_z``;
 the output bias ``b_O`` is still added, as in TransformerLens.
 
-A stack of K masks is evaluated without K full forwards: the clean residual
-stream entering every layer is computed once, and each mask runs only the
-blocks from its first masked layer on.
+A stack of K masks is evaluated without K full forwards: the clean run
+(``runner.prepare``: the residual entering every layer and every layer's z) is
+computed once, and each mask runs only the blocks from its first masked layer on.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Union
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from . import backend
-from ._checks import check_choice, check_int, check_tensor
-from .hooks import HookFn, scoped_hooks
-from .runner import as_model, check_batch, layer_inputs, residual_input, run_from
+from .interventions import HookFn, mix_heads, scoped
+from .protocol import ToolModel, as_model
+from .runner import CleanRun, prepare, run_from, run_layer_with_z
 from .tasks import ICLBatch
+from .validation import check_choice, check_int, check_tensor
 
 __all__ = ["mask_heads", "masked", "check_mask", "AblationStats"]
 
@@ -45,7 +45,7 @@ def check_mask(mask: Any, n_layers: int, n_heads: int, *, stack: bool = True) ->
 class AblationStats:
     """What replaces an ablated head's ``z``: zeros, the reference mean, or a resampled prompt's z."""
 
-    def __init__(self, model: Any, ablation: str, reference: Optional[ICLBatch], seed: int = 0):
+    def __init__(self, model: ToolModel, ablation: str, reference: Union[ICLBatch, CleanRun, None], seed: int = 0):
         self.ablation = check_choice("ablation", ablation, ABLATIONS)
         self.z: dict[int, Tensor] = {}
         self.seed = check_int("seed", seed, min_value=0)
@@ -53,13 +53,10 @@ class AblationStats:
             return
         if reference is None:
             raise ValueError(f"ablation={ablation!r} needs a reference batch (reference=ICLBatch)")
-        check_batch("reference", reference, model)
-        n_layers = model.hooked.cfg.n_layers
-        zs: dict[int, Tensor] = {}
-        hooks = [(f"blocks.{l}.attn.hook_z", _grab(zs, l)) for l in range(n_layers)]
-        with torch.no_grad(), scoped_hooks(model.hooked, hooks):
-            run_from(model, residual_input(model, reference), 0, reference)
-        self.z = {l: (z.mean(0) if ablation == "mean" else z) for l, z in zs.items()}
+        ref = prepare(model, reference, "reference")
+        names = [f"blocks.{l}.attn.hook_z" for l in range(int(model.hooked.cfg.n_layers))]
+        zs = ref.acts(names)
+        self.z = {l: (zs[n].mean(0) if ablation == "mean" else zs[n]) for l, n in enumerate(names)}
 
     def replacement(self, layer: int, z: Tensor) -> Optional[Tensor]:
         """What z ``[B, pos, H, d_head]`` becomes for a fully ablated head (None: zeros)."""
@@ -77,27 +74,16 @@ class AblationStats:
         return ref[idx]
 
 
-def _grab(store: dict, key: Any) -> HookFn:
-    def fn(x: Tensor) -> None:
-        store[key] = x.detach()
-
-    return fn
+def mask_hook(keep: Tensor, stats: AblationStats, layer: int) -> HookFn:
+    """The ``hook_z`` write of one layer: keep ``[head]`` or ``[B, head]``, ablated heads take the stats' replacement."""
+    return mix_heads(keep, lambda z: stats.replacement(layer, z))
 
 
-def _mask_hook(layer_mask: Tensor, stats: AblationStats, layer: int) -> HookFn:
-    keep = layer_mask[None, None, :, None]  # [1, 1, H, 1] over [B, pos, H, d_head]
-
-    def fn(z: Tensor) -> Tensor:
-        repl = stats.replacement(layer, z)
-        out = z * keep.to(z.dtype)
-        return out if repl is None else out + (1 - keep.to(z.dtype)) * repl.to(z.dtype)
-
-    return fn
-
-
-def mask_hooks(mask: Float[Tensor, "layer head"], stats: AblationStats) -> list[tuple[str, HookFn]]:
-    """``hook_z`` hooks applying ``mask`` (only for layers that mask something)."""
-    return [(f"blocks.{l}.attn.hook_z", _mask_hook(mask[l], stats, l)) for l in range(mask.shape[0]) if bool((mask[l] < 1).any())]
+def mask_hooks(mask: Tensor, stats: AblationStats, *, every_layer: bool = False) -> list[tuple[str, HookFn]]:
+    """``hook_z`` hooks applying ``mask`` ``[L, H]`` (or per prompt ``[L, B, H]``), for the layers that mask
+    something (``every_layer``: all, as the gradient score needs)."""
+    return [(f"blocks.{l}.attn.hook_z", mask_hook(mask[l], stats, l)) for l in range(mask.shape[0])
+            if every_layer or bool((mask[l] < 1).any())]
 
 
 def _first_masked_layer(mask: Tensor) -> int:
@@ -106,8 +92,8 @@ def _first_masked_layer(mask: Tensor) -> int:
 
 
 def mask_heads(
-    model: Any,
-    data: ICLBatch,
+    model: ToolModel,
+    data: Union[ICLBatch, CleanRun],
     mask: Float[Tensor, "... layer head"],
     ablation: str = "zero",
     reference: Optional[ICLBatch] = None,
@@ -116,54 +102,43 @@ def mask_heads(
 ) -> Tensor:
     """Predictions of ``model`` on ``data`` with heads masked.
 
-    ``mask`` ``[L, H]`` gives ``[B, n]`` (``[B]`` for a query-only read-out); a stack
-    ``[K, L, H]`` gives ``[K, B, n]``. Mean and resample ablation take their
-    statistics from ``reference`` (default: ``data``); ``seed`` fixes resampling.
+    ``data`` is a batch or a shared clean run (``runner.prepare``). ``mask`` ``[L, H]``
+    gives ``[B, n]`` (``[B]`` for a query-only read-out); a stack ``[K, L, H]`` gives
+    ``[K, B, n]``. Mean and resample ablation take their statistics from
+    ``reference`` (default: ``data``); ``seed`` fixes resampling.
     """
     model = as_model(model)
-    data = check_batch("data", data, model)
     n_layers, n_heads = model.hooked.cfg.n_layers, model.hooked.cfg.n_heads
     mask = check_mask(mask, n_layers, n_heads)
-    stats = AblationStats(model, ablation, data if reference is None else reference, seed)
+    run = prepare(model, data)
+    stats = AblationStats(model, ablation, run if reference is None else reference, seed)
     single = mask.ndim == 2
     masks = mask.unsqueeze(0) if single else mask
     with torch.no_grad():
-        out = torch.stack(_run_masks(model, data, masks, stats))
+        out = torch.stack([_run_mask(run, m, stats) for m in masks])
     return out[0] if single else out
 
 
-def _run_masks(model: Any, data: ICLBatch, masks: Tensor, stats: AblationStats) -> list[Tensor]:
-    """Predictions for each mask of a ``[K, L, H]`` stack, reusing the clean run below (and within) its first masked layer.
+def _run_mask(run: CleanRun, mask: Tensor, stats: AblationStats) -> Tensor:
+    """Predictions with ``mask``, reusing the clean run below (and within) its first masked layer.
 
-    Every layer's clean input and ``hook_z`` come from one forward. A mask whose
-    first masked layer is ``l`` starts there: when the blocks allow it
-    (``backend.split_attention``) and no other hook is active, layer ``l``'s
-    attention is not rerun, its output is rebuilt from the masked clean z, and
-    only its MLP half runs; otherwise the whole block ``l`` runs with a hook.
+    A mask whose first masked layer is ``l`` starts there, from the clean residual and
+    the clean z of that layer (``runner.run_layer_with_z``: on standard blocks the
+    attention is not rerun), then runs the later blocks with their masks hooked.
     """
-    hooked = model.hooked
-    n_layers = hooked.cfg.n_layers
-    reuse = backend.split_attention(hooked) and not backend.has_user_hooks(hooked)
-    zs: dict[int, Tensor] = {}
-    with scoped_hooks(hooked, [(f"blocks.{l}.attn.hook_z", _grab(zs, l)) for l in range(n_layers)] if reuse else []):
-        resids = layer_inputs(model, residual_input(model, data))
-    outs = []
-    for m in masks:
-        start = _first_masked_layer(m)
-        hooks = mask_hooks(m, stats)
-        if not reuse or start == n_layers:
-            outs.append(run_from(model, resids[start], start, data, hooks))
-            continue
-        z = _mask_hook(m[start], stats, start)(zs[start])
-        resid_mid = resids[start] + backend.attn_out_from_z(hooked, start, z)
-        resid = backend.run_mlp_half(hooked, start, resid_mid)
-        outs.append(run_from(model, resid, start + 1, data, hooks[1:]))  # hooks[0] is layer start's, applied above
-    return outs
+    n_layers = int(run.model.hooked.cfg.n_layers)
+    start = _first_masked_layer(mask)
+    if start == n_layers:
+        return run.preds
+    hooks = mask_hooks(mask, stats)
+    z = run.acts([f"blocks.{start}.attn.hook_z"])[f"blocks.{start}.attn.hook_z"]
+    resid = run_layer_with_z(run.model, start, run.resids[start], z, hooks[0][1])
+    return run_from(run.model, resid, start + 1, run.batch, hooks[1:])  # hooks[0] is layer start's, applied above
 
 
 @contextlib.contextmanager
 def masked(
-    model: Any,
+    model: ToolModel,
     mask: Float[Tensor, "layer head"],
     ablation: str = "zero",
     reference: Optional[ICLBatch] = None,
@@ -177,5 +152,5 @@ def masked(
     model = as_model(model)
     mask = check_mask(mask, model.hooked.cfg.n_layers, model.hooked.cfg.n_heads, stack=False)
     stats = AblationStats(model, ablation, reference, seed)
-    with scoped_hooks(model.hooked, mask_hooks(mask, stats)):
+    with scoped(model.hooked, mask_hooks(mask, stats)):
         yield model

@@ -24,9 +24,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from . import backend
-from ._checks import check_choice, check_int, check_tensor
+from . import _fast, backend
+from .protocol import Layout, check_batch
+from .runner import check_model
 from .tasks import ICLBatch, Task, task_from_dict
+from .validation import check_choice, check_int, check_tensor
 
 __all__ = ["ModelConfig", "ICLTransformer"]
 
@@ -124,6 +126,9 @@ class ICLTransformer(nn.Module):
             self.pos_emb = nn.Parameter(0.02 * torch.randn(cfg.n_ctx, cfg.d_model)) if cfg.positional == "learned" else None
         self.hooked = backend.build_core(cfg)
         self.eval()
+        gen = torch.Generator().manual_seed(0)
+        n = min(4, cfg.max_points)
+        check_model(self, ICLBatch(torch.randn(2, n, cfg.d, generator=gen), torch.randn(2, n, generator=gen), torch.zeros(2, cfg.d)))
 
     # -- the task it was trained on -------------------------------------------------
     @property
@@ -136,15 +141,15 @@ class ICLTransformer(nn.Module):
         return self.cfg.encoding == "concatenated"
 
     # -- encode ------------------------------------------------------------------------
-    def check_inputs(self, xs: Any, ys: Any) -> None:
+    def check_inputs(self, xs: Any, ys: Any, name: str = "xs") -> None:
         """Validate a prompt batch against this model (shapes, d, context length, NaN)."""
-        check_tensor("xs", xs, ndim=3)
+        check_tensor(name if name == "xs" else f"{name}.xs", xs, ndim=3)
         b, n, d = xs.shape
-        check_tensor("ys", ys, shape=(b, n))
+        check_tensor("ys" if name == "xs" else f"{name}.ys", ys, shape=(b, n))
         if d != self.cfg.d:
-            raise ValueError(f"xs has d={d} but the model was built for d={self.cfg.d}")
+            raise ValueError(f"{name} has d={d} but the model was built for d={self.cfg.d}")
         if n > self.cfg.max_points:
-            raise ValueError(f"xs has n_points={n}, more than the model's context max_points={self.cfg.max_points}")
+            raise ValueError(f"{name} has n_points={n}, more than the model's context max_points={self.cfg.max_points}")
 
     def tokens(self, xs: Float[Tensor, "batch n d"], ys: Float[Tensor, "batch n"]) -> Float[Tensor, "batch pos d_in"]:
         """The token sequence before the read-in."""
@@ -170,13 +175,20 @@ class ICLTransformer(nn.Module):
         self.check_inputs(batch.xs, batch.ys)
         return self.encode(batch.xs, batch.ys)
 
-    # -- read out ----------------------------------------------------------------------
-    def prediction_positions(self, n_points: int) -> Tensor:
-        """Token positions whose output is a prediction (x tokens, or the query)."""
-        if self.cfg.encoding == "interleaved":
-            return torch.arange(0, 2 * n_points - 1, 2)
-        return torch.tensor([n_points - 1])
+    def layout(self, n_points: int, n_tokens: Optional[int] = None) -> Layout:
+        """The token layout of a prompt of ``n_points`` examples (the one place it is written down).
 
+        Interleaved: tokens ``x_1, y_1, ..., x_n``; example ``i``'s prediction at token ``2i``,
+        token ``t`` belongs to example ``t // 2``. Concatenated: token ``i`` is ``[x_i; y_i]``,
+        the query (last) token predicts.
+        """
+        n_points = check_int("n_points", n_points, min_value=1)
+        if self.cfg.encoding == "interleaved":
+            n_tok = 2 * n_points - 1
+            return Layout(n_tok, n_tok - 1, torch.arange(0, n_tok, 2), torch.arange(n_tok) // 2)
+        return Layout(n_points, n_points - 1, torch.arange(n_points), torch.arange(n_points))
+
+    # -- read out ----------------------------------------------------------------------
     def readout(self, out: Float[Tensor, "batch pos 1"], batch: Optional[ICLBatch] = None) -> Tensor:
         """Core output to predictions: ``[B, n]`` (interleaved) or ``[B]`` (concatenated)."""
         if self.cfg.encoding == "interleaved":
@@ -184,41 +196,50 @@ class ICLTransformer(nn.Module):
         return out[:, -1, 0]
 
     # -- run ---------------------------------------------------------------------------
-    def _split(self, xs: Any, ys: Any) -> tuple[Tensor, Tensor]:
+    def _batch(self, xs: Any, ys: Any) -> ICLBatch:
+        """The prompts as an ICLBatch on this model's device, in its dtype (the tools' policy)."""
         if isinstance(xs, ICLBatch):
             if ys is not None:
                 raise TypeError("pass either an ICLBatch or (xs, ys), not both")
-            return xs.xs, xs.ys
-        return xs, ys
+            batch = xs
+        else:
+            check_tensor("xs", xs, ndim=3)
+            check_tensor("ys", ys, ndim=2)
+            w = torch.zeros(xs.shape[0], xs.shape[2], dtype=xs.dtype, device=xs.device)
+            batch = ICLBatch(xs, ys, w)
+        return check_batch("xs" if not isinstance(xs, ICLBatch) else "data", batch, self)
 
-    def forward(self, xs: Float[Tensor, "batch n d"] | ICLBatch, ys: Optional[Float[Tensor, "batch n"]] = None) -> Tensor:
+    def forward(
+        self, xs: Float[Tensor, "batch n d"] | ICLBatch, ys: Optional[Float[Tensor, "batch n"]] = None, *, fast: bool = False
+    ) -> Tensor:
         """Predictions ``[B, n]`` (interleaved) or ``[B]`` (concatenated, the query).
 
-        In training mode with gradients on and no hook set, a native 4.x core runs
-        fused (``backend.fused_forward``): same parameters, same function, a
-        training step 1.3-1.4x faster. Otherwise the TransformerLens forward runs.
+        The TransformerLens forward runs, every hook point live. ``fast=True`` (what
+        training asks for, ``TrainConfig.fast``) runs the same function on the core's
+        torch modules without the hook machinery (``_fast.fused_forward``) when the
+        core supports it and nothing is listening (no hook on any hook point, no
+        torch hook on any module of the core); otherwise the hooked forward.
         """
-        xs, ys = self._split(xs, ys)
-        self.check_inputs(xs, ys)
-        resid = self.encode(xs, ys)
-        # training with no hook set: the same function without the hook machinery (backend.fused_forward)
-        out = backend.fused_forward(self.hooked, resid) if self.training and torch.is_grad_enabled() else None
-        return self.readout(self.hooked(resid, start_at_layer=0) if out is None else out)
+        batch = self._batch(xs, ys)
+        resid = self.encode(batch.xs, batch.ys)
+        out = _fast.fused_forward(self.hooked, resid) if fast else None
+        if out is None:
+            with backend.quiet_tl():
+                out = self.hooked(resid, start_at_layer=0)
+        return self.readout(out)
 
     def run_with_hooks(self, xs: Any, ys: Any = None, *, fwd_hooks: Sequence[tuple[Any, Callable]] = (), **kwargs: Any) -> Tensor:
         """``hooked.run_with_hooks`` on the encoded prompt; returns predictions."""
-        xs, ys = self._split(xs, ys)
-        self.check_inputs(xs, ys)
+        batch = self._batch(xs, ys)
         with backend.quiet_tl():
-            out = self.hooked.run_with_hooks(self.encode(xs, ys), start_at_layer=0, fwd_hooks=list(fwd_hooks), **kwargs)
+            out = self.hooked.run_with_hooks(self.encode(batch.xs, batch.ys), start_at_layer=0, fwd_hooks=list(fwd_hooks), **kwargs)
         return self.readout(out)
 
     def run_with_cache(self, xs: Any, ys: Any = None, **kwargs: Any) -> tuple[Tensor, Any]:
         """``hooked.run_with_cache`` on the encoded prompt; returns (predictions, cache)."""
-        xs, ys = self._split(xs, ys)
-        self.check_inputs(xs, ys)
+        batch = self._batch(xs, ys)
         with backend.quiet_tl():
-            out, cache = self.hooked.run_with_cache(self.encode(xs, ys), start_at_layer=0, **kwargs)
+            out, cache = self.hooked.run_with_cache(self.encode(batch.xs, batch.ys), start_at_layer=0, **kwargs)
         return self.readout(out), cache
 
     # -- save / load (see checkpoint.py) ------------------------------------------------
@@ -246,11 +267,6 @@ class ICLTransformer(nn.Module):
             self.read_in.bias.copy_(own["read_in.bias"])
             if self.pos_emb is not None:
                 self.pos_emb.copy_(own["pos_emb"])
-
-    def save(self, path: str, **extra: Any) -> None:
-        from .checkpoint import save_model
-
-        save_model(self, path, **extra)
 
     def __repr__(self) -> str:
         c = self.cfg

@@ -2,11 +2,12 @@
 
 Run the *corrupted* prompt with one activation (a site at a layer, position or
 head) replaced by its value on the *clean* prompt, and score the predictions.
-A patch at layer ``l`` restarts from the corrupted run's residual stream
-entering block ``l``, so nothing below ``l`` is recomputed. A residual-stream
-patch at position ``p`` (native 4.x blocks, no hook set) also skips positions
-before ``p``: they keep their corrupted values, and enter through their cached
-keys and values (``backend.fused_forward`` with a key/value cache).
+One sweep engine (:func:`patch_activations`) over small patch setters: the site
+says *where* (a hook name per layer) and which slice an index selects; the
+intervention is always ``interventions.replace_slice``. A patch at layer ``l``
+restarts from the corrupted clean run's residual entering block ``l``, so nothing
+below ``l`` is recomputed; a residual-stream patch at position ``p`` also skips
+positions before ``p`` where the fast path applies (``runner.run_suffix``).
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ from __future__ import annotations
 import contextlib
 import itertools
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
-from . import backend
-from ._checks import check_choice, check_int
-from .hooks import HookFn, scoped_hooks
-from .runner import Metric, as_model, call_metric, check_batch, default_metric, layer_inputs, residual_input, run_from
+from .interventions import replace_slice, scoped
+from .protocol import ToolModel, as_model, check_batch
+from .runner import CleanRun, Metric, call_metric, default_metric, keys_values, prepare, run_from, run_suffix
 from .tasks import ICLBatch, SparseLinearRegression, Task
+from .validation import check_choice, check_int
 
 __all__ = ["PatchResult", "patch_activations", "patched", "corrupt_batch", "SITES"]
 
@@ -69,17 +70,9 @@ def _slice_index(site: str, index: Sequence[int]) -> tuple:
     return (slice(None), index[1]) if len(index) > 1 else (slice(None),)
 
 
-def _patch_hook(clean_act: Tensor, sl: tuple) -> HookFn:
-    def fn(x: Tensor) -> Tensor:
-        x = x.clone()
-        x[sl] = clean_act[sl].to(x.dtype)
-        return x
-
-    return fn
-
-
-def _check_index(site: str, index: Any, n_layers: int, n_heads: int) -> tuple[int, ...]:
-    if isinstance(index, int):
+def _check_index(site: str, index: Any, n_layers: int, n_heads: int, n_pos: Optional[int] = None) -> tuple[int, ...]:
+    """``index`` for ``site``, every entry range-checked (positions against ``n_pos`` when known) before any forward."""
+    if isinstance(index, int) and not isinstance(index, bool):
         index = (index,)
     if not isinstance(index, (tuple, list)) or not index:
         raise TypeError(f"index must be an int or a tuple like (layer, pos) / (layer, head), got {index!r}")
@@ -89,24 +82,15 @@ def _check_index(site: str, index: Any, n_layers: int, n_heads: int) -> tuple[in
     check_int("index[0] (layer)", index[0], min_value=0, max_value=n_layers - 1)
     if site in ("head", "head_pos"):
         check_int("index[1] (head)", index[1], min_value=0, max_value=n_heads - 1)
+    pos_at = 2 if site == "head_pos" else 1
+    if len(index) > pos_at:
+        top = None if n_pos is None else n_pos - 1
+        check_int(f"index[{pos_at}] (pos)", index[pos_at], min_value=0, max_value=top)
     return tuple(int(i) for i in index)
 
 
-def _grab_all(model: Any, batch: ICLBatch, names: Sequence[str]) -> dict[str, Tensor]:
-    store: dict[str, Tensor] = {}
-
-    def grab(name: str) -> HookFn:
-        def fn(x: Tensor) -> None:
-            store[name] = x.detach()
-
-        return fn
-
-    run_from(model, residual_input(model, batch), 0, batch, [(n, grab(n)) for n in names])
-    return store
-
-
 @contextlib.contextmanager
-def patched(model: Any, clean_cache: Any, site: str, index: Any) -> Iterator[Any]:
+def patched(model: ToolModel, clean_cache: Any, site: str, index: Any) -> Iterator[Any]:
     """Inside the block, ``model`` runs with the activation at ``site``/``index`` taken from ``clean_cache``.
 
     ``clean_cache`` maps hook names to clean activations (``model.run_with_cache(clean)[1]``
@@ -115,20 +99,22 @@ def patched(model: Any, clean_cache: Any, site: str, index: Any) -> Iterator[Any
     """
     model = as_model(model)
     check_choice("site", site, list(SITES))
-    idx = _check_index(site, index, model.hooked.cfg.n_layers, model.hooked.cfg.n_heads)
+    cfg = model.hooked.cfg
+    idx = _check_index(site, index, cfg.n_layers, cfg.n_heads)
     name = SITES[site][0].format(idx[0])
     try:
         clean_act = clean_cache[name]
     except KeyError:
         raise ValueError(f"clean_cache has no activation {name!r}") from None
-    with scoped_hooks(model.hooked, [(name, _patch_hook(clean_act, _slice_index(site, idx)))]):
+    idx = _check_index(site, idx, cfg.n_layers, cfg.n_heads, n_pos=int(clean_act.shape[1]))
+    with scoped(model.hooked, [(name, replace_slice(clean_act, _slice_index(site, idx)))]):
         yield model
 
 
 def patch_activations(
-    model: Any,
-    clean: ICLBatch,
-    corrupted: ICLBatch,
+    model: ToolModel,
+    clean: Union[ICLBatch, CleanRun],
+    corrupted: Union[ICLBatch, CleanRun],
     site: str = "resid_pre",
     metric: Optional[Metric] = None,
     *,
@@ -139,33 +125,34 @@ def patch_activations(
 
     Default score: the fraction of the clean-vs-corrupted error difference
     recovered, ``(E_corrupted - E_patched) / (E_corrupted - E_clean)``, with E the
-    normalised error against the clean targets (1: fully restored, 0: no effect).
+    normalised error against the clean targets (1: fully restored, 0: no effect);
+    a ValueError when the two errors are equal (the fraction is undefined).
     With a custom ``metric(preds, clean)`` the scores are its raw values.
     ``per_position=False`` patches all positions at once for residual/attn/mlp sites.
+    ``clean`` and ``corrupted`` may be shared clean runs (``runner.prepare``).
     """
     model = as_model(model)
-    clean = check_batch("clean", clean, model)
-    corrupted = check_batch("corrupted", corrupted, model)
-    if clean.xs.shape != corrupted.xs.shape:
-        raise ValueError(f"clean and corrupted must have the same shape, got {tuple(clean.xs.shape)} and {tuple(corrupted.xs.shape)}")
     check_choice("site", site, list(SITES))
     n_layers, n_heads = model.hooked.cfg.n_layers, model.hooked.cfg.n_heads
     layer_list = list(range(n_layers)) if layers is None else [check_int("layers[i]", l, min_value=0, max_value=n_layers - 1) for l in layers]
     template, axes = SITES[site]
     user_metric = metric is not None
     metric = default_metric(model) if metric is None else metric
-
+    clean_run, corr_run = prepare(model, clean, "clean"), prepare(model, corrupted, "corrupted")
+    if clean_run.batch.xs.shape != corr_run.batch.xs.shape:
+        raise ValueError(f"clean and corrupted must have the same shape, got {tuple(clean_run.batch.xs.shape)} and {tuple(corr_run.batch.xs.shape)}")
+    clean_value = call_metric(metric, clean_run.preds, clean_run.batch)
+    corrupted_value = call_metric(metric, corr_run.preds, clean_run.batch)
+    gap = corrupted_value - clean_value
+    if not user_metric and not abs(gap) > 1e-12 * max(1.0, abs(clean_value)):
+        raise ValueError(
+            f"clean and corrupted give the same error ({clean_value:.6g}): the fraction recovered is undefined. "
+            "Corrupt the prompts so the predictions change (corrupt_batch), or pass metric= to get raw scores"
+        )
+    names = [template.format(l) for l in layer_list]
     with torch.no_grad():
-        clean_preds = run_from(model, residual_input(model, clean), 0, clean)
-        corr_resids = layer_inputs(model, residual_input(model, corrupted))
-        corr_out = backend.unembed(model.hooked, corr_resids[-1])
-        corr_preds = model.readout(corr_out, corrupted)
-        names = [template.format(l) for l in layer_list]
-        clean_acts = _grab_all(model, clean, names)
-        missing = [n for n in names if n not in clean_acts]
-        if missing:
-            raise ValueError(f"site {site!r} has no activation {missing[0]!r} in this model (attn-only models have no resid_mid/mlp_out)")
-        n_pos = clean_acts[names[0]].shape[1]
+        clean_acts = clean_run.acts(names)
+        n_pos = clean_run.n_tokens
         if site == "head":
             grid = [range(n_heads)]
         elif site == "head_pos":
@@ -175,26 +162,20 @@ def patch_activations(
         if not grid:
             axes = ("layer",)
         scores = torch.zeros(len(layer_list), *[len(g) for g in grid])
-        # a residual patch at one position: earlier positions keep their corrupted values, so only the suffix runs
-        kv = backend.keys_values(model.hooked, corr_resids[:-1]) if site in ("resid_pre", "resid_post") and grid else None
+        kv = keys_values(corr_run) if site in ("resid_pre", "resid_post") and grid else None
         for li, layer in enumerate(layer_list):
             name = names[li]
             for rest in itertools.product(*grid):
-                if kv is not None:
-                    pos, start = rest[0], layer + (site == "resid_post")
-                    suffix = corr_resids[start][:, pos:].clone()
-                    suffix[:, 0] = clean_acts[name][:, pos]
-                    out = backend.fused_forward(model.hooked, suffix, start, kv, pos)
-                    preds = model.readout(torch.cat([corr_out[:, :pos], out], 1), corrupted)
-                else:
+                preds = None
+                if kv is not None:  # a residual patch at one position: only the suffix runs
+                    preds = run_suffix(corr_run, layer + (site == "resid_post"), rest[0], clean_acts[name][:, rest[0]], kv)
+                if preds is None:
                     sl = _slice_index(site, (layer, *rest))
-                    preds = run_from(model, corr_resids[layer], layer, corrupted, [(name, _patch_hook(clean_acts[name], sl))])
-                scores[(li, *rest)] = call_metric(metric, preds, clean)
-    clean_value = call_metric(metric, clean_preds, clean)
-    corrupted_value = call_metric(metric, corr_preds, clean)
+                    hook = [(name, replace_slice(clean_acts[name], sl))]
+                    preds = run_from(model, corr_run.resids[layer], layer, corr_run.batch, hook)
+                scores[(li, *rest)] = call_metric(metric, preds, clean_run.batch)
     if not user_metric:
-        gap = corrupted_value - clean_value
-        scores = (corrupted_value - scores) / gap if gap != 0 else torch.full_like(scores, float("nan"))
+        scores = (corrupted_value - scores) / gap
     return PatchResult(scores, axes, site, clean_value, corrupted_value, "custom" if user_metric else "fraction_recovered")
 
 

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 from jaxtyping import Float
 from torch import Tensor
 
-from ._checks import check_choice, check_tensor
+from .validation import check_choice, check_tensor
 from .evaluation import EvalResult
 
 __all__ = ["plot_risk_curves", "plot_head_importance"]

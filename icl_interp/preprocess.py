@@ -27,7 +27,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ._checks import check_float, check_tensor
+from .validation import check_float, check_tensor
 
 __all__ = [
     "Preprocessing",

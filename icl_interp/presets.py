@@ -11,7 +11,7 @@ from copy import deepcopy
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from ._checks import check_choice
+from .validation import check_choice
 
 __all__ = ["PRESETS", "get_preset", "train_preset", "retrain_zoo"]
 

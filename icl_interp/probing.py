@@ -18,8 +18,8 @@ Positions (``positions=``):
 A per-prompt target is repeated at every chosen position; a per-example target is
 read at each position's example (unknown for attached models: use per-prompt targets there).
 
-Activations are captured by hooks of ours on TransformerLens HookPoints during a
-forward from the residual input (``runner``), so hooks the user has active on
+Activations come from the shared clean run (``runner.prepare``; ``data`` may be
+one), captured through hook points, so hooks the user has active on
 ``model.hooked`` stay in force and their effect is what gets probed.
 """
 
@@ -35,11 +35,11 @@ from torch import Tensor
 
 import probes
 
-from . import backend
-from ._checks import check_choice, check_float, check_int, check_tensor
-from .hooks import HookFn, scoped_hooks
-from .runner import as_model, check_batch, residual_input
+from . import _fast
+from .protocol import Layout, ToolModel, as_model
+from .runner import CleanRun, capture_forward, prepare
 from .tasks import ICLBatch
+from .validation import check_choice, check_float, check_int, check_tensor
 
 __all__ = [
     "RidgeProbe",
@@ -245,25 +245,23 @@ def _check_positions(positions: Any) -> Any:
     raise ValueError(f"positions must be 'query', 'all' or a non-empty list of token indices, got {positions!r}")
 
 
-def _plan(model: Any, positions: Any, n_points: int, n_tokens: int) -> _Plan:
-    """Token indices (and their examples) for ``positions`` in a prompt of ``n_tokens`` tokens."""
-    encoding = getattr(getattr(model, "cfg", None), "encoding", None)
-    per_token = {"interleaved": lambda t: t // 2, "concatenated": lambda t: t}.get(encoding)
+def _plan(layout: Layout, positions: Any, n_points: int) -> _Plan:
+    """Token indices (and their examples) for ``positions``, read off the model's token layout."""
+    n_tokens = layout.n_tokens
     if positions == "query":
-        tokens = [2 * (n_points - 1) if encoding == "interleaved" else n_tokens - 1]
-        return _Plan(torch.tensor(tokens), torch.tensor([n_points - 1]), "query")
+        return _Plan(torch.tensor([layout.query]), torch.tensor([n_points - 1]), "query")
     if positions == "all":
-        if per_token is None:
+        if layout.example_tokens is None:
             raise ValueError(
-                "positions='all' needs to know each example's token (an ICLTransformer); pass a list of token indices"
+                "positions='all' needs to know each example's token (an ICLTransformer, or attach(..., layout=...)); "
+                "pass a list of token indices"
             )
-        step = 2 if encoding == "interleaved" else 1
-        return _Plan(torch.arange(0, step * n_points, step), torch.arange(n_points), "all")
+        return _Plan(layout.example_tokens, torch.arange(n_points), "all")
     bad = [p for p in positions if not -n_tokens <= p < n_tokens]
     if bad:
         raise ValueError(f"positions must be token indices in [{-n_tokens}, {n_tokens - 1}] for this data, got {bad}")
     tokens = torch.tensor([p % n_tokens for p in positions])
-    examples = None if per_token is None else torch.tensor([per_token(int(t)) for t in tokens])
+    examples = None if layout.token_example is None else layout.token_example[tokens]
     return _Plan(tokens, examples, list(positions))
 
 
@@ -271,45 +269,58 @@ def _hook_name(layer: int, site: str) -> str:
     return "blocks.0.hook_resid_pre" if layer == EMBED else f"blocks.{layer}.hook_{site}"
 
 
-def _capture(model: Any, resid0: Tensor, layer_sites: Sequence[tuple[int, str]], tokens: Tensor, detach: bool = True) -> dict:
-    """Activations ``[B, P, f]`` at ``tokens`` for every (layer, site), from one forward of the needed blocks."""
-    hooked = model.hooked
-    names = {_hook_name(layer, site) for layer, site in layer_sites}
+def _check_sites(model: ToolModel, layer_sites: Sequence[tuple[int, str]]) -> None:
     for layer, site in layer_sites:
-        if _hook_name(layer, site) not in hooked.hook_dict:
+        if _hook_name(layer, site) not in model.hooked.hook_dict:
             raise ValueError(f"site {site!r} has no hook point {_hook_name(layer, site)!r} in this model")
-    store: dict[str, Tensor] = {}
 
-    def grab(name: str) -> HookFn:
-        def fn(x: Tensor) -> None:
-            picked = x[:, tokens.to(x.device)]
-            store[name] = picked.detach() if detach else picked
 
-        return fn
+def _capture(run: CleanRun, layer_sites: Sequence[tuple[int, str]], tokens: Tensor) -> dict:
+    """Clean activations ``[B, P, f]`` at ``tokens`` for every (layer, site), from the shared run.
 
-    stop = max(max(layer for layer, _ in layer_sites), 0) + 1
-    with scoped_hooks(hooked, [(name, grab(name)) for name in sorted(names)]):
-        backend.run_blocks(hooked, resid0, 0, stop)
-    missing = sorted(names - set(store))
-    if missing:
-        raise RuntimeError(f"hook points {missing} never fired during the forward")
-    return {(layer, site): store[_hook_name(layer, site)] for layer, site in layer_sites}
+    The residual entering / leaving a block is the run's own ``resids`` when nothing
+    else listens; other sites (and every site under a user's hook) come through hook points.
+    """
+    _check_sites(run.model, layer_sites)
+    quiet = _fast.nothing_listening(run.model.hooked)
+
+    def direct(layer: int, site: str) -> Optional[Tensor]:
+        if layer == EMBED:
+            return run.resids[0]
+        if quiet and site in ("resid_pre", "resid_post"):
+            return run.resids[layer + (site == "resid_post")]
+        return None
+
+    names = [_hook_name(l, s) for l, s in layer_sites if direct(l, s) is None]
+    acts = run.acts(names)
+    idx = tokens.to(run.resids[0].device)
+    out = {}
+    for layer, site in layer_sites:
+        t = direct(layer, site)
+        out[(layer, site)] = (acts[_hook_name(layer, site)] if t is None else t)[:, idx]
+    return out
+
+
+def capture_with_grad(model: ToolModel, resid0: Tensor, layer_sites: Sequence[tuple[int, str]], tokens: Tensor) -> dict:
+    """Like :func:`_capture`, differentiable in ``resid0`` (one forward with autograd on)."""
+    _check_sites(model, layer_sites)
+    idx = (slice(None), tokens.to(resid0.device))
+    names = [_hook_name(l, s) for l, s in layer_sites if l != EMBED]
+    acts = capture_forward(model, resid0, names, index=idx, detach=False) if names else {}
+    return {(l, s): resid0[idx] if l == EMBED else acts[_hook_name(l, s)] for l, s in layer_sites}
 
 
 def collect_activations(
-    model: Any,
-    data: ICLBatch,
+    model: ToolModel,
+    data: Union[ICLBatch, CleanRun],
     layer_sites: Sequence[tuple[int, str]],
     positions: Any = "query",
 ) -> dict[tuple[int, str], Float[Tensor, "batch pos f"]]:
-    """``{(layer, site): [B, P, f]}`` at the chosen positions, from one no-grad forward (layer -1: the input)."""
+    """``{(layer, site): [B, P, f]}`` at the chosen positions, from the clean run (layer -1: the input)."""
     model = as_model(model)
-    data = check_batch("data", data, model)
     positions = _check_positions(positions)
-    with torch.no_grad():
-        resid0 = residual_input(model, data)
-        plan = _plan(model, positions, data.n_points, resid0.shape[1])
-        return _capture(model, resid0, layer_sites, plan.tokens)
+    run = prepare(model, data)
+    return _capture(run, layer_sites, _plan(run.layout(), positions, run.batch.n_points).tokens)
 
 
 def _split(n_prompts: int, test_fraction: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -368,8 +379,8 @@ def _control_model(model: Any) -> Any:
 
 
 def _probe_many(
-    model: Any,
-    data: Any,
+    model: ToolModel,
+    data: Union[ICLBatch, CleanRun],
     layer_sites: Sequence[tuple[int, str]],
     targets: Sequence[probes.Target],
     positions: Any,
@@ -385,14 +396,16 @@ def _probe_many(
     if not isinstance(control, bool):
         raise TypeError(f"control must be a bool, got {type(control).__name__}")
     _new_probe(probe)
+    run = prepare(model, data)
+    data = run.batch
     train, test = _split(data.batch_size, test_fraction, seed)
-    models = [model] + ([_control_model(model)] if control else [])
     with torch.no_grad():
-        resid0 = residual_input(model, data)
-        plan = _plan(model, positions, data.n_points, resid0.shape[1])
+        plan = _plan(run.layout(), positions, data.n_points)
         values = {t.name: _values(t, data, plan) for t in targets}
-        acts = [_capture(model, resid0, layer_sites, plan.tokens)]
-        acts += [_capture(m, residual_input(m, data), layer_sites, plan.tokens) for m in models[1:]]
+        acts = [_capture(run, layer_sites, plan.tokens)]
+        if control:
+            ctrl = _control_model(model)
+            acts.append(_capture(prepare(ctrl, data), layer_sites, plan.tokens))
     rows = []
     for t in targets:
         for layer, site in layer_sites:
@@ -408,15 +421,16 @@ def _probe_many(
 
 
 def _check_layer(layer: Any, n_layers: int) -> int:
-    if isinstance(layer, str):
-        check_choice("layer", layer, ("embed",))
+    if layer == "embed":
         return EMBED
+    if isinstance(layer, str):
+        raise ValueError(f"layer must be an int in [0, {n_layers - 1}] (0-indexed) or 'embed', got the string {layer!r}")
     return check_int("layer", layer, min_value=0, max_value=n_layers - 1)
 
 
 def probe_layer(
-    model: Any,
-    data: ICLBatch,
+    model: ToolModel,
+    data: Union[ICLBatch, CleanRun],
     layer: Union[int, str],
     target: Any,
     site: str = "resid_post",
@@ -434,15 +448,14 @@ def probe_layer(
     ``control=True`` also fits the probe on a random ICLTransformer of the same config.
     """
     model = as_model(model)
-    data = check_batch("data", data, model)
     layer = _check_layer(layer, model.hooked.cfg.n_layers)
     site = "embed" if layer == EMBED else check_choice("site", site, SITES)
     return _probe_many(model, data, [(layer, site)], [probes.resolve(target)], positions, probe, test_fraction, seed, control)[0]
 
 
 def probe_all_layers(
-    model: Any,
-    data: ICLBatch,
+    model: ToolModel,
+    data: Union[ICLBatch, CleanRun],
     targets: Any = ("y_query",),
     sites: Sequence[str] = ("resid_post",),
     positions: Any = "query",
@@ -457,7 +470,6 @@ def probe_all_layers(
     corresponding ``probe_layer`` call.
     """
     model = as_model(model)
-    data = check_batch("data", data, model)
     targets = [targets] if isinstance(targets, str) or not isinstance(targets, Sequence) else list(targets)
     if not targets:
         raise ValueError("targets must name at least one target")

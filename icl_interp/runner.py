@@ -1,132 +1,268 @@
-"""What every tool shares: the model protocol, ``attach``, and running from a layer.
+"""The tools' one door to the model: a shared clean run, runs from a layer, the fast paths, the self-check.
 
-A model the tools accept has ``hooked`` (a TransformerLens hooked transformer),
-``encode_batch(batch)`` (an ``ICLBatch`` to the core's input: integer tokens or
-a float residual ``[B, pos, d_model]`` entering block 0) and ``readout(out, batch)``
-(core output to predictions ``[B, n]``, or ``[B]`` for the query only).
-``ICLTransformer`` has them; :func:`attach` gives them to a user's model.
+Every tool (masking, importance, patching, probing, GD alignment) goes through here:
 
-Tools run the core block by block from the residual stream (``backend.run_blocks``)
-so a patch or mask at layer ``l`` reuses everything computed below ``l``.
+- :func:`prepare` validates a batch once and runs the clean forward once, block by
+  block, keeping the residual stream entering every block and the core's output
+  (a :class:`CleanRun`, in the spirit of TransformerLens' ``ActivationCache``).
+  Tools accept a ``CleanRun`` wherever they take a batch, so a study that applies
+  several tools to the same prompts pays for one validation and one forward.
+- :func:`run_from` runs the blocks from layer ``l`` with interventions (``(name,
+  fn)`` hooks of :mod:`icl_interp.interventions`); with none set and nothing
+  listening it takes the fused fast path (:mod:`icl_interp._fast`).
+- :func:`check_model` verifies once per model that this way of running the core
+  (from the residual stream, block by block, and every fast path) reproduces the
+  model's own forward within 1e-5 relative, or names the feature it cannot run.
 """
 
 from __future__ import annotations
 
-import inspect
-from typing import Any, Callable, Iterable, Optional
+import weakref
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
+import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from . import backend
-from ._checks import check_float, check_tensor
-from .hooks import HookFn, scoped_hooks
-from .tasks import ICLBatch, Task
+from . import _fast, backend
+from .interventions import HookFn, capture, scoped
+from .protocol import ToolModel, as_model, check_batch, check_readout
+from .tasks import ICLBatch
 
-__all__ = ["AttachedModel", "attach", "as_model", "check_batch", "Metric", "normalised_error", "default_metric"]
+__all__ = [
+    "CleanRun",
+    "prepare",
+    "predict",
+    "residual_input",
+    "run_from",
+    "run_layer_with_z",
+    "run_suffix",
+    "capture_forward",
+    "check_model",
+    "Metric",
+    "normalised_error",
+    "default_metric",
+    "model_norm",
+    "call_metric",
+    "SELF_CHECK_RTOL",
+]
 
 Metric = Callable[[Tensor, ICLBatch], Any]
+#: the tools' way of running a model must reproduce its own forward this closely (relative to the output's scale)
+SELF_CHECK_RTOL = 1e-5
 
 
-class AttachedModel:
-    """A user's hooked model with its input encoding and read-out; accepted by every tool."""
+class CleanRun:
+    """A validated batch and the model's clean forward on it, shared by every tool.
 
-    def __init__(
-        self,
-        hooked: Any,
-        encode: Callable[[ICLBatch], Tensor],
-        readout: Callable[..., Tensor],
-        *,
-        task: Optional[Task] = None,
-        norm: Optional[float] = None,
-    ):
-        if not hasattr(hooked, "hook_dict") or not hasattr(hooked, "blocks"):
-            raise TypeError(
-                f"hooked must be a TransformerLens HookedTransformer or TransformerBridge, got {type(hooked).__name__}"
-            )
-        if not callable(encode):
-            raise TypeError(f"encode must be callable (ICLBatch -> model input), got {type(encode).__name__}")
-        if not callable(readout):
-            raise TypeError(f"readout must be callable (model output -> predictions), got {type(readout).__name__}")
-        if task is not None and not isinstance(task, Task):
-            raise TypeError(f"task must be a Task, got {type(task).__name__}")
-        self.hooked = hooked
-        self.task = task
-        self.norm = task.norm if (norm is None and task is not None) else (1.0 if norm is None else check_float("norm", norm, min_value=0.0, strict_min=True))
-        self._encode = encode
-        self._readout = readout
-        self._readout_takes_batch = _n_positional(readout) >= 2
-
-    def encode_batch(self, batch: ICLBatch) -> Tensor:
-        inp = self._encode(batch)
-        if not isinstance(inp, Tensor):
-            raise TypeError(f"encode must return a torch.Tensor, got {type(inp).__name__}")
-        if inp.is_floating_point():
-            d_model = backend.core_dims(self.hooked)[2]
-            check_tensor("encode(batch)", inp, shape=(batch.batch_size, None, d_model))
-        return inp
-
-    def readout(self, out: Tensor, batch: ICLBatch) -> Tensor:
-        return self._readout(out, batch) if self._readout_takes_batch else self._readout(out)
-
-    def __call__(self, batch: ICLBatch) -> Tensor:
-        batch = check_batch("data", batch)
-        inp = self.encode_batch(batch)
-        kwargs = {"start_at_layer": 0} if inp.is_floating_point() else {}
-        return self.readout(self.hooked(inp, **kwargs), batch)
-
-    def __repr__(self) -> str:
-        return f"AttachedModel({type(self.hooked).__name__}, n_layers={self.hooked.cfg.n_layers}, n_heads={self.hooked.cfg.n_heads})"
-
-
-def _n_positional(fn: Callable) -> int:
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return 1
-    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
-
-
-def attach(
-    hooked: Any,
-    encode: Callable[[ICLBatch], Tensor],
-    readout: Callable[..., Tensor],
-    *,
-    task: Optional[Task] = None,
-    norm: Optional[float] = None,
-) -> AttachedModel:
-    """Wrap a user's TransformerLens model so every icl_interp tool accepts it.
-
-    ``encode(batch)`` returns integer tokens or a float residual ``[B, pos, d_model]``
-    (taken as the residual entering block 0); ``readout(out)`` or
-    ``readout(out, batch)`` turns the model's output into predictions ``[B, n]`` or ``[B]``.
-    ``norm`` divides squared errors (default: the task's, else 1).
+    ``resids[l]`` is the residual entering block ``l`` (``resids[-1]``: after the last
+    block), ``out`` the core's output, ``preds`` the predictions. :meth:`acts` gives
+    any other clean activation by hook name (captured on demand, then kept).
     """
-    return AttachedModel(hooked, encode, readout, task=task, norm=norm)
+
+    def __init__(self, model: ToolModel, batch: ICLBatch, resids: list[Tensor], out: Tensor, acts: dict[str, Tensor]):
+        self.model, self.batch, self.resids, self.out = model, batch, resids, out
+        self.preds = model.readout(out, batch)
+        self._acts = acts
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.resids[0].shape[1])
+
+    def layout(self) -> Any:
+        """The model's token layout for this batch (``protocol.Layout``)."""
+        return self.model.layout(self.batch.n_points, self.n_tokens)
+
+    def acts(self, names: Sequence[str]) -> dict[str, Tensor]:
+        """Clean activations ``{name: tensor}``; those not yet captured come from one more forward."""
+        missing = [n for n in dict.fromkeys(names) if n not in self._acts]
+        if missing:
+            self._acts.update(capture_forward(self.model, self.resids[0], missing))
+        return {n: self._acts[n] for n in names}
 
 
-def as_model(model: Any) -> Any:
-    """Check that ``model`` follows the tool protocol; a helpful TypeError if not."""
-    if hasattr(model, "hooked") and hasattr(model, "encode_batch") and hasattr(model, "readout"):
-        return model
-    if hasattr(model, "hook_dict"):
-        raise TypeError(
-            f"model is a bare {type(model).__name__}: wrap it with icl_interp.attach(model, encode=..., readout=...) first"
-        )
-    raise TypeError(f"model must be an ICLTransformer or icl_interp.attach(...) result, got {type(model).__name__}")
+def _z_names(hooked: Any) -> list[str]:
+    return [f"blocks.{l}.attn.hook_z" for l in range(int(hooked.cfg.n_layers))]
 
 
-def check_batch(name: str, data: Any, model: Any = None) -> ICLBatch:
-    """``data`` must be an ICLBatch (and fit the model, when it says what it expects)."""
-    if not isinstance(data, ICLBatch):
-        raise TypeError(f"{name} must be an ICLBatch (task.sample(...)), got {type(data).__name__}")
-    if model is not None and hasattr(model, "check_inputs"):
-        model.check_inputs(data.xs, data.ys)
-    return data
+def residual_input(model: ToolModel, batch: ICLBatch) -> Float[Tensor, "batch pos d_model"]:
+    """The residual stream entering block 0: the float encoding, or the embedded tokens (``stop_at_layer=0``)."""
+    inp = model.encode_batch(batch)
+    return inp if inp.is_floating_point() else backend.embed(model.hooked, inp)
+
+
+def prepare(model: Any, data: Union[ICLBatch, CleanRun], name: str = "data") -> CleanRun:
+    """The shared clean run of ``model`` on ``data`` (a batch, or a CleanRun of this model, returned as is)."""
+    if isinstance(data, CleanRun):
+        if data.model is not model:
+            raise ValueError(f"{name} is a CleanRun of another model: prepare it with this model")
+        return data
+    model = as_model(model)
+    batch = check_batch(name, data, model)
+    check_model(model, batch)
+    hooked = model.hooked
+    acts: dict[str, Tensor] = {}
+    with torch.no_grad():
+        resids = [residual_input(model, batch)]
+        with scoped(hooked, [(n, capture(acts, n)) for n in _z_names(hooked)]):  # masking reuses the clean z
+            for layer in range(int(hooked.cfg.n_layers)):
+                resids.append(backend.run_blocks(hooked, resids[-1], layer, layer + 1))
+        out = backend.unembed(hooked, resids[-1])
+    return CleanRun(model, batch, resids, out, acts)
+
+
+def predict(model: Any, data: Union[ICLBatch, CleanRun]) -> Tensor:
+    """Predictions through the tools' path (the clean run's)."""
+    return prepare(model, data).preds
+
+
+def run_from(
+    model: ToolModel,
+    resid: Tensor,
+    start: int,
+    batch: ICLBatch,
+    hooks: Iterable[tuple[str, HookFn]] = (),
+) -> Tensor:
+    """Predictions from the residual entering block ``start`` with ``hooks`` active (removed after).
+
+    With no hooks and nothing listening on a native 4.x core, the fused fast path runs.
+    """
+    hooked = model.hooked
+    hooks = list(hooks)
+    out = None if hooks else _fast.fused_forward(hooked, resid, start)
+    if out is None:
+        with scoped(hooked, hooks):  # a clone: writes edit activations in place, never the caller's tensor
+            out = backend.unembed(hooked, backend.run_blocks(hooked, resid.clone(), start, int(hooked.cfg.n_layers)))
+    return model.readout(out, batch)
+
+
+def run_layer_with_z(model: ToolModel, layer: int, resid: Tensor, z: Tensor, write: HookFn) -> Tensor:
+    """The residual after block ``layer`` when its ``hook_z`` is ``write(z_clean)``.
+
+    ``z`` is the layer's clean z (from the run that gave ``resid``). On standard blocks
+    with nothing listening, the attention is not rerun: its output is rebuilt from
+    ``write(z)`` and only the MLP half runs; otherwise the whole block runs with the write hooked.
+    """
+    hooked = model.hooked
+    if _fast.split_attention(hooked) and _fast.nothing_listening(hooked):
+        resid_mid = resid + _fast.attn_out_from_z(hooked, layer, write(z.clone()))
+        return _fast.run_mlp_half(hooked, layer, resid_mid)
+    with scoped(hooked, [(f"blocks.{layer}.attn.hook_z", write)]):
+        return backend.run_blocks(hooked, resid.clone(), layer, layer + 1)
+
+
+def run_suffix(run: CleanRun, start: int, pos: int, values: Tensor, kv: Optional[list]) -> Optional[Tensor]:
+    """Predictions when the residual entering block ``start`` takes ``values`` at position ``pos``.
+
+    Earlier positions keep their values (causal attention), so only positions ``pos..``
+    run, reading the earlier ones' cached keys and values ``kv`` (:func:`_fast.keys_values`
+    of ``run``). None when the fast path is unavailable (the caller patches with a hook).
+    """
+    if kv is None:
+        return None
+    suffix = run.resids[start][:, pos:].clone()
+    suffix[:, 0] = values
+    out = _fast.fused_forward(run.model.hooked, suffix, start, kv, pos)
+    if out is None:
+        return None
+    return run.model.readout(torch.cat([run.out[:, :pos], out], 1), run.batch)
+
+
+def keys_values(run: CleanRun) -> Optional[list]:
+    """The key/value cache of ``run`` for :func:`run_suffix`, or None where the fast path does not apply."""
+    return _fast.keys_values(run.model.hooked, run.resids[:-1])
+
+
+def capture_forward(
+    model: ToolModel, resid0: Tensor, names: Sequence[str], *, index: Any = None, detach: bool = True
+) -> dict[str, Tensor]:
+    """``{name: activation}`` (``[index]`` of each) from one forward of the blocks the names need, from ``resid0``."""
+    hooked = model.hooked
+    store: dict[str, Tensor] = {}
+    layers = [int(n.split(".")[1]) for n in names if n.startswith("blocks.")]
+    stop = max(layers, default=-1) + 1
+    with scoped(hooked, [(n, capture(store, n, index=index, detach=detach)) for n in names]):
+        final = backend.run_blocks(hooked, resid0.clone() if detach else resid0, 0, stop)
+        if any(not n.startswith("blocks.") for n in names):
+            backend.unembed(hooked, backend.run_blocks(hooked, final, stop, int(hooked.cfg.n_layers)))
+    missing = sorted(set(names) - set(store))
+    if missing:
+        raise ValueError(f"hook points {missing} never fired in a forward of this model (attn-only models have no MLP points)")
+    return store
+
+
+# -- the self-check -----------------------------------------------------------------------
+
+_checked: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
+
+
+def _close(a: Tensor, b: Tensor) -> float:
+    """Largest difference relative to the reference's scale."""
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-6))
+
+
+def check_model(model: Any, batch: Optional[ICLBatch] = None) -> None:
+    """Verify once per model that the tools run the same function as the model; a ValueError naming what differs.
+
+    Compares, on the first two prompts of ``batch``, the model's own forward with the
+    block-by-block run from the residual stream, and (where they apply) the fused
+    forward, the key/value-cached suffix run and the split attention/MLP halves,
+    within :data:`SELF_CHECK_RTOL`. The result is cached per core (it must not slow the tools).
+    """
+    model = as_model(model)
+    hooked = model.hooked
+    if _checked.get(hooked):
+        return
+    features = backend.unsupported_features(hooked)
+    if features:
+        raise ValueError(f"{'; '.join(features)}: not supported by icl_interp's tools, which run the blocks from the residual stream")
+    if batch is None:
+        return
+    batch = check_batch("batch", batch, model)[:2]
+    with torch.no_grad():
+        inp = model.encode_batch(batch)
+        kwargs = {"start_at_layer": 0} if inp.is_floating_point() else {}
+        with backend.quiet_tl():
+            own = check_readout(model.readout(hooked(inp, **kwargs), batch), batch, "the model's forward through readout")
+        resid0 = residual_input(model, batch)
+        resids = [resid0]
+        for layer in range(int(hooked.cfg.n_layers)):
+            resids.append(backend.run_blocks(hooked, resids[-1], layer, layer + 1))
+        out = backend.unembed(hooked, resids[-1])
+        paths = {"the block-by-block run from the residual stream": model.readout(out, batch)}
+        fused = _fast.fused_forward(hooked, resid0)
+        if fused is not None:
+            paths["the fused forward"] = model.readout(fused, batch)
+            start, pos = min(1, int(hooked.cfg.n_layers) - 1), resid0.shape[1] // 2
+            suffix = _fast.fused_forward(hooked, resids[start][:, pos:], start, _fast.keys_values(hooked, resids[:-1]), pos)
+            paths["the key/value-cached suffix run"] = model.readout(torch.cat([out[:, :pos], suffix], 1), batch)
+        if _fast.split_attention(hooked) and _fast.nothing_listening(hooked):
+            z = capture_forward(model, resid0, ["blocks.0.attn.hook_z"])["blocks.0.attn.hook_z"]
+            mid = resid0 + _fast.attn_out_from_z(hooked, 0, z)
+            after0 = _fast.run_mlp_half(hooked, 0, mid)
+            rest = backend.run_blocks(hooked, after0, 1, int(hooked.cfg.n_layers))
+            paths["the split attention / MLP halves"] = model.readout(backend.unembed(hooked, rest), batch)
+    for what, preds in paths.items():
+        gap = _close(preds, own)
+        if not gap <= SELF_CHECK_RTOL:
+            raise ValueError(
+                f"{what} differs from the model's own forward by {gap:.2g} (relative; tolerance {SELF_CHECK_RTOL:g}): "
+                f"this architecture ({type(hooked).__name__}, {_describe(hooked)}) is not supported by icl_interp's tools"
+            )
+    _checked[hooked] = True
+
+
+def _describe(hooked: Any) -> str:
+    c = hooked.cfg
+    keys = ("positional_embedding_type", "normalization_type", "attn_only", "parallel_attn_mlp", "use_attn_result")
+    return ", ".join(f"{k}={getattr(c, k)}" for k in keys if hasattr(c, k))
+
+
+# -- metrics --------------------------------------------------------------------------------
 
 
 def model_norm(model: Any) -> float:
-    """The error normaliser of a model: its task's (s or d), else 1."""
+    """The error normaliser of a model: its own ``norm``, its task's (s or d), else 1."""
     norm = getattr(model, "norm", None)
     if norm is not None:
         return float(norm)
@@ -134,17 +270,15 @@ def model_norm(model: Any) -> float:
     return float(task.norm) if task is not None else 1.0
 
 
-def targets(preds: Tensor, batch: ICLBatch) -> Tensor:
-    """The ys that ``preds`` predict: all of them (``[..., B, n]``) or the last (``[..., B]``)."""
-    if preds.shape[-1] == batch.n_points and preds.ndim >= 2 and preds.shape[-2] == batch.batch_size:
-        return batch.ys
-    return batch.ys[:, -1]
+def _per_example(preds: Tensor, batch: ICLBatch) -> bool:
+    return preds.ndim >= 2 and preds.shape[-1] == batch.n_points and preds.shape[-2] == batch.batch_size
 
 
 def normalised_error(preds: Tensor, batch: ICLBatch, norm: float = 1.0, *, per_prompt: bool = False) -> Tensor:
     """Mean squared error over predicted positions, divided by ``norm``; ``[...]`` or ``[..., B]``."""
-    sq = (preds - targets(preds, batch)) ** 2 / norm
-    if preds.shape[-1] == batch.n_points and preds.ndim >= 2 and preds.shape[-2] == batch.batch_size:
+    per_example = _per_example(preds, batch)
+    sq = (preds - (batch.ys if per_example else batch.ys[:, -1])) ** 2 / norm
+    if per_example:
         sq = sq.mean(-1)
     return sq if per_prompt else sq.mean(-1)
 
@@ -164,56 +298,3 @@ def call_metric(metric: Metric, preds: Tensor, batch: ICLBatch) -> float:
     if not isinstance(value, (int, float)):
         raise TypeError(f"metric must return a number or scalar tensor, got {type(value).__name__}")
     return float(value)
-
-
-class _StopForward(Exception):
-    pass
-
-
-def residual_input(model: Any, batch: ICLBatch) -> Float[Tensor, "batch pos d_model"]:
-    """The residual stream entering block 0 for ``batch``."""
-    inp = model.encode_batch(batch)
-    if inp.is_floating_point():
-        return inp
-    captured: list[Tensor] = []
-
-    def grab(x: Tensor) -> None:
-        captured.append(x)
-        raise _StopForward
-
-    try:  # ours runs first, so a user's hook on this point fires once, in the run that follows
-        with scoped_hooks(model.hooked, [("blocks.0.hook_resid_pre", grab)], prepend=True):
-            model.hooked(inp)
-    except _StopForward:
-        pass
-    if not captured:
-        raise RuntimeError("blocks.0.hook_resid_pre never fired: cannot find the residual input of this model")
-    return captured[0]
-
-
-def layer_inputs(model: Any, resid0: Tensor) -> list[Tensor]:
-    """``[resid entering block 0, ..., entering block L-1, after block L-1]`` from one forward."""
-    hooked = model.hooked
-    out = [resid0]
-    for layer in range(hooked.cfg.n_layers):
-        out.append(backend.run_blocks(hooked, out[-1], layer, layer + 1))
-    return out
-
-
-def run_from(
-    model: Any,
-    resid: Tensor,
-    start: int,
-    batch: ICLBatch,
-    hooks: Iterable[tuple[str, HookFn]] = (),
-) -> Tensor:
-    """Predictions from the residual entering block ``start``, with ``hooks`` active (and removed after)."""
-    hooked = model.hooked
-    with scoped_hooks(hooked, hooks):
-        final = backend.run_blocks(hooked, resid, start, hooked.cfg.n_layers)
-        return model.readout(backend.unembed(hooked, final), batch)
-
-
-def predict(model: Any, batch: ICLBatch, hooks: Iterable[tuple[str, HookFn]] = ()) -> Tensor:
-    """Full forward through the tool path (encode, all blocks, read-out)."""
-    return run_from(model, residual_input(model, batch), 0, batch, hooks)

@@ -14,7 +14,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ._checks import check_float, check_int, check_tensor
+from .validation import check_float, check_int, check_tensor
 
 __all__ = [
     "ICLBatch",
@@ -39,6 +39,11 @@ class ICLBatch:
         b, n, d = self.xs.shape
         check_tensor("ys", self.ys, shape=(b, n))
         check_tensor("w", self.w, shape=(b, d))
+        for name, t in (("ys", self.ys), ("w", self.w)):
+            if t.device != self.xs.device:
+                raise ValueError(f"{name} is on {t.device} but xs on {self.xs.device}: an ICLBatch lives on one device")
+            if t.dtype != self.xs.dtype:
+                raise TypeError(f"{name} has dtype {t.dtype} but xs {self.xs.dtype}: an ICLBatch has one dtype")
 
     @property
     def batch_size(self) -> int:
@@ -66,8 +71,19 @@ class ICLBatch:
         n_points = check_int("n_points", n_points, min_value=1, max_value=self.n_points)
         return ICLBatch(self.xs[:, :n_points], self.ys[:, :n_points], self.w)
 
-    def to(self, device: torch.device | str) -> "ICLBatch":
-        return ICLBatch(self.xs.to(device), self.ys.to(device), self.w.to(device))
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "ICLBatch":
+        """The batch on ``device`` and/or in floating ``dtype``."""
+        if dtype is not None and not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+        return ICLBatch(*(t.to(device=device, dtype=dtype) for t in (self.xs, self.ys, self.w)))
+
+    @property
+    def device(self) -> torch.device:
+        return self.xs.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.xs.dtype
 
 
 def _generator(seed: Optional[int], generator: Optional[torch.Generator]) -> torch.Generator:

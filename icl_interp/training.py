@@ -30,9 +30,9 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from . import backend
-from ._checks import check_choice, check_float, check_int
 from .checkpoint import atomic_write_bytes, save_model
 from .tasks import Curriculum, Task
+from .validation import check_choice, check_float, check_int
 
 __all__ = ["TrainConfig", "train", "lr_at", "snapshots", "snapshot_steps"]
 
@@ -53,6 +53,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.02
     decay_frac: float = 0.2  # "wsd" (warmup-stable-decay): constant lr, then a linear decay over this last fraction
     grad_clip: Optional[float] = 1.0
+    fast: bool = True  # the fused forward (same function, no hook machinery) whenever nothing listens to the core
     n_points: Optional[int] = None  # default: the model's max_points
     min_points: Optional[int] = None  # if set, each step draws its prompt length in [min_points, curriculum's]
     curriculum: Optional[dict] = None  # Curriculum fields; default: constant
@@ -94,6 +95,8 @@ class TrainConfig:
         check_int("seed", self.seed, min_value=0)
         if self.threads is not None:
             check_int("threads", self.threads, min_value=1)
+        if not isinstance(self.fast, bool):
+            raise TypeError(f"fast must be a bool, got {type(self.fast).__name__}")
         self.betas = tuple(self.betas)
         if self.curriculum is not None:
             if isinstance(self.curriculum, Curriculum):
@@ -167,8 +170,8 @@ def snapshots(out_dir: Union[str, Path]) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _loss(model: Any, batch: Any, norm: float) -> torch.Tensor:
-    preds = model(batch.xs, batch.ys)
+def _loss(model: Any, batch: Any, norm: float, fast: bool) -> torch.Tensor:
+    preds = model(batch.xs, batch.ys, fast=fast)
     target = batch.ys if preds.ndim == 2 else batch.ys[:, -1]
     return ((preds - target) ** 2).mean() / norm
 
@@ -326,7 +329,7 @@ def train(
             for group in opt.param_groups:
                 group["lr"] = lr
             batch = task.sample(cfg.batch_size, n_points, seed=_step_seed(cfg.seed, step), active_dims=dims)
-            loss = _loss(model, batch, norm)
+            loss = _loss(model, batch, norm, cfg.fast)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr or enable grad_clip")
             opt.zero_grad(set_to_none=True)

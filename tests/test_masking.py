@@ -117,11 +117,11 @@ def test_public_names():
 
 def test_split_attention_path_is_taken_for_standard_blocks(any_model, tiny_batch, monkeypatch):
     """Our blocks and a user's standard ones take the within-layer reuse path (attention rebuilt from z)."""
-    from icl_interp import backend
+    from icl_interp import _fast
 
     calls = []
-    real = backend.run_mlp_half
-    monkeypatch.setattr(backend, "run_mlp_half", lambda *a: calls.append(a[1]) or real(*a))
+    real = _fast.run_mlp_half
+    monkeypatch.setattr(_fast, "run_mlp_half", lambda *a: calls.append(a[1]) or real(*a))
     masks = torch.ones(4, 2, 2)
     for i in range(4):
         masks[i, i // 2, i % 2] = 0

@@ -106,7 +106,7 @@ FUSED_CONFIGS = [
 @pytest.mark.parametrize("extra", FUSED_CONFIGS)
 def test_fused_training_forward_is_the_same_function(tiny_task, extra):
     """The training forward (fused, no hooks) gives the hooked forward's outputs and gradients."""
-    from icl_interp import backend
+    from icl_interp import _fast, backend
 
     if backend.tl_major() < 4:
         pytest.skip("the fused path is for the 4.x native bridge")
@@ -114,7 +114,7 @@ def test_fused_training_forward_is_the_same_function(tiny_task, extra):
     model = icl_interp.ICLTransformer(cfg, tiny_task)
     batch = tiny_task.sample(8, 8, seed=1)
     resid = model.encode(batch.xs, batch.ys)
-    fused = backend.fused_forward(model.hooked, resid)
+    fused = _fast.fused_forward(model.hooked, resid)
     assert fused is not None
     assert torch.allclose(fused, model.hooked(resid, start_at_layer=0), atol=1e-5)
 
@@ -124,7 +124,7 @@ def test_fused_training_forward_is_the_same_function(tiny_task, extra):
         return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     model.train()
-    fast = grads(lambda: model(batch.xs, batch.ys))
+    fast = grads(lambda: model(batch.xs, batch.ys, fast=True))
     slow = grads(lambda: model.readout(model.hooked(model.encode(batch.xs, batch.ys), start_at_layer=0)))
     model.eval()
     assert set(fast) == set(slow) and len(fast) > 10
@@ -132,16 +132,44 @@ def test_fused_training_forward_is_the_same_function(tiny_task, extra):
         assert torch.allclose(fast[name], slow[name], atol=1e-6), name
 
 
-def test_a_hook_turns_the_fused_path_off(tiny_model, tiny_batch):
-    """A user's hook always fires: in training mode, and in eval mode."""
+@pytest.mark.parametrize("where", ["blocks.1.hook_resid_post", "blocks.0.mlp", "blocks.0.attn", "ln_final"])
+@pytest.mark.parametrize("kind", ["forward", "pre"])
+def test_a_hook_turns_the_fused_path_off(tiny_model, tiny_batch, where, kind):
+    """Any listener fires, even with fast=True: a hook point's hook or a plain torch hook on any module of the core."""
+    from icl_interp import _fast
+
+    module = tiny_model.hooked.hook_dict[where] if where in tiny_model.hooked.hook_dict else tiny_model.hooked.get_submodule(where)
     seen = []
-    handle = tiny_model.hooked.hook_dict["blocks.1.hook_resid_post"].register_forward_hook(lambda *a: seen.append(1))
+    register = module.register_forward_hook if kind == "forward" else module.register_forward_pre_hook
+    handle = register(lambda *a: seen.append(1))
     try:
+        assert not _fast.nothing_listening(tiny_model.hooked)
         tiny_model.train()
-        tiny_model(tiny_batch)
+        with torch.enable_grad():
+            tiny_model(tiny_batch, fast=True)
         tiny_model.eval()
         tiny_model(tiny_batch)
     finally:
         tiny_model.eval()
         handle.remove()
     assert seen == [1, 1]
+    assert _fast.nothing_listening(tiny_model.hooked)
+
+
+def test_forward_runs_the_hooked_core_unless_asked(tiny_model, tiny_batch, monkeypatch):
+    """Training mode alone never switches paths: only fast=True does (TrainConfig.fast)."""
+    from icl_interp import _fast
+
+    calls = []
+    real = _fast.fused_forward
+    monkeypatch.setattr(_fast, "fused_forward", lambda *a, **k: calls.append(1) or real(*a, **k))
+    tiny_model.train()
+    try:
+        with torch.enable_grad():
+            tiny_model(tiny_batch)
+        assert calls == []
+        with torch.enable_grad():
+            tiny_model(tiny_batch, fast=True)
+        assert calls == [1]
+    finally:
+        tiny_model.eval()

@@ -139,13 +139,13 @@ def test_residual_sweep_equals_one_full_forward_per_patch(any_model, pair, site)
 
 
 def test_residual_sweep_runs_only_the_suffix_on_native_blocks(tiny_model, pair, monkeypatch):
-    from icl_interp import backend
+    from icl_interp import _fast, backend
 
     if backend.tl_major() < 4:
         pytest.skip("the suffix path is for native 4.x blocks")
     lengths = []
-    real = backend.fused_forward
-    monkeypatch.setattr(backend, "fused_forward", lambda h, resid, *a: lengths.append(resid.shape[1]) or real(h, resid, *a))
+    real = _fast.fused_forward
+    monkeypatch.setattr(_fast, "fused_forward", lambda h, resid, *a: lengths.append(resid.shape[1]) or real(h, resid, *a))
     clean, corrupted = pair
     patch_activations(tiny_model, clean, corrupted, site="resid_pre")
     assert lengths == list(range(15, 0, -1)) * 2

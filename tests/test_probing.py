@@ -1,6 +1,5 @@
 """P-probing: planted features are found, noise is not, splits are clean, hooks never leak."""
 
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -172,19 +171,22 @@ def test_per_example_feature_lines_up_with_x_tokens(tiny_model, data):
     assert at_y.r2 < 0.5
 
 
-def test_position_plans():
-    inter = SimpleNamespace(cfg=SimpleNamespace(encoding="interleaved"))
-    concat = SimpleNamespace(cfg=SimpleNamespace(encoding="concatenated"))
-    other = SimpleNamespace()
-    assert _plan(inter, "query", 8, 15).tokens.tolist() == [14]
-    assert _plan(inter, "all", 8, 15).tokens.tolist() == list(range(0, 15, 2))
-    assert _plan(inter, [1, -1], 8, 15).examples.tolist() == [0, 7]
-    assert _plan(concat, "query", 8, 8).tokens.tolist() == [7]
-    assert _plan(concat, "all", 8, 8).examples.tolist() == list(range(8))
-    assert _plan(other, "query", 8, 20).tokens.tolist() == [19]
-    assert _plan(other, [3], 8, 20).examples is None
+def test_position_plans(tiny_model):
+    from icl_interp.model import ICLTransformer, ModelConfig
+    from icl_interp.protocol import Layout
+
+    inter = tiny_model.layout(8)
+    concat = ICLTransformer(ModelConfig(d=4, n_layers=1, n_heads=1, d_model=8, max_points=8, encoding="concatenated")).layout(8)
+    other = Layout(20, 19)  # an attached model without a layout: only the query is known
+    assert _plan(inter, "query", 8).tokens.tolist() == [14]
+    assert _plan(inter, "all", 8).tokens.tolist() == list(range(0, 15, 2))
+    assert _plan(inter, [1, -1], 8).examples.tolist() == [0, 7]
+    assert _plan(concat, "query", 8).tokens.tolist() == [7]
+    assert _plan(concat, "all", 8).examples.tolist() == list(range(8))
+    assert _plan(other, "query", 8).tokens.tolist() == [19]
+    assert _plan(other, [3], 8).examples is None
     with pytest.raises(ValueError, match="positions='all'"):
-        _plan(other, "all", 8, 20)
+        _plan(other, "all", 8)
 
 
 @pytest.mark.parametrize(
@@ -204,7 +206,7 @@ def test_position_plans():
     ],
 )
 def test_probe_layer_validates(tiny_model, data, kwargs, match):
-    from icl_interp.runner import attach
+    from icl_interp.protocol import attach
 
     args = dict(model=tiny_model, data=data, layer=0, target="y_query")
     args.update(kwargs)
@@ -222,7 +224,7 @@ def test_too_little_data(tiny_model, tiny_task):
 
 
 def test_control_needs_an_icl_transformer(tiny_model, data):
-    from icl_interp.runner import attach
+    from icl_interp.protocol import attach
 
     attached = attach(tiny_model.hooked, lambda b: tiny_model.encode(b.xs, b.ys), lambda o: o[:, 0::2, 0])
     with pytest.raises(ValueError, match="control"):
@@ -255,7 +257,7 @@ def test_all_layers_equals_probe_layer(tiny_model, data):
 def test_probing_an_attached_bridge(tiny_task, data):
     """A user-built TransformerBridge (TL 4.x; HookedTransformer on 3.x) with a float encoding."""
     from icl_interp.backend import tl_major
-    from icl_interp.runner import attach
+    from icl_interp.protocol import attach
 
     if tl_major() >= 4:
         from transformer_lens.config import TransformerBridgeConfig

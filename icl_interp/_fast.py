@@ -1,0 +1,193 @@
+"""The fast paths: the same function as the hooked core, without the hook machinery.
+
+Three of them, all on a native transformer-lens 4.x bridge of a plain causal
+architecture (``usable``), and only while nothing is listening (no hook on any
+hook point, no torch forward hook or pre-hook on any module of the core):
+
+- :func:`fused_forward`: every block on the bridge's own torch modules with fused
+  attention (``F.scaled_dot_product_attention``); with a key/value cache it runs
+  only the positions from ``offset`` on (a causal model never lets later positions
+  change earlier ones).
+- :func:`keys_values`: the cache that :func:`fused_forward` reads.
+- :func:`attn_out_from_z` / :func:`run_mlp_half`: a block in two halves, so a tool
+  that changed one layer's ``hook_z`` rebuilds that layer's attention output and
+  runs only its MLP half (any standard block on either line: :func:`split_attention`).
+
+Only :mod:`icl_interp.runner` (the tools' one door) and the training step call
+these; the self-check there verifies each against the hooked forward.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from einops import rearrange
+from torch import Tensor
+
+from .backend import is_bridge
+
+__all__ = [
+    "nothing_listening",
+    "usable",
+    "fused_forward",
+    "keys_values",
+    "split_attention",
+    "attn_out_from_z",
+    "run_mlp_half",
+]
+
+
+def nothing_listening(hooked: Any) -> bool:
+    """True when no hook point carries a hook and no module of the core has a torch forward (pre-)hook.
+
+    The fast paths skip hook points and module calls, so they may run only then: a
+    hook a user put anywhere in the core (``blocks[0].mlp.register_forward_hook``)
+    must fire, so its presence sends every forward down the hooked path.
+    """
+    if torch.nn.modules.module._global_forward_hooks or torch.nn.modules.module._global_forward_pre_hooks:
+        return False
+    for m in hooked.modules():
+        if m._forward_hooks or m._forward_pre_hooks:
+            if type(m).__name__ == "HookPoint":  # any hook on a hook point is a listener (ours or a user's)
+                return False
+            fns = list(m._forward_hooks.values()) + list(m._forward_pre_hooks.values())
+            if not all(_wiring(fn) for fn in fns):
+                return False
+    return True
+
+
+def _wiring(fn: Any) -> bool:
+    """TransformerLens' own internal wiring on bridge modules (feeding hook points that are checked themselves)."""
+    return getattr(fn, "__module__", "").startswith("transformer_lens.")
+
+
+def _plain(module: Any) -> Any:
+    """The torch module a bridge component wraps (the module itself if it wraps none)."""
+    inner = getattr(module, "original_component", None)
+    return module if inner is None else inner
+
+
+def usable(hooked: Any) -> bool:
+    """A native 4.x bridge of a plain causal softmax architecture: the fused paths compute its function."""
+    if not is_bridge(hooked) or type(_plain(hooked.blocks[0])).__name__ != "NativeBlock":
+        return False
+    attn = _plain(_plain(hooked.blocks[0]).attn)
+    return (
+        getattr(attn, "rotary", None) is None
+        and getattr(attn, "kv_repeats", 1) == 1
+        and getattr(attn, "causal", False)
+        and not (getattr(attn, "attn_scores_soft_cap", -1.0) or -1.0) > 0
+        and not getattr(hooked, "_icl_linear_attention", False)
+    )
+
+
+def fused_forward(
+    hooked: Any, resid: Tensor, start: int = 0, kv_cache: Optional[list] = None, offset: int = 0
+) -> Optional[Tensor]:
+    """The core's output from ``resid`` (entering block ``start``) on the native modules, or None.
+
+    None unless :func:`usable` and :func:`nothing_listening` (then the caller runs
+    the hooked blocks). With ``kv_cache`` (:func:`keys_values` of a run in which
+    positions before ``offset`` are unchanged), ``resid`` holds positions
+    ``offset..`` and the earlier ones enter through their cached keys and values.
+    """
+    if not (usable(hooked) and nothing_listening(hooked)):
+        return None
+    return _native_blocks(hooked, resid, start, kv_cache, offset)
+
+
+def keys_values(hooked: Any, resids: list[Tensor]) -> Optional[list]:
+    """``[(k, v)]`` per layer ``[B, head, pos, d_head]`` from the residual entering each block, or None."""
+    if not (usable(hooked) and nothing_listening(hooked)):
+        return None
+    n_heads = int(hooked.cfg.n_heads)
+    out = []
+    for layer, resid in zip(range(int(hooked.cfg.n_layers)), resids):
+        block = _plain(hooked.blocks[layer])
+        _, k, v = _attention_qkv(_plain(block.attn), _plain(block.ln1)(resid), n_heads)
+        out.append((k, v))
+    return out
+
+
+def _attention_qkv(attn: Any, h: Tensor, n_heads: int) -> tuple[Tensor, Tensor, Tensor]:
+    """q, k, v ``[B, head, pos, d_head]`` from one matrix product (the three projections stacked)."""
+    lins = [_plain(lin) for lin in (attn.q, attn.k, attn.v)]
+    bias = None if any(lin.bias is None for lin in lins) else torch.cat([lin.bias for lin in lins])
+    qkv = torch.nn.functional.linear(h, torch.cat([lin.weight for lin in lins]), bias)
+    return tuple(rearrange(t, "b p (n e) -> b n p e", n=n_heads) for t in qkv.split([lin.out_features for lin in lins], -1))
+
+
+def _native_blocks(hooked: Any, x: Tensor, start: int, kv_cache: Optional[list], offset: int) -> Tensor:
+    """Blocks ``start..`` then the final norm and unembedding, on the native modules (no hooks)."""
+    fn = torch.nn.functional
+    n_heads = int(hooked.cfg.n_heads)
+    if kv_cache is not None:  # suffix query i (absolute offset + i) sees keys 0 .. offset + i
+        allowed = torch.ones(x.shape[1], offset + x.shape[1], dtype=torch.bool, device=x.device).tril(diagonal=offset)
+    for layer in range(start, int(hooked.cfg.n_layers)):
+        block = _plain(hooked.blocks[layer])
+        attn = _plain(block.attn)
+        q, k, v = _attention_qkv(attn, _plain(block.ln1)(x), n_heads)
+        if kv_cache is None:
+            z = fn.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0 / float(attn.scale))
+        else:
+            k_prev, v_prev = kv_cache[layer]
+            k, v = torch.cat([k_prev[:, :, :offset], k], 2), torch.cat([v_prev[:, :, :offset], v], 2)
+            z = fn.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=1.0 / float(attn.scale))
+        x = x + _plain(attn.o)(rearrange(z, "b n p e -> b p (n e)"))
+        if not block.cfg.attn_only:
+            mlp = _plain(block.mlp)
+            mid = mlp.act(_plain(mlp.fc_in)(_plain(block.ln2)(x)))
+            if getattr(mlp, "ln", None) is not None:
+                mid = _plain(mlp.ln)(mid)
+            x = x + _plain(mlp.fc_out)(mid)
+    ln_final = getattr(hooked, "ln_final", None)
+    if ln_final is not None:
+        x = _plain(ln_final)(x)
+    return _plain(hooked.unembed)(x)
+
+
+# -- a block in two halves: attention from hook_z, then the MLP half -----------------
+
+
+def split_attention(hooked: Any) -> bool:
+    """True when every block is ``resid_mid = resid_pre + z @ W_O + b_O`` then ``resid_mid + mlp(ln2(resid_mid))``.
+
+    Parallel attention/MLP (GPT-J), post-norm and extra-norm blocks, ``use_attn_result``
+    and bridges over Hugging Face modules answer False, and tools run whole blocks.
+    """
+    block = hooked.blocks[0]
+    if is_bridge(hooked):
+        return type(getattr(block, "original_component", None)).__name__ == "NativeBlock"
+    c = hooked.cfg
+    return (
+        type(block).__name__ == "TransformerBlock"
+        and not getattr(c, "parallel_attn_mlp", False)
+        and not getattr(c, "use_normalization_before_and_after", False)
+        and not getattr(c, "use_attn_result", False)
+        and "OLMo" not in str(getattr(c, "original_architecture", ""))
+    )
+
+
+def attn_out_from_z(hooked: Any, layer: int, z: Tensor) -> Tensor:
+    """Layer ``layer``'s attention output ``[..., pos, d_model]`` from ``z`` ``[..., pos, head, d_head]``."""
+    attn = hooked.blocks[layer].attn
+    if is_bridge(hooked):  # o: nn.Linear over heads concatenated as (head d_head)
+        return torch.nn.functional.linear(rearrange(z, "... h e -> ... (h e)"), attn.o.weight, attn.o.bias)
+    return torch.einsum("...phe,hem->...pm", z, attn.W_O) + attn.b_O
+
+
+def run_mlp_half(hooked: Any, layer: int, resid_mid: Tensor) -> Tensor:
+    """The rest of block ``layer`` from ``resid_mid``: its hook points from resid_mid on fire as in a forward."""
+    block = hooked.blocks[layer]
+    attn_only = bool(hooked.cfg.attn_only)
+    if is_bridge(hooked):
+        out = resid_mid if attn_only else resid_mid + block.mlp(block.ln2(resid_mid))
+        return block.hook_out(out)
+    if attn_only:
+        return block.hook_resid_post(resid_mid)
+    resid_mid = block.hook_resid_mid(resid_mid)
+    mlp_in = block.hook_mlp_in(resid_mid.clone()) if hooked.cfg.use_hook_mlp_in else resid_mid
+    if hasattr(block, "apply_mlp"):  # 3.9+: the MLP, any extra norm, and hook_mlp_out
+        return block.hook_resid_post(resid_mid + block.apply_mlp(block.ln2(mlp_in)))
+    return block.hook_resid_post(resid_mid + block.hook_mlp_out(block.mlp(block.ln2(mlp_in))))
