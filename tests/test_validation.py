@@ -68,7 +68,55 @@ CASES = [
     ("gd_alignment bad steps", lambda m: ii.gd_alignment(m, _batch(b=16), steps=[0]), ValueError, "steps"),
     ("gd_alignment bad preprocessing", lambda m: ii.gd_alignment(m, _batch(b=16), preprocessing="sqrt"), ValueError, "preprocessing"),
     ("attach bare module", lambda m: ii.attach(torch.nn.Linear(1, 1), encode=lambda b: b, readout=lambda o: o), TypeError, "hooked"),
+    # the batch boundary: dtypes and devices (a floating batch of another dtype is cast; another device is refused)
+    ("batch int xs", lambda m: ICLBatch(torch.zeros(2, 3, 4, dtype=torch.long), torch.zeros(2, 3), torch.zeros(2, 4)), TypeError, "xs"),
+    ("batch mixed dtypes", lambda m: ICLBatch(torch.zeros(2, 3, 4), torch.zeros(2, 3, dtype=torch.float64), torch.zeros(2, 4)), TypeError, "ys"),
+    ("batch mixed devices", lambda m: ICLBatch(torch.zeros(2, 3, 4), torch.zeros(2, 3, device="meta"), torch.zeros(2, 4)), ValueError, "ys"),
+    ("batch to int dtype", lambda m: _batch().to(dtype=torch.int32), TypeError, "dtype"),
+    ("forward batch on meta", lambda m: m(_batch().to("meta")), ValueError, "meta"),
+    ("mask_heads batch on meta", lambda m: ii.mask_heads(m, _batch().to("meta"), torch.ones(2, 2)), ValueError, "data"),
+    ("importance batch on meta", lambda m: ii.head_importance(m, _batch().to("meta")), ValueError, "cpu"),
+    ("probe batch on meta", lambda m: ii.probe_layer(m, _batch().to("meta"), 0, "y_query"), ValueError, "data"),
+    ("patch corrupted on meta", lambda m: ii.patch_activations(m, _batch(), _batch(seed=1).to("meta")), ValueError, "corrupted"),
+    ("patch clean run of another model", lambda m: ii.patch_activations(m, ii.prepare(_other(), _batch()), _batch(seed=1)), ValueError, "clean"),
+    ("probe layer as a string", lambda m: ii.probe_layer(m, _batch(), "1", "y_query"), ValueError, "int"),
+    ("probe layer as a bool", lambda m: ii.probe_layer(m, _batch(), True, "y_query"), TypeError, "layer"),
+    ("prepare a tensor", lambda m: ii.prepare(m, torch.zeros(2, 3, 4)), TypeError, "data"),
+    ("check_model bare hooked", lambda m: ii.check_model(m.hooked), TypeError, "attach"),
+    # degenerate patching and index ranges, checked before any forward
+    ("patch identical prompts", lambda m: ii.patch_activations(m, _batch(), _batch()), ValueError, "same error"),
+    ("patched pos out of range", lambda m: ii.patched(m, _cache(m), "resid_pre", (0, 100)).__enter__(), ValueError, "index[1] (pos)"),
+    ("patched pos negative", lambda m: ii.patched(m, _cache(m), "resid_post", (1, -1)).__enter__(), ValueError, "index[1] (pos)"),
+    ("patched head_pos pos out of range", lambda m: ii.patched(m, _cache(m), "head_pos", (0, 1, 15)).__enter__(), ValueError, "index[2] (pos)"),
+    ("patched layer out of range", lambda m: ii.patched(m, _cache(m), "resid_mid", (2, 0)).__enter__(), ValueError, "index[0] (layer)"),
+    ("patched index a bool", lambda m: ii.patched(m, _cache(m), "resid_pre", True).__enter__(), TypeError, "index"),
+    # the encode / readout contracts of attach, checked on first use
+    ("readout [B, pos, 1]", lambda m: ii.mask_heads(_attached(m, readout=lambda o: o), _batch(), torch.ones(2, 2)), ValueError, "readout"),
+    ("readout a list", lambda m: ii.mask_heads(_attached(m, readout=lambda o: list(o[:, 0::2, 0])), _batch(), torch.ones(2, 2)), TypeError, "readout"),
+    ("readout [B, n + 1]", lambda m: ii.head_importance(_attached(m, readout=lambda o: o[:, :9, 0]), _batch()), ValueError, "readout"),
+    ("readout integer", lambda m: ii.mask_heads(_attached(m, readout=lambda o: o[:, 0::2, 0].long()), _batch(), torch.ones(2, 2)), TypeError, "readout"),
+    ("readout NaN", lambda m: ii.mask_heads(_attached(m, readout=lambda o: o[:, 0::2, 0] * NAN), _batch(), torch.ones(2, 2)), ValueError, "readout"),
+    ("encode a list", lambda m: ii.mask_heads(_attached(m, encode=lambda b: [b.xs]), _batch(), torch.ones(2, 2)), TypeError, "encode"),
+    ("encode wrong width", lambda m: ii.mask_heads(_attached(m, encode=lambda b: torch.zeros(8, 15, 3)), _batch(), torch.ones(2, 2)), ValueError, "encode"),
+    ("encode NaN", lambda m: ii.probe_layer(_attached(m, encode=lambda b: m.encode(b.xs, b.ys) * NAN), _batch(), 0, "y_query"), ValueError, "encode"),
+    ("encode on meta", lambda m: ii.mask_heads(_attached(m, encode=lambda b: m.encode(b.xs, b.ys).to("meta")), _batch(), torch.ones(2, 2)), ValueError, "encode"),
+    ("encode bool tokens", lambda m: ii.mask_heads(_attached(m, encode=lambda b: b.xs[..., 0] > 0), _batch(), torch.ones(2, 2)), ValueError, "encode"),
+    ("attach layout not callable", lambda m: ii.attach(m.hooked, encode=lambda b: b, readout=lambda o: o, layout=3), TypeError, "layout"),
+    ("train config fast not bool", lambda m: ii.TrainConfig(fast="yes"), TypeError, "fast"),
 ]
+
+
+def _other():
+    return ii.ICLTransformer(ii.ModelConfig(d=4, n_layers=2, n_heads=2, d_model=16, max_points=8, seed=5))
+
+
+def _cache(m):
+    return m.run_with_cache(_batch())[1]
+
+
+def _attached(m, encode=None, readout=None):
+    """The tiny model's core attached by a user, with one of encode / readout replaced."""
+    return ii.attach(m.hooked, encode=encode or (lambda b: m.encode(b.xs, b.ys)), readout=readout or (lambda o: o[:, 0::2, 0]))
 
 
 @pytest.mark.parametrize("call, exc, text", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -86,3 +134,16 @@ def test_cli_prints_error_without_traceback(tmp_path, capsys):
     assert "preset" in err and "Traceback" not in err
     assert main(["evaluate", "no-such-model"]) == 2
     assert "path_or_name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_a_batch_of_another_float_dtype_is_cast_to_the_models(tiny_model, dtype):
+    """The documented policy: same predictions as float32 within 1e-3, in the model, every tool, probes."""
+    batch = _batch(b=32)
+    other = batch.to(dtype=dtype)
+    tol = 1e-3 if dtype == torch.float64 else 3e-2  # float16/bfloat16 inputs are rounded before the cast
+    assert torch.allclose(tiny_model(other), tiny_model(batch), atol=tol)
+    assert torch.allclose(ii.head_importance(tiny_model, other), ii.head_importance(tiny_model, batch), atol=tol)
+    assert abs(ii.probe_layer(tiny_model, other, 0, "y_query").r2 - ii.probe_layer(tiny_model, batch, 0, "y_query").r2) < 10 * tol
+    attached = _attached(tiny_model, encode=lambda b: tiny_model.encode(b.xs.float(), b.ys.float()).double())
+    assert torch.allclose(ii.mask_heads(attached, batch, torch.ones(2, 2)), tiny_model(batch), atol=1e-5)
