@@ -1,41 +1,132 @@
-"""Every recipe and the report run in --quick mode; their JSON has the keys their plots show."""
+"""Every recipe and the report in --quick mode on the shipped zoo: the numbers they write, checked.
+
+Each recipe's JSON must hold its figure, numbers with the shipped models' known
+shape (e.g. layer 0's head 3 carries the layer; pruning hurts; the probe risk falls
+with depth), and claims equal to :mod:`icl_interp.claims` decided again on the JSON's
+own numbers (one source per verdict).
+"""
 
 import json
+import math
 
 import pytest
 
+import icl_interp as ii
+from icl_interp import claims as cl
 from icl_interp.checkpoint import zoo_names
 from icl_interp.experiments import RECIPES, run_recipe
+from icl_interp.studies import gd_distance
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif("default" not in zoo_names(), reason="needs the shipped default model")]
 
-KEYS = {
-    "risk_curves": ["curves", "figure"],
-    "head_importance": ["ablation", "gradient", "layer0_every_head_raises_error", "later_layers_top_head_share", "figure"],
-    "pruning_probing": ["mask", "error_full", "error_pruned", "probe_risk_full", "probe_risk_pruned", "noise_sweep", "figure"],
-    "preprocessing": ["rows", "rows_all_positions", "best_candidate", "best_gain_over_input", "figure"],
-    "gd_steps": ["steps", "probe_risk_per_layer", "gd_risk", "pto_risk", "alignment", "figure"],
-    "algorithm": ["settings", "figure"],  # each setting: curves, pto_choice
-    "multihead": ["models", "comparisons", "figure"],
-}
+BASE_IDS = ["layer0_all_heads", "later_single_head", "pruning_preserves", "layer0_preprocesses", "later_gd_steps", "steps_on_preprocessed"]
+FULL_IDS = BASE_IDS + ["concat_layer0_preprocesses", "concat_later_gd_steps", "concat_steps_on_preprocessed", "multihead_beats_single",
+                       "noise_pruning", "noise_single_head", "head_count_order", "seed2_narrow", "seed2_wide"]
+
+
+def _claims_again(found):
+    return [c.to_dict() for c in found if c is not None]
+
+
+def check_risk_curves(d):
+    curves = d["curves"]
+    assert {"default", "default-h1", "default-h2", "default-h8", "OLS", "Lasso (best alpha)", "oracle OLS"} <= set(curves)
+    model, lasso, ols = curves["default"]["error"], curves["Lasso (best alpha)"]["error"], curves["OLS"]["error"]
+    assert len(model) == 16 and model[-1] < 0.5 * model[1]          # it learns in context
+    assert ols[8] > 10 * model[8]                                   # OLS's double-descent peak at n = d = 8
+    assert d["quality_bar"]["ratio_to_best_lasso_at_largest_n"] == pytest.approx(model[-1] / lasso[-1])
+    assert 1.0 < d["quality_bar"]["ratio_to_best_lasso_at_largest_n"] < 1.5
+    assert sorted(map(int, d["head_counts"])) == [1, 2, 4, 8]
+    assert d["head_counts"]["4"]["last"] == model[-1] and d["head_counts"]["4"]["mean"] == pytest.approx(sum(model[1:]) / 15)
+    assert d["claims"] == _claims_again([cl.head_count_order(d["head_counts"])])
+
+
+def check_head_importance(d):
+    abl = d["ablation"]
+    assert len(abl) == 3 and all(len(row) == 4 for row in abl)
+    assert max(range(4), key=lambda h: abl[0][h]) == 3 and abl[0][3] > 0.5 * d["clean_error"]   # head 3 carries layer 0
+    assert d["layer0_relative_increase"] == pytest.approx([v / d["clean_error"] for v in abl[0]])
+    assert d["spearman_ablation_vs_gradient"] > 0.7
+    assert d["claims"] == _claims_again([cl.layer0_all_heads(d), cl.later_single_head(d)])
+    assert d["claims"][0]["verdict"] == "mixed"        # every head raises the error, not every one by 5%
+
+
+def check_pruning_probing(d):
+    assert d["mask"][0] == [1.0] * 4 and all(sum(row) == 1.0 for row in d["mask"][1:])
+    assert d["error_pruned"] > 1.3 * d["error_full"] and d["pruned_over_full"] == pytest.approx(d["error_pruned"] / d["error_full"])
+    assert len(d["probe_risk_full"]) == 4 and d["probe_risk_full"][-1] < 0.5 * d["probe_risk_full"][0]   # input, layers 0..2
+    levels = d["noise_sweep"]["levels"]
+    assert list(levels) == ["0.1", "0.5", "1"]
+    assert levels["0.5"]["error_pruned"] == d["error_pruned"]   # the model's own level is this study, not run again
+    for level in levels.values():
+        assert level["noise_floor"] < level["error_full"] < level["error_pruned"]
+    assert [c["id"] for c in d["claims"]] == ["pruning_preserves", "multihead_beats_single", "noise_pruning", "noise_single_head"]
+    sweep = d["noise_sweep"]
+    assert d["claims"] == _claims_again([cl.pruning_preserves(d), cl.multihead_beats_single(d), cl.noise_pruning(sweep),
+                                         cl.noise_single_head(sweep)])
+    assert d["claims"][0]["verdict"] == "not reproduced"
+
+
+def check_preprocessing(d):
+    assert d["rows"]["pre_identity"]["input_r2"] > 0.99          # the raw x is in the embedding, linearly
+    assert d["best_candidate"] in ("pre_reweight", "pre_power2", "pre_rank_one")
+    best = d["rows_all_positions"][d["best_candidate"] + "_all"]
+    assert d["best_gain_over_input"] == pytest.approx(best["layer0_r2"] - best["input_r2"])
+    assert d["claims"] == _claims_again([cl.layer0_preprocesses(d)])
+
+
+def check_gd_steps(d):
+    risk, control = d["probe_risk_per_layer"], d["probe_risk_per_layer_control"]
+    assert d["steps"] == [1, 2, 3] and len(risk) == 4 and risk[-1] < risk[1]
+    assert d["gd_risk"][-1] < d["gd_risk"][0]                       # more GD steps, lower risk
+    dist = d["distance"]
+    assert dist["layers"] == [1, 2]
+    assert dist["gd"] == pytest.approx(gd_distance(risk, d["gd_risk"], d["steps"])[1])
+    assert dist["control_pto"] == pytest.approx(gd_distance(control, d["pto_risk"], d["steps"])[1])
+    assert dist["gd"] < 0.5 * dist["control_gd"]                    # far closer to GD than a random model
+    assert d["claims"] == _claims_again([cl.later_gd_steps(d), cl.steps_on_preprocessed(d)])
+
+
+def check_algorithm(d):
+    (setting,) = d["settings"]
+    assert (setting["d"], setting["noise_std"]) == (8, 0.5) and len(setting["pto_choice"]) == setting["n_points"] == 17
+    last = {k: c["excess_risk"][-1] for k, c in setting["curves"].items()}
+    assert last["oracle OLS"] < last["Lasso (best alpha)"] < last["ridge (best alpha)"] < last["OLS"]
+    assert all(choice.startswith("pto3_") for choice in setting["pto_choice"])
+
+
+def check_multihead(d):
+    assert set(d["models"]) == {"softmax-p16-h1", "softmax-p16-h4", "softmax-p8-h1", "softmax-p8-h4"}
+    assert [(c["p"], c["h"], c["p_over_h_ge_d"]) for c in d["comparisons"]] == [(8, 4, False), (16, 4, True)]
+    for c in d["comparisons"]:
+        assert c["c_multi"] < c["c_single"] and c["c_multi_over_single"] == pytest.approx(c["c_multi"] / c["c_single"])
+    assert d["claims"] == _claims_again([cl.seed2(c) for c in d["comparisons"]])
+
+
+CHECKS = {name: globals()[f"check_{name}"] for name in RECIPES}
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_recipe_quick(name, tmp_path):
-    from icl_interp.experiments import SOFTMAX_ZOO
-
-    if name == "multihead" and not set(SOFTMAX_ZOO) <= set(zoo_names()):
+    if name == "multihead" and not ii.siblings("default").second_seed:
         pytest.skip("the one-layer softmax models are not in the zoo")
-    run_recipe(name, tmp_path, quick=True)
+    returned = run_recipe(name, tmp_path, quick=True)
     data = json.loads((tmp_path / f"{name}.json").read_text())
-    for key in KEYS[name]:
-        assert key in data, key
+    assert json.loads(json.dumps(returned)) == data                # what it returns is what it wrote
     assert (tmp_path / data["figure"]).is_file()
-    if name == "pruning_probing":
-        for level in data["noise_sweep"]["levels"].values():
-            assert {"error_full", "error_pruned", "noise_floor"} <= set(level)
-    if name == "algorithm":
-        assert all(len(st["pto_choice"]) == st["n_points"] for st in data["settings"])
+    CHECKS[name](data)
+
+
+def test_recipe_rejects_an_unknown_name(tmp_path):
+    with pytest.raises(ValueError, match="name"):
+        run_recipe("no_such_recipe", tmp_path)
+
+
+def _check_report(report, text):
+    """Each claim in report.json is claims.decide on the report's own numbers, and report.md shows it."""
+    assert report["claims"] == [c.to_dict() for c in cl.decide(report)]
+    for claim in report["claims"]:
+        assert f"| `{claim['id']}` | {claim['claim']} | **{claim['verdict']}** |" in text
 
 
 def test_report_quick(tmp_path):
@@ -44,8 +135,35 @@ def test_report_quick(tmp_path):
     assert main(["report", "--out", str(tmp_path), "--quick"]) == 0
     text = (tmp_path / "report.md").read_text()
     report = json.loads((tmp_path / "report.json").read_text())
-    assert len(report["claims"]) >= 5
-    for claim in report["claims"]:
-        assert claim["verdict"] in ("reproduced", "not reproduced", "mixed") and claim["verdict"] in text
-    for png in ("risk_curves.png", "head_importance.png", "pruning_probing.png", "preprocessing_probes.png", "gd_steps.png"):
+    assert [c["id"] for c in report["claims"]] == FULL_IDS and report["skipped"] == {}
+    _check_report(report, text)
+    assert report["gd"]["distance"]["gd"] < report["gd"]["distance"]["control_gd"]
+    for png in ("risk_curves.png", "head_importance.png", "pruning_probing.png", "pruning_noise.png", "preprocessing_probes.png",
+                "gd_steps.png", "multihead.png"):
         assert (tmp_path / png).is_file() and png in text
+
+
+def test_report_on_a_saved_folder_skips_the_sibling_comparisons(tmp_path):
+    ii.save_model(ii.load_model("default"), tmp_path / "mine")
+    report = ii.write_report(tmp_path / "rep", model=tmp_path / "mine", quick=True)
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert [c["id"] for c in report["claims"]] == BASE_IDS
+    assert set(report["skipped"]) == {"head_counts", "single_head", "noise_sweep", "concat_twin", "second_seed"}
+    assert all(note in text for note in report["skipped"].values())
+    assert list(report["risk"]["curves"])[0] == str(tmp_path / "mine") and "pruning_noise" not in report
+    _check_report(report, text)
+
+
+def test_report_on_a_model_in_memory(tmp_path, tiny_task):
+    model = ii.ICLTransformer(ii.ModelConfig(d=4, n_layers=2, n_heads=2, d_model=16, max_points=8, seed=3), tiny_task)
+    report = ii.write_report(tmp_path, model=model, quick=True)
+    assert report["model"] == "model (in memory)" and len(report["skipped"]) == 5
+    assert [c["id"] for c in report["claims"]] == BASE_IDS
+    assert report["gd"]["distance"]["layers"] == [1] and math.isfinite(report["gd"]["distance"]["gd"])
+    _check_report(report, (tmp_path / "report.md").read_text())
+
+
+@pytest.mark.parametrize("model, exc, text", [(3, TypeError, "model must be"), ("no-such-model", ValueError, "zoo name")])
+def test_report_rejects_a_bad_model(tmp_path, model, exc, text):
+    with pytest.raises(exc, match=text):
+        ii.write_report(tmp_path, model=model)

@@ -1,0 +1,25 @@
+"""The seed papers' experiments as study functions; the recipes and the report call the same ones.
+
+Each study takes models (or none) and prompts, computes every number it plots and
+every number a claim is decided on (:mod:`icl_interp.claims`), and returns them as a
+JSON-ready dict; with ``out`` it also saves its figure there
+(:mod:`icl_interp.study_plots`). Nothing here trains a model or states a verdict.
+
+In the order the report runs them: :mod:`.risk` (risk curves against the tuned
+baselines), :mod:`.heads` (importance, pruning, the noise sweep), :mod:`.mechanism`
+(layer 0 as preprocessing, later layers as GD steps), :mod:`.algorithm` (PtO and the
+baselines with no model), :mod:`.second_seed` (single- vs multi-head softmax attention).
+"""
+
+from ._common import layer_risk, save_json
+from .algorithm import PTO_CANDIDATES, algorithm_study
+from .heads import importance_study, noise_pruning_study, pruning_study
+from .mechanism import OTHER_TARGETS, PREPROCESSING_TARGETS, gd_distance, gd_study, preprocessing_study
+from .risk import baseline_suite, head_count_summary, risk_curves
+from .second_seed import fit_inverse_d, multihead_study
+
+__all__ = [
+    "risk_curves", "baseline_suite", "head_count_summary", "importance_study", "pruning_study", "noise_pruning_study",
+    "preprocessing_study", "gd_study", "gd_distance", "algorithm_study", "multihead_study", "fit_inverse_d",
+    "layer_risk", "save_json", "PTO_CANDIDATES", "PREPROCESSING_TARGETS", "OTHER_TARGETS",
+]

@@ -1,0 +1,243 @@
+"""Every seed claim on synthetic study results on both sides of each of its thresholds (icl_interp/claims.py)."""
+
+import json
+import math
+
+import pytest
+
+from icl_interp import claims as cl
+from icl_interp.claims import Claim
+from icl_interp.studies.mechanism import gd_distance
+
+R, M, N = "reproduced", "mixed", "not reproduced"
+
+
+def importance(rel=(0.1, 0.1), shares=(0.6, 0.6)):
+    return {"layer0_relative_increase": list(rel), "later_layers_top_head_share": list(shares)}
+
+
+def pruning(ratio=1.0, single=None):
+    out = {"pruned_over_full": ratio, "error_pruned": 0.5 * ratio, "error_full": 0.5}
+    if single is not None:
+        out["error_single_head"] = 0.5 * single
+    return out
+
+
+def sweep(ratios, singles=None):
+    levels = {}
+    for i, r in enumerate(ratios):
+        levels[f"0.{i + 1}"] = {"pruned_over_full": r}
+        if singles is not None:
+            levels[f"0.{i + 1}"]["single_over_full"] = singles[i]
+    return {"levels": levels}
+
+
+def pre(gain, layer0=0.3, control=0.1):
+    return {"best_candidate": "pre_reweight", "best_gain_over_input": gain, "best_layer0_r2": layer0,
+            "best_input_r2": layer0 - gain, "best_control_r2": control}
+
+
+def gd(d_gd, d_pto, c_gd=0.8, c_pto=0.8):
+    return {"distance": {"layers": [1, 2], "gd": d_gd, "pto": d_pto, "control_gd": c_gd, "control_pto": c_pto}}
+
+
+def cmp(ratio, wide):
+    return {"p": 16 if wide else 8, "h": 4, "p_over_h_ge_d": wide, "c_multi_over_single": ratio, "c_multi": 3.0 * ratio,
+            "c_single": 3.0, "risk_at_max_D_multi": 0.1, "risk_at_max_D_single": 0.3}
+
+
+@pytest.mark.parametrize("rel, verdict", [
+    ((0.06, 0.9), R),            # every head above the 5% rise
+    ((0.051, 0.9), R),
+    ((0.05, 0.9), M),            # exactly 5% is not above it
+    ((0.04, 0.9), M),            # below 5% but above 0
+    ((0.0, 0.9), N),             # one head does nothing
+    ((-0.01, 0.9), N),
+])
+def test_layer0_all_heads(rel, verdict):
+    claim = cl.layer0_all_heads(importance(rel=rel))
+    assert (claim.id, claim.verdict) == ("layer0_all_heads", verdict)
+    assert claim.values["relative_increase"] == list(rel)
+
+
+@pytest.mark.parametrize("shares, verdict", [
+    ((0.6, 0.5), R),             # at least half, inclusive
+    ((0.6, 0.49), M),            # one later layer without a majority head
+    ((0.4, 0.49), N),
+    ((), N),                     # a one-layer model has no later layer
+])
+def test_later_single_head(shares, verdict):
+    assert cl.later_single_head(importance(shares=shares)).verdict == verdict
+
+
+@pytest.mark.parametrize("ratio, verdict", [(1.05, R), (1.1, R), (1.11, M), (1.5, M), (1.51, N), (3.0, N)])
+def test_pruning_preserves(ratio, verdict):
+    claim = cl.pruning_preserves(pruning(ratio))
+    assert (claim.id, claim.verdict, claim.values["pruned_over_full"]) == ("pruning_preserves", verdict, ratio)
+
+
+@pytest.mark.parametrize("single, verdict", [(1.2, R), (1.1, M), (1.05, M), (1.0, N), (0.9, N)])
+def test_multihead_beats_single(single, verdict):
+    claim = cl.multihead_beats_single(pruning(1.0, single=single))
+    assert (claim.id, claim.verdict) == ("multihead_beats_single", verdict)
+    assert claim.values["single_over_full"] == pytest.approx(single)
+
+
+@pytest.mark.parametrize("ratios, verdict", [((1.05, 1.1), R), ((1.05, 1.2), M), ((1.5, 1.0), M), ((1.0, 1.6), N)])
+def test_noise_pruning(ratios, verdict):
+    claim = cl.noise_pruning(sweep(ratios))
+    assert (claim.id, claim.verdict, claim.values["worst"]) == ("noise_pruning", verdict, max(ratios))
+
+
+@pytest.mark.parametrize("singles, verdict", [((1.2, 1.11), R), ((1.2, 1.1), M), ((1.0, 1.01), M), ((1.0, 0.9), N)])
+def test_noise_single_head(singles, verdict):
+    claim = cl.noise_single_head(sweep((1.0, 1.0), singles))
+    assert (claim.id, claim.verdict) == ("noise_single_head", verdict)
+
+
+def test_noise_single_head_needs_a_single_head_model():
+    assert cl.noise_single_head(sweep((1.0, 1.0))) is None
+
+
+@pytest.mark.parametrize("errors, verdict", [
+    ((1.0, 0.95, 0.9, 0.85), R),     # falling, and the most heads 15% below one head
+    ((1.0, 0.95, 0.96, 0.85), R),    # a 1% rise between neighbours is within the 2% slack
+    ((1.0, 0.95, 0.98, 0.85), M),    # a 3% rise breaks the order; still better than one head
+    ((1.0, 0.97, 0.96, 0.95), M),    # ordered, but only 5% below one head (needs 10%)
+    ((1.0, 0.97, 0.96, 0.89), R),
+    ((1.0, 0.9, 0.95, 1.05), N),     # the most heads worse than one head
+])
+def test_head_count_order(errors, verdict):
+    heads = {h: {"last": e, "mean": e} for h, e in zip((1, 2, 4, 8), errors)}
+    assert cl.head_count_order(heads).verdict == verdict
+    # JSON keys are strings; "16" must sort after "8"
+    as_json = json.loads(json.dumps({str(h * 2): v for h, v in heads.items()}))
+    assert cl.head_count_order(as_json).verdict == verdict
+
+
+def test_head_count_order_needs_two_head_counts():
+    with pytest.raises(ValueError, match="head_counts"):
+        cl.head_count_order({4: {"last": 0.2, "mean": 0.3}})
+
+
+@pytest.mark.parametrize("ratio, wide, verdict", [
+    (0.85, True, R), (0.9, True, M), (0.95, True, M), (1.0, True, N), (1.2, True, N),
+    (1.05, False, R), (1.0, False, R), (0.95, False, M), (0.9, False, M), (0.85, False, N),
+])
+def test_seed2(ratio, wide, verdict):
+    claim = cl.seed2(cmp(ratio, wide))
+    assert (claim.id, claim.verdict) == ("seed2_wide" if wide else "seed2_narrow", verdict)
+    assert claim.values["c_multi_over_single"] == ratio
+
+
+@pytest.mark.parametrize("gain, layer0, control, verdict", [
+    (0.1, 0.3, 0.2, R),          # 0.1 over the input and over the random model
+    (0.051, 0.3, 0.2, R),
+    (0.05, 0.3, 0.2, M),         # exactly 0.05 is not above it; above the 0.02 hint
+    (0.1, 0.3, 0.26, M),         # the random model decodes it almost as well
+    (0.03, 0.3, 0.1, M),
+    (0.021, 0.3, 0.1, M),
+    (0.02, 0.3, 0.1, N),
+    (-0.1, 0.3, 0.1, N),
+    (0.1, 0.3, None, M),         # no control: never reproduced
+])
+def test_layer0_preprocesses(gain, layer0, control, verdict):
+    claim = cl.layer0_preprocesses(pre(gain, layer0, control))
+    assert (claim.id, claim.verdict) == ("layer0_preprocesses", verdict)
+
+
+@pytest.mark.parametrize("d_gd, d_pto, c_gd, c_pto, verdict", [
+    (0.1, 0.3, 0.8, 0.8, R),     # close to GD, far closer than chance
+    (0.3, 0.19, 0.8, 0.8, R),    # PtO counts as well as GD
+    (0.2, 0.3, 0.8, 0.8, M),     # 0.2 is not below 0.2
+    (0.15, 0.3, 0.31, 0.8, R),   # chance (0.31) just over twice as far
+    (0.15, 0.3, 0.29, 0.8, M),   # close, but chance (0.29) is less than twice as far
+    (0.45, 0.6, 0.8, 0.8, M),
+    (0.5, 0.6, 0.8, 0.8, N),
+    (0.3, 0.4, 0.25, 0.8, N),    # a random model is closer
+    (0.1, 0.3, None, None, R),   # no control model: chance counts as infinitely far
+])
+def test_later_gd_steps(d_gd, d_pto, c_gd, c_pto, verdict):
+    claim = cl.later_gd_steps(gd(d_gd, d_pto, c_gd, c_pto))
+    assert (claim.id, claim.verdict) == ("later_gd_steps", verdict)
+
+
+@pytest.mark.parametrize("d_gd, d_pto, c_pto, verdict", [
+    (0.3, 0.1, 0.8, R),
+    (0.3, 0.2, 0.8, M),          # closer to PtO than GD, but not below 0.2
+    (0.3, 0.15, 0.25, M),        # the random model is less than twice as far from PtO
+    (0.1, 0.15, 0.8, N),         # GD is closer
+    (0.1, 0.1, 0.8, N),          # a tie is not "better"
+])
+def test_steps_on_preprocessed(d_gd, d_pto, c_pto, verdict):
+    claim = cl.steps_on_preprocessed(gd(d_gd, d_pto, 0.8, c_pto))
+    assert (claim.id, claim.verdict) == ("steps_on_preprocessed", verdict)
+
+
+def test_gd_claims_need_a_later_layer():
+    assert cl.later_gd_steps({"distance": None}) is None and cl.steps_on_preprocessed({"distance": None}) is None
+
+
+def test_concat_twin_claims_have_their_own_ids_and_say_so():
+    found = [cl.layer0_preprocesses(pre(0.1), "default-concat"), cl.later_gd_steps(gd(0.1, 0.3), "default-concat"),
+             cl.steps_on_preprocessed(gd(0.1, 0.3), "default-concat")]
+    assert [c.id for c in found] == ["concat_layer0_preprocesses", "concat_later_gd_steps", "concat_steps_on_preprocessed"]
+    assert all(c.text.startswith("With concatenated [x; y] tokens (`default-concat`): ") for c in found)
+
+
+def test_gd_distance_is_the_mean_abs_log_ratio_over_later_layers():
+    risk = [1.0, 0.9, 0.5, 0.3]                  # input, after layers 0, 1, 2
+    layers, dist = gd_distance(risk, [0.25, 0.3, 0.2], [1, 2, 3])
+    assert layers == [1, 2]                      # layer 0 is the preprocessing layer; no layer 3
+    assert dist == pytest.approx((math.log(2.0) + 0.0) / 2)
+    assert gd_distance(risk, [0.25], [1]) == ([1], pytest.approx(math.log(2.0)))
+    assert gd_distance([1.0, 0.5], [0.3], [1]) == ([], None)   # a one-layer model
+
+
+@pytest.mark.parametrize("ratio, within", [(1.4, True), (1.5, True), (1.51, False)])
+def test_quality_bar(ratio, within):
+    risk = {"curves": {"m": {"error": [1.0, 0.8, 0.9, 0.25 * ratio]}, "Lasso (best alpha)": {"error": [1.0, 0.9, 0.5, 0.25]},
+                       "OLS": {"error": [1.0, 0.85, 0.7, 0.3]}}}
+    bar = cl.quality_bar(risk, "m", d=3)
+    assert bar["within_1.5x"] is within and bar["ratio_to_best_lasso_at_largest_n"] == pytest.approx(ratio)
+    assert bar["below_ols_for_all_n_lt_d"] is False   # n = 2: 0.9 > OLS's 0.7
+    assert bar["n_largest"] == 3 and len(bar["per_n"]) == 4
+
+
+def _results(full=True):
+    r = {"importance": importance(), "pruning": pruning(1.05, single=1.2 if full else None), "preprocessing": pre(0.1), "gd": gd(0.1, 0.3)}
+    if full:
+        r["concat"] = {"model": "default-concat", "preprocessing": pre(0.01), "gd": gd(0.3, 0.1)}
+        r["pruning_noise"] = sweep((1.0, 1.2), (1.2, 1.3))
+        r["head_counts"] = {h: {"last": e, "mean": e} for h, e in ((1, 0.3), (4, 0.2))}
+        r["multihead"] = {"comparisons": [cmp(1.0, False), cmp(0.7, True)]}
+    return r
+
+
+def test_decide_on_a_full_report_gives_every_id_once_in_the_report_order():
+    found = cl.decide(_results())
+    assert [c.id for c in found] == [
+        "layer0_all_heads", "later_single_head", "pruning_preserves", "layer0_preprocesses", "later_gd_steps",
+        "steps_on_preprocessed", "concat_layer0_preprocesses", "concat_later_gd_steps", "concat_steps_on_preprocessed",
+        "multihead_beats_single", "noise_pruning", "noise_single_head", "head_count_order", "seed2_narrow", "seed2_wide"]
+    assert [c.verdict for c in found] == [R, R, R, R, R, N, N, R, R, R, M, R, R, R, R]
+    assert json.loads(json.dumps([c.to_dict() for c in found]))[0] == {
+        "id": "layer0_all_heads", "claim": found[0].text, "verdict": R, "values": {"relative_increase": [0.1, 0.1]},
+        "number": "relative error increase per layer-0 head: +10.0%, +10.0%"}
+
+
+def test_decide_on_a_single_model_leaves_out_the_sibling_claims():
+    ids = [c.id for c in cl.decide(_results(full=False))]
+    assert ids == ["layer0_all_heads", "later_single_head", "pruning_preserves", "layer0_preprocesses", "later_gd_steps",
+                   "steps_on_preprocessed"]
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(ValueError, match="not a verdict|verdict must be one of"):
+        Claim("x", "text", "not a verdict")
+    with pytest.raises(ValueError, match="pruned_over_full"):
+        cl.pruning_preserves({"error_full": 1.0})
+    with pytest.raises(TypeError, match="importance must be a dict"):
+        cl.layer0_all_heads([0.1])
+    with pytest.raises(ValueError, match="results is missing"):
+        cl.decide({"importance": importance()})
