@@ -113,3 +113,18 @@ def test_noise_pruning_study_numbers_are_the_pruning_studys(tiny_task, tmp_path)
         assert row["error_pruned"] == pytest.approx(ref["error_pruned"], rel=1e-6)
         assert row["single_over_full"] == pytest.approx(ref["error_single_head"] / ref["error_full"], rel=1e-6)
         assert row["noise_floor"] == pytest.approx(sigma**2 / full.task.norm)
+
+
+def test_gradient_importance_equals_plain_autograd_with_a_mask_multiplier(tiny_model, tiny_task):
+    """The oracle: a per-prompt head-mask multiplier on hook_z through TL's run_with_hooks, and torch.autograd."""
+    data = tiny_task.sample(12, 8, seed=9)
+    mask = torch.ones(12, 2, 2, requires_grad=True)
+
+    def hook(layer):
+        return lambda z, hook: z * mask[:, layer][:, None, :, None]
+
+    preds = tiny_model.run_with_hooks(data, fwd_hooks=[(f"blocks.{l}.attn.hook_z", hook(l)) for l in range(2)])
+    loss = (((preds - data.ys) ** 2).mean(-1) / tiny_task.norm).sum()
+    (grad,) = torch.autograd.grad(loss, mask)
+    got = head_importance(tiny_model, data, method="gradient")
+    assert torch.allclose(got, grad.abs().mean(0), rtol=1e-5, atol=1e-7)

@@ -6,7 +6,7 @@ import torch
 from _util import hook_counts
 
 import probes
-from icl_interp.probing import RidgeProbe, _plan, probe_all_layers, probe_layer
+from icl_interp.probing import RidgeProbe, _plan, collect_activations, probe_all_layers, probe_layer
 
 pytestmark = pytest.mark.tl3
 
@@ -290,3 +290,20 @@ def test_probing_an_attached_bridge(tiny_task, data):
     assert found.r2 > 0.99
     assert table.get(1, target="<lambda>").r2 > 0.99 and table.get(0, target="<lambda>").r2 < 0.5
     assert table.get(-1, target="y_query").n_test == 16
+
+
+def test_probe_layer_equals_sklearn_ridgecv_on_the_same_split(tiny_model, tiny_task):
+    """probe_layer against scikit-learn's RidgeCV (same prompts split, same penalties, efficient leave-one-out)."""
+    from sklearn.linear_model import RidgeCV
+
+    from icl_interp.probing import PROBE_ALPHAS
+
+    data = tiny_task.sample(256, 8, seed=11)
+    row = probe_layer(tiny_model, data, 1, "y_query", site="resid_post")
+    acts = collect_activations(tiny_model, data, [(1, "resid_post")])[(1, "resid_post")][:, 0].double().numpy()
+    y = data.ys[:, -1].double().numpy()
+    train, test = row.train_prompts.numpy(), row.test_prompts.numpy()
+    sk = RidgeCV(alphas=PROBE_ALPHAS, fit_intercept=True).fit(acts[train], y[train])
+    assert row.probe.alpha_ == pytest.approx(sk.alpha_)
+    assert row.r2 == pytest.approx(sk.score(acts[test], y[test]), abs=1e-6)
+    assert row.mse == pytest.approx(float(((sk.predict(acts[test]) - y[test]) ** 2).mean()), rel=1e-6)
