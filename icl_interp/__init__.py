@@ -22,22 +22,26 @@ if TYPE_CHECKING:
     from .model import ModelConfig, ICLTransformer
     from .checkpoint import save_model, load_model, zoo_names, use_zoo
     from .garg import import_garg
+    # linear attention, and hand-built transformers that run GD / preprocess-then-optimize
+    from .attention import linear_attention
+    from .constructions import gd_model, pto_model, build_construction
     from .training import TrainConfig, train, snapshots
     from .presets import train_preset, retrain_zoo
     # baselines and evaluation
     from .evaluation import evaluate, EvalResult
-    from .baselines import OLS, Ridge, Lasso, GD, PreprocessThenOptimize, OracleOLS, Averaging, Tuned
-    from .baselines import tune, best_ridge, best_lasso, best_gd, best_pto, prefix_predictions, lasso_path
+    from .baselines import OLS, Ridge, Lasso, GD, PreprocessThenOptimize, OracleOLS, Averaging, lasso_path
+    from .tuning import Tuned, tune, best_ridge, best_lasso, best_gd, best_pto, prefix_predictions
     from .preprocess import Preprocessing, get_preprocessing, correlation
     from .plotting import plot_risk_curves, plot_head_importance
     # the model the tools accept, a user's model, the shared clean run
-    from .protocol import ToolModel, Layout, AttachedModel, attach
-    from .runner import CleanRun, prepare, check_model
+    from .protocol import ToolModel, Layout, AttachedModel
+    from .runner import attach, CleanRun, prepare, check_model
     # toolkit
     from .masking import mask_heads, masked
     from .importance import head_importance, prune_heads
     from .patching import patch_activations, patched, corrupt_batch, PatchResult
-    from .probing import probe_layer, probe_all_layers, ProbeResult, ProbeTable, RidgeProbe, collect_activations
+    from .probing import probe_layer, probe_all_layers, ProbeResult, ProbeTable, collect_activations
+    from .ridge_probe import RidgeProbe
     from .gd import gd_alignment, GDAlignment
     # studies, their figures, claims, the zoo index, recipes and the report
     from .studies import risk_curves, head_count_summary, importance_study, pruning_study, noise_pruning_study

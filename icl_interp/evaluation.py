@@ -22,9 +22,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .validation import check_int, check_tensor
-from .baselines import Estimator, prefix_predictions
+from .baselines import Estimator
+from .devices import resolve_device
 from .tasks import ICLBatch, Task
+from .tuning import prefix_predictions
+from .validation import check_int, check_tensor
 
 __all__ = ["EvalResult", "evaluate", "model_predictions"]
 
@@ -141,12 +143,16 @@ def evaluate(
     batch_size: int = 500,
     bootstrap: int = 1000,
     name: Optional[str] = None,
+    device: Optional[Any] = None,
 ) -> EvalResult:
     """Risk curve of ``predictor`` on ``n_prompts`` prompts of ``task`` sampled with ``seed``.
 
     ``n_points`` defaults to ``2 d + 1`` (41 at d = 20, as in Garg et al.). Prompts are
     sampled once, so the result does not depend on ``batch_size`` (prompts per call).
-    Baselines that need the true weights (``needs_w``) receive them.
+    Baselines that need the true weights (``needs_w``) receive them. Prompts are
+    sampled on the CPU; ``device`` (``"cuda"``, ...) moves them there, so a baseline
+    computes there. A model runs where it is (its prompts follow it; a ``device``
+    other than the model's is refused: the model is never moved).
     """
     if not isinstance(task, Task):
         raise TypeError(f"task must be a Task, got {type(task).__name__}")
@@ -163,12 +169,18 @@ def evaluate(
         name = getattr(predictor, "name", None) or getattr(predictor, "__name__", None)
         name = name or (repr(predictor) if baseline else type(predictor).__name__)
 
+    dev = None if device is None else resolve_device(device)
+    if dev is not None and isinstance(predictor, torch.nn.Module):
+        where = next((p.device for p in predictor.parameters()), dev)
+        if where != dev:
+            raise ValueError(f"device={str(device)!r} but the model is on {where}: move the model (model.to(...)) or leave device unset")
     full = task.sample(n_prompts, n_points, seed=seed)
     chunks = []
     for start in range(0, n_prompts, batch_size):
         batch = full[start : start + batch_size]
+        batch = batch if dev is None else batch.to(dev)
         preds = prefix_predictions(predictor, batch) if baseline else model_predictions(predictor, batch)
-        chunks.append(check_tensor("predictions", preds.double(), shape=(len(batch), n_points), finite=False))
+        chunks.append(check_tensor("predictions", preds.double().cpu(), shape=(len(batch), n_points), finite=False))
     per_prompt = (torch.cat(chunks) - full.ys.double()) ** 2 / task.norm
     floor = task.noise_std**2 / task.norm
     error = per_prompt.mean(0)

@@ -29,12 +29,13 @@ from torch import Tensor
 
 import probes
 
-from .baselines import GD, GD_LRS, PreprocessThenOptimize, prefix_predictions
+from .baselines import GD, GD_LRS, PreprocessThenOptimize
 from .preprocess import PreprocessFn, Preprocessing, as_preprocessing
 from .probing import EMBED, SITES, _capture, _fit_score, _new_probe, _plan, _split, _values, capture_with_grad
 from .protocol import ToolModel, as_model
 from .runner import CleanRun, prepare, residual_input
 from .tasks import ICLBatch
+from .tuning import prefix_predictions
 from .validation import check_choice, check_float, check_int
 
 __all__ = ["GDAlignment", "GDLayerRow", "gd_alignment"]

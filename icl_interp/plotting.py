@@ -12,8 +12,8 @@ from typing import Any, Mapping, Optional, Sequence, Union
 from jaxtyping import Float
 from torch import Tensor
 
-from .validation import check_choice, check_tensor
 from .evaluation import EvalResult
+from .validation import check_choice, check_tensor
 
 __all__ = ["plot_risk_curves", "plot_head_importance"]
 

@@ -5,7 +5,7 @@ A tool model has ``hooked`` (a TransformerLens hooked transformer),
 float residual ``[B, pos, d_model]`` entering block 0), ``readout(out, batch)``
 (the core's output to predictions ``[B, n]``, or ``[B]`` for the query only) and
 ``layout(n_points, n_tokens)`` (which token holds what). ``ICLTransformer`` is
-one; :func:`attach` makes one of a user's model.
+one; :class:`AttachedModel` (built by ``runner.attach``) makes one of a user's model.
 
 The dtype and device policy, the same for every tool: a batch must be on the
 model's device (else a ValueError naming both devices; nothing is moved); a
@@ -25,7 +25,7 @@ from torch import Tensor
 from .tasks import ICLBatch, Task
 from .validation import check_float
 
-__all__ = ["ToolModel", "Layout", "AttachedModel", "attach", "as_model", "check_batch", "model_device", "model_dtype"]
+__all__ = ["ToolModel", "Layout", "AttachedModel", "as_model", "check_batch", "model_device", "model_dtype"]
 
 
 @dataclass(frozen=True)
@@ -165,34 +165,6 @@ class AttachedModel:
     def __repr__(self) -> str:
         c = self.hooked.cfg
         return f"AttachedModel({type(self.hooked).__name__}, n_layers={c.n_layers}, n_heads={c.n_heads})"
-
-
-def attach(
-    hooked: Any,
-    encode: Callable[[ICLBatch], Tensor],
-    readout: Callable[..., Tensor],
-    *,
-    task: Optional[Task] = None,
-    norm: Optional[float] = None,
-    layout: Optional[Callable[[int, int], Layout]] = None,
-) -> AttachedModel:
-    """Wrap a user's TransformerLens model so every icl_interp tool accepts it.
-
-    ``encode(batch)`` returns integer tokens or a float residual ``[B, pos, d_model]``
-    (taken as the residual entering block 0); ``readout(out)`` or
-    ``readout(out, batch)`` turns the model's output into predictions ``[B, n]`` or
-    ``[B]``. ``norm`` divides squared errors (default: the task's, else 1).
-    ``layout(n_points, n_tokens)`` says which token holds which example (default:
-    only the query, the last token). With a ``task``, the tools' way of running the
-    model is checked against its own forward now (see ``check_model``); otherwise
-    on first use.
-    """
-    model = AttachedModel(hooked, encode, readout, task=task, norm=norm, layout=layout)
-    if task is not None:
-        from .runner import check_model
-
-        check_model(model, task.sample(2, 4, seed=0))
-    return model
 
 
 def as_model(model: Any) -> ToolModel:

@@ -26,10 +26,11 @@ from torch import Tensor
 
 from . import _fast, backend
 from .interventions import HookFn, capture, scoped
-from .protocol import ToolModel, as_model, check_batch, check_readout
-from .tasks import ICLBatch
+from .protocol import AttachedModel, Layout, ToolModel, as_model, check_batch, check_readout
+from .tasks import ICLBatch, Task
 
 __all__ = [
+    "attach",
     "CleanRun",
     "prepare",
     "predict",
@@ -189,6 +190,35 @@ def capture_forward(
     if missing:
         raise ValueError(f"hook points {missing} never fired in a forward of this model (attn-only models have no MLP points)")
     return store
+
+
+# -- a user's model -----------------------------------------------------------------------
+
+
+def attach(
+    hooked: Any,
+    encode: Callable[[ICLBatch], Tensor],
+    readout: Callable[..., Tensor],
+    *,
+    task: Optional[Task] = None,
+    norm: Optional[float] = None,
+    layout: Optional[Callable[[int, int], Layout]] = None,
+) -> AttachedModel:
+    """Wrap a user's TransformerLens model so every icl_interp tool accepts it.
+
+    ``encode(batch)`` returns integer tokens or a float residual ``[B, pos, d_model]``
+    (taken as the residual entering block 0); ``readout(out)`` or
+    ``readout(out, batch)`` turns the model's output into predictions ``[B, n]`` or
+    ``[B]``. ``norm`` divides squared errors (default: the task's, else 1).
+    ``layout(n_points, n_tokens)`` says which token holds which example (default:
+    only the query, the last token). With a ``task``, the tools' way of running the
+    model is checked against its own forward now (see ``check_model``); otherwise
+    on first use.
+    """
+    model = AttachedModel(hooked, encode, readout, task=task, norm=norm, layout=layout)
+    if task is not None:
+        check_model(model, task.sample(2, 4, seed=0))
+    return model
 
 
 # -- the self-check -----------------------------------------------------------------------

@@ -33,10 +33,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from icl_interp.validation import check_choice, check_float, check_int
 from icl_interp.baselines import GD, OLS, Estimator, Lasso, PreprocessThenOptimize, Ridge
 from icl_interp.preprocess import PreprocessFn, Preprocessing, as_preprocessing, correlation, get_preprocessing
 from icl_interp.tasks import ICLBatch
+from icl_interp.validation import check_choice, check_float, check_int
 
 __all__ = [
     "Target",

@@ -34,7 +34,7 @@ def tiny_batch(tiny_task):
 @pytest.fixture(scope="session")
 def user_model(tiny_task):
     """A user's own hooked model attached with a float-residual encoding (concatenated [x; y] tokens, query last)."""
-    from icl_interp.protocol import attach
+    from icl_interp.runner import attach
 
     hooked = build_user_hooked()
     proj = torch.randn(5, 16, generator=torch.Generator().manual_seed(0))

@@ -5,8 +5,8 @@ from _util import build_user_hooked
 import icl_interp
 from icl_interp.backend import tl_major
 from icl_interp.masking import mask_heads
-from icl_interp.protocol import as_model, attach
-from icl_interp.runner import predict, residual_input
+from icl_interp.protocol import as_model
+from icl_interp.runner import attach, predict, residual_input
 
 pytestmark = pytest.mark.tl3
 

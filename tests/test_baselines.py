@@ -17,12 +17,7 @@ from icl_interp.baselines import (
     OracleOLS,
     PreprocessThenOptimize,
     Ridge,
-    Tuned,
-    best_gd,
-    best_lasso,
     lasso_path,
-    prefix_predictions,
-    tune,
 )
 from icl_interp.evaluation import evaluate
 from icl_interp.preprocess import (
@@ -35,6 +30,7 @@ from icl_interp.preprocess import (
     reweight,
 )
 from icl_interp.tasks import LinearRegression, SparseLinearRegression
+from icl_interp.tuning import Tuned, best_gd, best_lasso, prefix_predictions, tune
 
 
 def _data(b=20, n=30, d=10, noise=0.1, seed=0, sparse=True):

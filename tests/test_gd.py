@@ -110,7 +110,7 @@ def test_a_layer_that_is_gd_is_recognised(identity_read_in_model, data):
 def test_model_cos_is_nan_without_a_differentiable_encoding(tiny_task, data):
     from _util import build_user_hooked
 
-    from icl_interp.protocol import attach
+    from icl_interp.runner import attach
 
     hooked = build_user_hooked(d_vocab=16, n_ctx=16, seed=3)
     weights = 2 ** torch.arange(D)

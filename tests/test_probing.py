@@ -206,7 +206,7 @@ def test_position_plans(tiny_model):
     ],
 )
 def test_probe_layer_validates(tiny_model, data, kwargs, match):
-    from icl_interp.protocol import attach
+    from icl_interp.runner import attach
 
     args = dict(model=tiny_model, data=data, layer=0, target="y_query")
     args.update(kwargs)
@@ -224,7 +224,7 @@ def test_too_little_data(tiny_model, tiny_task):
 
 
 def test_control_needs_an_icl_transformer(tiny_model, data):
-    from icl_interp.protocol import attach
+    from icl_interp.runner import attach
 
     attached = attach(tiny_model.hooked, lambda b: tiny_model.encode(b.xs, b.ys), lambda o: o[:, 0::2, 0])
     with pytest.raises(ValueError, match="control"):
@@ -257,7 +257,7 @@ def test_all_layers_equals_probe_layer(tiny_model, data):
 def test_probing_an_attached_bridge(tiny_task, data):
     """A user-built TransformerBridge (TL 4.x; HookedTransformer on 3.x) with a float encoding."""
     from icl_interp.backend import tl_major
-    from icl_interp.protocol import attach
+    from icl_interp.runner import attach
 
     if tl_major() >= 4:
         from transformer_lens.config import TransformerBridgeConfig

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
-from .. import baselines as bl
+from .. import tuning
 from ..probing import probe_all_layers
 from ..runner import model_norm
 from ._common import PathLike, layer_risk
@@ -81,12 +81,12 @@ def gd_study(model: Any, data: Any, *, steps: tuple = (1, 2, 3, 4, 6, 8), out: P
     align = gd_alignment(model, data, steps=steps)
     norm = model_norm(model)
     curves = {}
-    tuners = {"gd": bl.best_gd, "pto": lambda *a, **kw: bl.best_pto(*a, preprocessings=PTO_CANDIDATES, **kw)}
+    tuners = {"gd": tuning.best_gd, "pto": lambda *a, **kw: tuning.best_pto(*a, preprocessings=PTO_CANDIDATES, **kw)}
     for name, tuner in tuners.items():
         risks = []
         for t in steps:
             est = tuner(task, data.n_points, t, n_prompts=500, seed=20_000)
-            pred = bl.prefix_predictions(est, data)[:, -1]
+            pred = tuning.prefix_predictions(est, data)[:, -1]
             risks.append(float(((pred - data.ys[:, -1]) ** 2).mean() / norm))
         curves[name] = risks
     # a random model of the same config: how close to the algorithms does chance come?

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import baselines as bl
+from .. import tuning
 from ..evaluation import EvalResult, evaluate
 from ..tasks import Task
 from ..validation import check_int
@@ -22,10 +23,10 @@ def baseline_suite(
     kw = dict(n_prompts=n_val, seed=seed)
     return {
         "OLS": bl.OLS(),
-        "ridge (best alpha)": bl.best_ridge(task, n_points, **kw),
-        "Lasso (best alpha)": bl.best_lasso(task, n_points, **kw),
-        f"GD {gd_steps} steps (best lr)": bl.best_gd(task, n_points, gd_steps, **kw),
-        f"PtO {gd_steps} steps (best lr)": bl.best_pto(task, n_points, gd_steps, pto_preprocessings, **kw),
+        "ridge (best alpha)": tuning.best_ridge(task, n_points, **kw),
+        "Lasso (best alpha)": tuning.best_lasso(task, n_points, **kw),
+        f"GD {gd_steps} steps (best lr)": tuning.best_gd(task, n_points, gd_steps, **kw),
+        f"PtO {gd_steps} steps (best lr)": tuning.best_pto(task, n_points, gd_steps, pto_preprocessings, **kw),
         "oracle OLS": bl.OracleOLS(),
         "averaging": bl.Averaging(),
     }
