@@ -1,17 +1,23 @@
-"""One training step: our ICLTransformer (TransformerLens bridge core) vs a Garg-style Hugging Face GPT-2.
+"""One training step: ours (``icl_interp.train``'s step) vs a Garg-style Hugging Face GPT-2, at 1 and 2 threads.
 
 Garg et al. train ``transformers.GPT2Model`` on ``inputs_embeds`` with a read-in
 ``Linear(d, d_model)`` and a read-out ``Linear(d_model, 1)``, building the interleaved
 tokens from (xs, ys) inside the forward, as ours does. Both models here are the
 default model's size (3 layers x 4 heads, d_model 64, MLP 256, LayerNorm, learned
 positions, exact GELU, no dropout) and the GPT-2 is loaded with *our* weights, so the
-two are the same function: outputs, read-in gradients and the first step's loss must agree. A step is
-what ``icl_interp.train`` does: forward, normalised MSE, backward, gradient clipping at
-1, AdamW; same batch (128 prompts x 16 points, interleaved: 31 tokens) for both.
-In training mode with no hook set, ours runs the bridge's own torch modules without the
-hook machinery and with fused ``F.scaled_dot_product_attention`` (``backend.fused_forward``);
-the same step through the bridge's hooked forward is timed too, to show what that bought.
-Then both are profiled (torch.profiler, a few steps) and the top cost centres printed.
+two are the same function: outputs, read-in gradients and the first step's loss must agree.
+Same batch (128 prompts x 16 points, interleaved: 31 tokens) for both.
+
+"ours" is :class:`icl_interp.train_step.TrainStep`, exactly what ``icl_interp.train``
+runs: the fused hook-free forward computing only what the loss reads (the last block at
+the x tokens), CPU attention as batched matrix products, normalised MSE, backward,
+clipping at 1, fused AdamW. "GPT-2" is the usual step: forward, the same loss, backward,
+clipping at 1, ``torch.optim.AdamW`` with its defaults. For the record the script also
+times GPT-2 with fused AdamW and with HF's eager attention, our full-sequence fused
+forward with default AdamW (the step before this work's changes, but with the new attention), and our step through the TransformerLens bridge's hooked forward.
+Each variant is timed interleaved at 1 and at 2 torch threads (ratios: CPU time at 1
+thread, wall time at 2 threads), then both steps are profiled (torch.profiler) and the
+top cost centres printed.
 
     .venv/bin/python benchmarks/training_step.py [--full]   # 30 steps each (--full: 100, batch 256)
 """
@@ -23,7 +29,9 @@ from torch.profiler import ProfilerActivity, profile
 from transformers import GPT2Config, GPT2Model
 
 import icl_interp as ii
-from icl_interp import backend
+from icl_interp import _fast
+from icl_interp.distributed import Dist
+from icl_interp.train_step import TrainStep, make_optimizer
 
 
 class GargGPT2(nn.Module):
@@ -80,9 +88,9 @@ def bridge_forward(model: ii.ICLTransformer, xs: torch.Tensor, ys: torch.Tensor)
     return model.readout(model.hooked(model.encode(xs, ys), start_at_layer=0))
 
 
-def make_step(model: nn.Module, forward, data, norm: float):
-    """One optimizer step as icl_interp.train takes it; returns the loss."""
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+def make_step(model: nn.Module, forward, data, norm: float, fused_adam: bool = False):
+    """The usual optimizer step (forward, normalised MSE, backward, clip at 1, AdamW); returns the loss."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, fused=fused_adam or None)
 
     def step() -> float:
         loss = ((forward() - data.ys) ** 2).mean() / norm
@@ -93,6 +101,14 @@ def make_step(model: nn.Module, forward, data, norm: float):
         return loss.item()
 
     return step
+
+
+def our_step(model: ii.ICLTransformer, data, norm: float):
+    """``icl_interp.train``'s own step (TrainStep), at a constant learning rate."""
+    cfg = ii.TrainConfig(lr=1e-3, grad_clip=1.0)
+    device = torch.device("cpu")
+    step = TrainStep(model, make_optimizer(model, cfg, device), cfg, norm, device, Dist())
+    return lambda: step(data, 1e-3, 0).item()
 
 
 def top_ops(prof, n: int) -> str:
@@ -124,34 +140,50 @@ def main() -> None:
     for out in (ours(data.xs, data.ys), hf(data.xs, data.ys)):  # the backward reaches the read-in through every layer
         (((out - data.ys) ** 2).mean() / task.norm).backward()
     common.check_close("read-in gradients", ours.read_in.weight.grad, hf.read_in.weight.grad, atol=1e-5, rtol=1e-3)
-    step_ours = make_step(ours, lambda: ours(data.xs, data.ys), data, task.norm)
-    step_hf = make_step(hf, lambda: hf(data.xs, data.ys), data, task.norm)
-    common.check_close("loss of the first step", step_ours(), step_hf(), atol=1e-5)
+    ours.zero_grad(set_to_none=True)
     with torch.no_grad():
         resid = ours.encode(data.xs, data.ys)
-        fused = backend.fused_forward(ours.hooked, resid)
+        fused = _fast.fused_forward(ours.hooked, resid)
         if fused is None:
             raise common.Disagreement("the fused training forward is not available for this model")
         common.check_close("fused forward vs bridge forward", ours.readout(fused), bridge_forward(ours, data.xs, data.ys), atol=1e-5)
+        read = _fast.fused_forward(ours.hooked, resid, read=slice(0, None, 2))[..., 0]
+        common.check_close("last block at the x tokens only vs bridge forward", read, bridge_forward(ours, data.xs, data.ys), atol=1e-5)
+    step_ours = our_step(ours, data, task.norm)
+    step_hf = make_step(hf, lambda: hf(data.xs, data.ys), data, task.norm)
+    common.check_close("loss of the first step", step_ours(), step_hf(), atol=1e-5)
+    hf_eager = GargGPT2(8, 64, 3, 4, ours.cfg.n_ctx)
+    hf_eager.backbone.config._attn_implementation = "eager"
+    hf_eager.load_state_dict(hf.state_dict())
+    hf_eager.train()
     fns = {
         "ours": step_ours,
         "hf": step_hf,
+        "hf_fused_adam": make_step(hf, lambda: hf(data.xs, data.ys), data, task.norm, fused_adam=True),
+        "hf_eager": make_step(hf_eager, lambda: hf_eager(data.xs, data.ys), data, task.norm),
+        "ours_full": make_step(ours, lambda: ours(data.xs, data.ys, fast=True), data, task.norm),
         "bridge": make_step(ours, lambda: bridge_forward(ours, data.xs, data.ys), data, task.norm),
     }
-    times, _ = common.compare(fns, steps, warmup=2)
-    print(
-        f"{batch_size} prompts x 31 tokens, median of {steps} steps, per step: ours {times['ours']}, GPT-2 {times['hf']}\n"
-        f"  ours through the TransformerLens bridge's forward (what training ran before the fused path): {times['bridge']}; "
-        f"fused / bridge {times['bridge'].cpu / times['ours'].cpu:.2f}x"
-    )
+    ratios = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        times, _ = common.compare(fns, steps, warmup=2)
+        pick = (lambda t: t.cpu) if threads == 1 else (lambda t: t.wall)
+        what = "CPU time" if threads == 1 else "wall time"
+        ratios[threads] = pick(times["hf"]) / pick(times["ours"])
+        print(f"{threads} thread(s), {batch_size} prompts x 31 tokens, median of {steps} steps, per step ({what} for the ratios):")
+        for name, t in times.items():
+            print(f"  {name:<14} {t}   GPT-2 / this {pick(times['hf']) / pick(t):.2f}x")
+    torch.set_num_threads(1)
 
     for name, step in (("ours", step_ours), ("GPT-2", step_hf)):
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(5):
                 step()
         n_ops = sum(e.count for e in prof.key_averages() if e.key.startswith("aten::")) / 5
-        print(f"  {name}: top cost centres over 5 steps (self CPU time), {n_ops:.0f} aten ops per step\n{top_ops(prof, 12)}")
-    common.ratio("training_step", times["hf"], times["ours"], "GPT-2")
+        print(f"  {name}: top cost centres over 5 steps (self CPU time, 1 thread), {n_ops:.0f} aten ops per step\n{top_ops(prof, 12)}")
+    print(f"ratio at 2 threads (wall time): {ratios[2]:.2f}x")
+    print(f"RATIO training_step {ratios[1]:.2f}x at 1 thread (CPU time), {ratios[2]:.2f}x at 2 threads (wall time); GPT-2 / ours")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """Training loop: AdamW, warmup + schedule, gradient clipping, curriculum, resumable.
 
-Readable top to bottom. Each step's batch is drawn from a generator seeded by
-``(seed, step)``, so a run is a pure function of its config: a run killed at any
-point and resumed from its last checkpoint ends with bitwise the same weights
-as an unbroken run (on CPU, same thread count).
+Readable top to bottom. Each step's batch is drawn on the CPU from a generator
+seeded by ``(seed, step)`` and moved to the training device, so a run is a pure
+function of its config: a run killed at any point and resumed from its last
+checkpoint ends with bitwise the same weights as an unbroken run (same device, same
+thread count). The step itself (fused forward, autocast, compile, AdamW) is
+:mod:`icl_interp.train_step`; data-parallel runs under torchrun are
+:mod:`icl_interp.distributed`; the checkpoint files :mod:`icl_interp.train_state`.
 
 Output folder::
 
@@ -17,26 +20,28 @@ Output folder::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
-from . import backend
+from . import distributed, tracking
 from .checkpoint import atomic_write_bytes, save_model
+from .devices import DTYPES, check_device, resolve_device
 from .tasks import Curriculum, Task
+from .train_state import check_resumable, load_state, save_state, warm_start
+from .train_step import TrainStep, make_optimizer
 from .validation import check_choice, check_float, check_int
 
 __all__ = ["TrainConfig", "train", "lr_at", "snapshots", "snapshot_steps"]
 
-STATE_FORMAT_VERSION = 1
+# fields that may change between the chunks of one run
+_FREE = {"train_config": ("progress", "threads", "checkpoint_every", "device", "compile", "log_to"), "model_config": ("seed",),
+         "task": ()}
 
 
 @dataclass
@@ -65,6 +70,10 @@ class TrainConfig:
     init_from: Optional[str] = None  # a saved model folder or zoo name whose weights start the run (a warm start)
     seed: int = 0
     threads: Optional[int] = None
+    device: Optional[str] = None  # "auto" | "cpu" | "cuda" | "cuda:N" | "mps"; None: where the model is
+    dtype: str = "float32"  # "bfloat16": the forward under autocast (parameters and analyses stay float32)
+    compile: bool = False  # torch.compile the loss (forward + backward); pays on GPUs, not on this CPU
+    log_to: Optional[str] = None  # "wandb": the log goes to Weights & Biases too (rank 0)
     progress: bool = True
     extra: dict = field(default_factory=dict)
 
@@ -95,8 +104,14 @@ class TrainConfig:
         check_int("seed", self.seed, min_value=0)
         if self.threads is not None:
             check_int("threads", self.threads, min_value=1)
-        if not isinstance(self.fast, bool):
-            raise TypeError(f"fast must be a bool, got {type(self.fast).__name__}")
+        for name in ("fast", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
+        if self.device is not None:
+            check_device("device", self.device)
+            self.device = str(self.device)
+        check_choice("dtype", self.dtype, DTYPES)
+        check_choice("log_to", self.log_to, tracking.LOG_TARGETS)
         self.betas = tuple(self.betas)
         if self.curriculum is not None:
             if isinstance(self.curriculum, Curriculum):
@@ -170,15 +185,9 @@ def snapshots(out_dir: Union[str, Path]) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _loss(model: Any, batch: Any, norm: float, fast: bool) -> torch.Tensor:
-    preds = model(batch.xs, batch.ys, fast=fast)
-    target = batch.ys if preds.ndim == 2 else batch.ys[:, -1]
-    return ((preds - target) ** 2).mean() / norm
-
-
 @torch.no_grad()
-def _evaluate(model: Any, task: Task, n_points: int, n_prompts: int, seed: int) -> dict:
-    batch = task.sample(n_prompts, n_points, seed=seed)
+def _evaluate(model: Any, task: Task, n_points: int, n_prompts: int, seed: int, device: torch.device) -> dict:
+    batch = task.sample(n_prompts, n_points, seed=seed).to(device)
     preds = model(batch.xs, batch.ys)
     if preds.ndim == 1:
         err = ((preds - batch.ys[:, -1]) ** 2).mean() / task.norm
@@ -187,64 +196,16 @@ def _evaluate(model: Any, task: Task, n_points: int, n_prompts: int, seed: int) 
     return {"eval_error_last": float(per_pos[-1]), "eval_error_mean": float(per_pos.mean())}
 
 
-# -- train-state checkpoints ------------------------------------------------------------
-
-def _save_state(folder: Path, model: Any, opt: torch.optim.Optimizer, step: int, meta: dict) -> None:
-    tensors = {f"model.{k}": v for k, v in model.own_state_dict().items()}
-    opt_sd = opt.state_dict()
-    for idx, st in opt_sd["state"].items():
-        for name, val in st.items():
-            tensors[f"opt.{idx}.{name}"] = torch.as_tensor(val).detach().clone().contiguous()
-    raw = st_save(tensors)
-    state = {
-        "format_version": STATE_FORMAT_VERSION,
-        "step": step,
-        "param_groups": opt_sd["param_groups"],
-        "backend": f"tl{backend.tl_major()}",
-        "sha256": hashlib.sha256(raw).hexdigest(),
-        **meta,
-    }
-    atomic_write_bytes(folder / "state.safetensors", raw)
-    atomic_write_bytes(folder / "state.json", json.dumps(state).encode())
-
-
-def _load_state(folder: Path, model: Any, opt: torch.optim.Optimizer) -> dict:
-    try:
-        state = json.loads((folder / "state.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"cannot read the training checkpoint {folder / 'state.json'}: {e}") from None
-    if state.get("format_version") != STATE_FORMAT_VERSION:
-        raise ValueError(f"checkpoint format_version {state.get('format_version')!r}, expected {STATE_FORMAT_VERSION}")
-    if state.get("backend") != f"tl{backend.tl_major()}":
-        raise ValueError(f"checkpoint was written under {state.get('backend')}, cannot resume under tl{backend.tl_major()}")
-    raw = (folder / "state.safetensors").read_bytes()
-    if hashlib.sha256(raw).hexdigest() != state["sha256"]:
-        raise ValueError(f"{folder / 'state.safetensors'} does not match its recorded SHA-256 (truncated?)")
-    tensors = st_load(raw)
-    model.load_own_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-    opt_state: dict = {}
-    for key, val in tensors.items():
-        if key.startswith("opt."):
-            _, idx, name = key.split(".", 2)
-            opt_state.setdefault(int(idx), {})[name] = val
-    opt.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
-    return state
-
-
-def _warm_start(model: Any, source: str) -> None:
-    """Copy the weights of a saved model (same architecture) into ``model``."""
-    from .checkpoint import load_model
-
-    donor = load_model(source)
-    mine = {k: v for k, v in model.cfg.to_dict().items() if k not in ("seed", "task")}
-    theirs = {k: v for k, v in donor.cfg.to_dict().items() if k not in ("seed", "task")}
-    if mine != theirs:
-        diff = sorted(k for k in mine if mine[k] != theirs.get(k))
-        raise ValueError(f"init_from {source!r} has another architecture than the model (fields {diff} differ)")
-    model.load_own_state_dict(donor.own_state_dict())
-
-
 # -- the loop ------------------------------------------------------------------------------
+
+def _device(cfg: TrainConfig, model: Any, dist: distributed.Dist, rank_device: Optional[torch.device]) -> torch.device:
+    """Where this process trains: its rank's device, ``cfg.device``, else where the model already is."""
+    if rank_device is not None:
+        return rank_device
+    if cfg.device is not None:
+        return resolve_device(cfg.device)
+    return next(model.parameters()).device
+
 
 def train(
     model: Any,
@@ -261,6 +222,8 @@ def train(
     ``max_minutes``: train in chunks; stop at the first checkpoint after that much
     wall time (the result has ``"stopped": True`` and no final model is written);
     the next call with ``resume=True`` goes on, bitwise as if never stopped.
+    ``cfg.device`` moves the model there (it stays there); under torchrun every
+    process trains its slice of each batch (:mod:`icl_interp.distributed`).
     """
     from .model import ICLTransformer
 
@@ -289,36 +252,34 @@ def train(
         raise ValueError("keep_every / keep_log need out_dir (snapshots go to out_dir/snapshots)")
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
+    dist, rank_device = distributed.context(cfg.device, cfg.batch_size, next(model.parameters()).device.type)
+    device = _device(cfg, model, dist, rank_device)
+    model.to(device)
     if cfg.init_from is not None:
-        _warm_start(model, cfg.init_from)
+        warm_start(model, cfg.init_from)
     model.cfg.task = task.to_dict()
 
     out = Path(out_dir) if out_dir is not None else None
     ckpt = out / "checkpoint" if out is not None else None
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(model, cfg, device)
     meta = {"train_config": cfg.to_dict(), "model_config": model.cfg.to_dict(), "task": task.to_dict()}
     log: list[dict] = []
     start = 0
     if resume and ckpt is not None and (ckpt / "state.json").is_file():
-        state = _load_state(ckpt, model, opt)
-        for key in ("train_config", "model_config", "task"):
-            # these may change between chunks of one run (the init seed is overwritten by the checkpoint)
-            free = ("progress", "threads", "checkpoint_every") if key == "train_config" else ("seed",)
-            saved = {k: v for k, v in state[key].items() if k not in free}
-            now = {k: v for k, v in json.loads(json.dumps(meta[key])).items() if k not in free}
-            if saved != now:
-                raise ValueError(f"cannot resume: {key} differs from the checkpoint's")
+        state = load_state(ckpt, model, opt)
+        check_resumable(state, meta, _FREE, {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING})
         start, log = state["step"], state["log"]
+    step_fn = TrainStep(model, opt, cfg, task.norm, device, dist)
+    tracker = tracking.start(cfg.log_to, out, meta) if dist.is_main else None
 
     from tqdm.auto import tqdm
 
     model.train()
-    norm = task.norm
     eval_n = curriculum.points_end
     t0 = time.perf_counter() - (log[-1]["time"] if log else 0.0)
     chunk_start = time.perf_counter()
-    stopped = False
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not cfg.progress, desc="train")
+    stopped, failed = False, True
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not (cfg.progress and dist.is_main), desc="train")
     try:
         for step in bar:
             dims, n_points = curriculum.at(step)
@@ -326,44 +287,43 @@ def train(
                 gen = torch.Generator().manual_seed(_step_seed(cfg.seed + 1, step))
                 n_points = int(torch.randint(cfg.min_points, n_points + 1, (1,), generator=gen))
             lr = lr_at(step, cfg)
-            for group in opt.param_groups:
-                group["lr"] = lr
             batch = task.sample(cfg.batch_size, n_points, seed=_step_seed(cfg.seed, step), active_dims=dims)
-            loss = _loss(model, batch, norm, cfg.fast)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower lr or enable grad_clip")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
+            loss = step_fn(dist.shard(batch).to(device), lr, step)
             done = step + 1
             if done % 50 == 0 or done == cfg.steps or step == 0:
-                entry = {"step": done, "loss": loss.item(), "lr": lr, "active_dims": dims, "n_points": n_points,
+                entry = {"step": done, "loss": dist.mean(loss), "lr": lr, "active_dims": dims, "n_points": n_points,
                          "time": round(time.perf_counter() - t0, 2)}
-                if done % cfg.eval_every == 0 or done == cfg.steps:
+                if dist.is_main and (done % cfg.eval_every == 0 or done == cfg.steps):
                     model.eval()
-                    entry.update(_evaluate(model, task, eval_n, cfg.eval_prompts, seed=10_000 + cfg.seed))
+                    entry.update(_evaluate(model, task, eval_n, cfg.eval_prompts, 10_000 + cfg.seed, device))
                     model.train()
                 log.append(entry)
-                bar.set_postfix(loss=f"{loss.item():.3f}", dims=dims, n=n_points)
-            if done in keep:
+                if tracker is not None:
+                    tracker.log(entry)
+                bar.set_postfix(loss=f"{entry['loss']:.3f}", dims=dims, n=n_points)
+            if done in keep and dist.is_main:
                 model.eval()
                 save_model(model, snapshot_dir(out, done), training={"step": done, "train_config": cfg.to_dict(),
-                                                                      "task": task.to_dict(), "log": log[-1:]})
+                                                                      "dtype": cfg.dtype, "task": task.to_dict(), "log": log[-1:]})
                 model.train()
             if ckpt is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-                _save_state(ckpt, model, opt, done, {**meta, "log": log})
-                atomic_write_bytes(out / "log.json", json.dumps(log, indent=0).encode())
-                if max_minutes is not None and done < cfg.steps and time.perf_counter() - chunk_start >= 60 * max_minutes:
+                if dist.is_main:
+                    save_state(ckpt, model, opt, done, {**meta, "log": log})
+                    atomic_write_bytes(out / "log.json", json.dumps(log, indent=0).encode())
+                late = max_minutes is not None and done < cfg.steps and time.perf_counter() - chunk_start >= 60 * max_minutes
+                if max_minutes is not None and dist.agree(late, device):
                     stopped = True
                     break
+        failed = False
     finally:
         bar.close()
         model.eval()
+        if tracker is not None:
+            tracker.close()
+        dist.close(wait=not failed)
     if stopped:
         return {"log": log, "train_config": cfg.to_dict(), "stopped": True, "step": done}
-    if out is not None:
-        save_model(model, out / "model", training={"train_config": cfg.to_dict(), "task": task.to_dict(),
+    if out is not None and dist.is_main:
+        save_model(model, out / "model", training={"train_config": cfg.to_dict(), "dtype": cfg.dtype, "task": task.to_dict(),
                                                   "final": log[-1] if log else None})
     return {"log": log, "train_config": cfg.to_dict(), "stopped": False}
