@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..evaluation import evaluate
 from ..preprocess import power, rank_one
 from ..tasks import SparseLinearRegression
+from ..validation import check_int
 from ._common import PathLike
 from .risk import baseline_suite
 
@@ -27,6 +28,10 @@ def algorithm_study(
     PtO is tuned per n over :data:`PTO_CANDIDATES` and the step size; ``pto_choice``
     records which one won at each n. ``quick``: one setting, 100 test prompts.
     """
+    if not isinstance(dims, (tuple, list)) or not dims or not isinstance(noises, (tuple, list)) or not noises:
+        raise ValueError(f"dims and noises must be non-empty tuples, got dims={dims!r}, noises={noises!r}")
+    s, steps = check_int("s", s, min_value=1), check_int("steps", steps, min_value=1)
+    n_prompts = check_int("n_prompts", n_prompts, min_value=1)
     if quick:
         dims, noises, n_prompts = dims[:1], noises[-1:], 100
     settings = []

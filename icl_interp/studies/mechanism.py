@@ -57,6 +57,8 @@ def gd_distance(risk: list[float], algorithm_risk: list[float], steps: list[int]
     ``risk[l + 1]`` is the risk after layer l (``risk[0]``: the input); returns the
     layers used and the distance (None when no later layer is in ``steps``).
     """
+    if len(algorithm_risk) != len(steps):
+        raise ValueError(f"algorithm_risk must have one risk per step ({len(steps)}), got {len(algorithm_risk)}")
     layers = [l for l in range(1, len(risk) - 1) if l in steps]
     if not layers:
         return layers, None
