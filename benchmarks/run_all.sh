@@ -8,7 +8,7 @@ PY="${PYTHON:-.venv/bin/python}"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 status=0
 ratios=()
-for name in ablation_sweep gradient_importance probing lasso training_step patching_sweep import_cost; do
+for name in ablation_sweep gradient_importance probing lasso training_step patching_sweep attribution_patching import_cost; do
     echo "=== $name"
     start=$SECONDS
     if out=$("$PY" "benchmarks/$name.py" "$@" 2>&1); then

@@ -60,11 +60,17 @@ def _in_place(act: Tensor, *others: Tensor) -> bool:
 
 
 def capture(store: dict, key: Any, *, index: Any = None, detach: bool = True) -> HookFn:
-    """Read: ``store[key] = activation`` (or ``activation[index]``), detached unless ``detach=False``."""
+    """Read: ``store[key] = activation`` (or ``activation[index]``), detached unless ``detach=False``.
 
-    def fn(act: Tensor, hook: Any = None) -> None:
+    An undetached capture returns the activation, so the stored tensor is the one that
+    flows on (on 4.x points with a layout conversion, such as ``hook_z``, the hook sees a
+    converted copy): gradients with respect to it are the model's.
+    """
+
+    def fn(act: Tensor, hook: Any = None) -> Optional[Tensor]:
         got = act if index is None else act[index]
         store[key] = got.detach() if detach else got
+        return None if detach else act
 
     return fn
 

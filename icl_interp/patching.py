@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Optional, Sequence, Union
 
 import torch
+from einops import rearrange
 from torch import Tensor
 
-from .interventions import replace_slice, scoped
+from .interventions import capture, replace_slice, scoped
 from .protocol import ToolModel, as_model, check_batch
 from .runner import CleanRun, Metric, call_metric, default_metric, keys_values, prepare, run_from, run_suffix
 from .tasks import ICLBatch, SparseLinearRegression, Task
@@ -50,6 +51,7 @@ class PatchResult:
     clean_value: float
     corrupted_value: float
     metric_name: str
+    method: str = "exact"
 
     def to_dict(self) -> dict:
         return {
@@ -59,6 +61,7 @@ class PatchResult:
             "clean_value": self.clean_value,
             "corrupted_value": self.corrupted_value,
             "metric": self.metric_name,
+            "method": self.method,
         }
 
 
@@ -120,6 +123,7 @@ def patch_activations(
     *,
     layers: Optional[Sequence[int]] = None,
     per_position: bool = True,
+    method: str = "exact",
 ) -> PatchResult:
     """Patch every index of ``site`` from ``clean`` into ``corrupted`` and score each run.
 
@@ -130,9 +134,15 @@ def patch_activations(
     With a custom ``metric(preds, clean)`` the scores are its raw values.
     ``per_position=False`` patches all positions at once for residual/attn/mlp sites.
     ``clean`` and ``corrupted`` may be shared clean runs (``runner.prepare``).
+
+    ``method="attribution"`` estimates every patch at once to first order (attribution
+    patching, Nanda 2023): ``metric(corrupted) + (clean_act - corrupted_act) . grad``,
+    the gradient of the metric taken on the corrupted run, so one backward replaces
+    one forward per index (a custom metric must then return a differentiable tensor).
     """
     model = as_model(model)
     check_choice("site", site, list(SITES))
+    check_choice("method", method, ("exact", "attribution"))
     n_layers, n_heads = model.hooked.cfg.n_layers, model.hooked.cfg.n_heads
     layer_list = list(range(n_layers)) if layers is None else [check_int("layers[i]", l, min_value=0, max_value=n_layers - 1) for l in layers]
     template, axes = SITES[site]
@@ -162,8 +172,10 @@ def patch_activations(
         if not grid:
             axes = ("layer",)
         scores = torch.zeros(len(layer_list), *[len(g) for g in grid])
-        kv = keys_values(corr_run) if site in ("resid_pre", "resid_post") and grid else None
-        for li, layer in enumerate(layer_list):
+        if method == "attribution":
+            scores = corrupted_value + _attribution(clean_acts, corr_run, names, site, bool(grid), metric, clean_run.batch)
+        kv = keys_values(corr_run) if site in ("resid_pre", "resid_post") and grid and method == "exact" else None
+        for li, layer in enumerate(layer_list if method == "exact" else []):
             name = names[li]
             for rest in itertools.product(*grid):
                 preds = None
@@ -176,7 +188,37 @@ def patch_activations(
                 scores[(li, *rest)] = call_metric(metric, preds, clean_run.batch)
     if not user_metric:
         scores = (corrupted_value - scores) / gap
-    return PatchResult(scores, axes, site, clean_value, corrupted_value, "custom" if user_metric else "fraction_recovered")
+    return PatchResult(scores, axes, site, clean_value, corrupted_value, "custom" if user_metric else "fraction_recovered", method)
+
+
+def _attribution(
+    clean_acts: dict, corr_run: CleanRun, names: list[str], site: str, per_position: bool, metric: Metric, clean: ICLBatch
+) -> Tensor:
+    """First-order change of the metric for every patch of ``site``: ``[layer, *grid]`` (same axes as the exact sweep).
+
+    One forward of the corrupted prompts with autograd on (every site captured on the
+    path) and one backward; then ``(clean - corrupted) * grad`` summed over what a patch
+    replaces together (the batch and features; all positions, or all of a head's positions).
+    """
+    model = corr_run.model
+    store: dict[str, Tensor] = {}
+    with torch.enable_grad():
+        resid0 = corr_run.resids[0].detach().requires_grad_(True)
+        preds = run_from(model, resid0, 0, corr_run.batch, [(n, capture(store, n, detach=False)) for n in names])
+        value = metric(preds, clean)
+        if not isinstance(value, Tensor) or value.numel() != 1 or not value.requires_grad:
+            raise ValueError("metric must return a differentiable scalar tensor for method='attribution'")
+        grads = torch.autograd.grad(value.reshape(()), [store[n] for n in names])
+    rows = []
+    for name, grad in zip(names, grads):
+        contrib = (clean_acts[name] - store[name].detach()) * grad  # [B, pos, d] or [B, pos, head, d_head]
+        if site == "head":
+            rows.append(contrib.sum((0, 1, 3)))
+        elif site == "head_pos":
+            rows.append(rearrange(contrib.sum((0, 3)), "pos head -> head pos"))
+        else:
+            rows.append(contrib.sum((0, 2)) if per_position else contrib.sum())
+    return torch.stack(rows).detach().float().cpu()
 
 
 def corrupt_batch(batch: ICLBatch, kind: str = "new_w", task: Optional[Task] = None, *, seed: int = 0) -> ICLBatch:
@@ -198,7 +240,7 @@ def corrupt_batch(batch: ICLBatch, kind: str = "new_w", task: Optional[Task] = N
             raise TypeError(f"kind='new_w' needs task (a Task), got {type(task).__name__}")
         if task.d != batch.d:
             raise ValueError(f"task d ({task.d}) does not match the batch's d ({batch.d})")
-        w = task.sample(batch.batch_size, 1, generator=gen).w
+        w = task.sample(batch.batch_size, 1, generator=gen).w.to(batch.xs)
     else:
         if not (task is None or isinstance(task, SparseLinearRegression)):
             raise ValueError("kind='new_support' needs a sparse task (or task=None)")

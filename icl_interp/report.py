@@ -18,6 +18,7 @@ from . import claims as cl
 from . import studies as st
 from .checkpoint import load_model, zoo_names
 from .evaluation import evaluate
+from .runner import prepare
 from .zoo import Siblings, siblings
 
 __all__ = ["write_report"]
@@ -62,7 +63,7 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path) -> di
 
     task, n = model.task, model.cfg.max_points
     n_prompts = 256 if quick else 2000
-    data = task.sample(n_prompts, n, seed=7)
+    data = prepare(model, task.sample(n_prompts, n, seed=7))  # one validated batch and clean forward for every study
     r: dict[str, Any] = {"model": name, "model_config": model.cfg.to_dict(), "quick": quick}
     variants = {v: get(v) for v in sib.head_counts}
     variants.setdefault(name, model)
@@ -82,7 +83,7 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path) -> di
     r["gd"] = st.gd_study(model, data, out=out)
     if sib.concat_twin:  # the same questions where one token holds x_i and y_i together
         twin = get(sib.concat_twin)
-        tdata = twin.task.sample(n_prompts, twin.cfg.max_points, seed=7)
+        tdata = prepare(twin, twin.task.sample(n_prompts, twin.cfg.max_points, seed=7))
         curve = evaluate(twin, twin.task, n_points=twin.cfg.max_points, n_prompts=n_prompts, seed=1)
         r["concat"] = {"model": sib.concat_twin, "error": curve.error.tolist(),
                        "preprocessing": st.preprocessing_study(twin, tdata), "gd": st.gd_study(twin, tdata)}

@@ -65,6 +65,7 @@ class CleanRun:
         self.model, self.batch, self.resids, self.out = model, batch, resids, out
         self.preds = model.readout(out, batch)
         self._acts = acts
+        self.hooks = hook_signature(model.hooked)
 
     @property
     def n_tokens(self) -> int:
@@ -82,6 +83,12 @@ class CleanRun:
         return {n: self._acts[n] for n in names}
 
 
+def hook_signature(hooked: Any) -> tuple:
+    """Which hooks sit on which hook points now: a clean run is valid only under the same ones."""
+    return tuple((name, tuple(id(h) for h in hp._forward_hooks.values()))
+                 for name, hp in hooked.hook_dict.items() if hp._forward_hooks)
+
+
 def _z_names(hooked: Any) -> list[str]:
     return [f"blocks.{l}.attn.hook_z" for l in range(int(hooked.cfg.n_layers))]
 
@@ -97,6 +104,11 @@ def prepare(model: Any, data: Union[ICLBatch, CleanRun], name: str = "data") -> 
     if isinstance(data, CleanRun):
         if data.model is not model:
             raise ValueError(f"{name} is a CleanRun of another model: prepare it with this model")
+        if data.hooks != hook_signature(data.model.hooked):
+            raise ValueError(
+                f"{name} is a CleanRun computed under other hooks than are active now (e.g. inside masked(...)): "
+                "its activations are not this model's; pass the batch, or prepare a new run here"
+            )
         return data
     model = as_model(model)
     batch = check_batch(name, data, model)

@@ -149,3 +149,55 @@ def test_residual_sweep_runs_only_the_suffix_on_native_blocks(tiny_model, pair, 
     clean, corrupted = pair
     patch_activations(tiny_model, clean, corrupted, site="resid_pre")
     assert lengths == list(range(15, 0, -1)) * 2
+
+
+@pytest.mark.parametrize("site", ["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "head", "head_pos"])
+def test_attribution_is_the_first_order_term_of_exact_patching(tiny_model, tiny_task, site):
+    """Attribution equals exact patching to first order: scale the clean-corrupted difference by eps and compare slopes."""
+    import copy
+
+    from icl_interp.interventions import replace_slice, scoped
+
+    tiny_model = copy.deepcopy(tiny_model).double()  # float64: the finite-difference oracle needs the precision
+    clean = tiny_task.sample(16, 8, seed=21).to(dtype=torch.float64)
+    corrupted = corrupt_batch(clean, "new_w", tiny_task, seed=1)
+    metric = lambda p, b: p.mean()  # noqa: E731
+    attr = patch_activations(tiny_model, clean, corrupted, site, metric=metric, method="attribution")
+    exact = patch_activations(tiny_model, clean, corrupted, site, metric=metric)
+    assert attr.scores.shape == exact.scores.shape and attr.method == "attribution"
+    base = attr.corrupted_value
+    # the oracle: the directional derivative by finite differences, patching corrupted + eps * (clean - corrupted)
+    name = {"head": "attn.hook_z", "head_pos": "attn.hook_z"}.get(site, f"hook_{site}")
+    _, c_cache = tiny_model.run_with_cache(clean)
+    _, r_cache = tiny_model.run_with_cache(corrupted)
+    eps = 1e-4
+    for layer in range(2):
+        full = f"blocks.{layer}.{name}"
+        index = (slice(None), 3) if site not in ("head", "head_pos") else ((slice(None), slice(None), 1) if site == "head" else (slice(None), 3, 1))
+        values = []
+        for sign in (1, -1):  # central difference
+            mixed = r_cache[full] + sign * eps * (c_cache[full] - r_cache[full])
+            with torch.no_grad(), scoped(tiny_model.hooked, [(full, replace_slice(mixed, index))]):
+                values.append(float(tiny_model(corrupted).mean()))
+        slope = (values[0] - values[1]) / (2 * eps)
+        got = attr.scores[layer, 3] if site not in ("head", "head_pos") else (attr.scores[layer, 1] if site == "head" else attr.scores[layer, 1, 3])
+        assert float(got) - base == pytest.approx(slope, rel=1e-4, abs=1e-8)
+
+
+def test_attribution_is_exact_where_the_metric_is_linear_in_the_site(tiny_task):
+    """No LayerNorm, attention only, metric = mean prediction: linear in the last residual, so attribution = exact."""
+    from icl_interp.model import ICLTransformer, ModelConfig
+
+    model = ICLTransformer(ModelConfig(d=4, n_layers=2, n_heads=2, d_model=16, max_points=8, attn_only=True, normalization=None))
+    clean = tiny_task.sample(16, 8, seed=2)
+    corrupted = corrupt_batch(clean, "new_w", tiny_task, seed=3)
+    metric = lambda p, b: p.mean()  # noqa: E731
+    exact = patch_activations(model, clean, corrupted, "resid_post", metric=metric, layers=[1])
+    attr = patch_activations(model, clean, corrupted, "resid_post", metric=metric, layers=[1], method="attribution")
+    assert torch.allclose(attr.scores, exact.scores, atol=1e-5)
+    frac = patch_activations(model, clean, corrupted, "resid_post", layers=[1], method="attribution")
+    assert frac.metric_name == "fraction_recovered" and torch.isfinite(frac.scores).all()
+    with pytest.raises(ValueError, match="differentiable"):
+        patch_activations(model, clean, corrupted, "head", metric=lambda p, b: float(p.detach().mean()), method="attribution")
+    with pytest.raises(ValueError, match="method"):
+        patch_activations(model, clean, corrupted, "head", method="second_order")

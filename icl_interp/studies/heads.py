@@ -8,7 +8,7 @@ import torch
 
 from ..importance import head_importance, prune_heads
 from ..masking import mask_heads, masked
-from ..runner import default_metric, model_norm, normalised_error, predict
+from ..runner import default_metric, model_norm, normalised_error, prepare
 from ..validation import check_int
 from ._common import PathLike, layer_risk
 
@@ -27,10 +27,10 @@ def importance_study(model: Any, data: Any, *, out: PathLike = None) -> dict:
     clean error; ``later_layers_top_head_share``: per later layer, the top head's
     share of the layer's positive ablation importance.
     """
-    abl = head_importance(model, data, method="ablation")
-    grad = head_importance(model, data, method="gradient")
-    with torch.no_grad():  # the clean model: a plain forward, not a mask of ones
-        clean = float(default_metric(model)(predict(model, data), data))
+    run = prepare(model, data)  # one validation and one clean forward for every tool below
+    abl = head_importance(model, run, method="ablation")
+    grad = head_importance(model, run, method="gradient")
+    clean = float(default_metric(model)(run.preds, run.batch))
     later = abl[1:].clamp(min=0)
     shares = (later.max(1).values / later.sum(1).clamp(min=1e-12)).tolist() if abl.shape[0] > 1 else []
     result = {
@@ -62,14 +62,16 @@ def pruning_study(
     Errors over every predicted position (normalised) and the per-layer P-probing
     risk of each; ``importance`` (ablation, ``[layers, heads]``) is computed when not given.
     """
-    imp = head_importance(model, data) if importance is None else importance
+    run = prepare(model, data)  # shared by every unmasked tool call below
+    data = run.batch
+    imp = head_importance(model, run) if importance is None else importance
     mask = prune_heads(imp, keep={0: "all", "rest": 1})
     norm = model_norm(model)
-    full = normalised_error(mask_heads(model, data, torch.ones_like(mask)), data, norm)
-    pruned = normalised_error(mask_heads(model, data, mask), data, norm)
+    full = normalised_error(run.preds, data, norm)
+    pruned = normalised_error(mask_heads(model, run, mask), data, norm)
     result = {"mask": mask.tolist(), "error_full": float(full), "error_pruned": float(pruned),
-              "pruned_over_full": float(pruned / full), "probe_risk_full": layer_risk(model, data)[0]}
-    with masked(model, mask):
+              "pruned_over_full": float(pruned / full), "probe_risk_full": layer_risk(model, run)[0]}
+    with masked(model, mask):  # another function of the inputs: a fresh run, not the clean one
         result["probe_risk_pruned"] = layer_risk(model, data)[0]
     if single_head is not None:
         with torch.no_grad():

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from .. import tuning
 from ..probing import probe_all_layers
-from ..runner import model_norm
+from ..runner import model_norm, prepare
 from ._common import PathLike, layer_risk
 from .algorithm import PTO_CANDIDATES
 
@@ -37,8 +37,9 @@ def preprocessing_study(model: Any, data: Any, *, out: PathLike = None) -> dict:
     """
     query_targets = list(PREPROCESSING_TARGETS + OTHER_TARGETS)
     example_targets = [f"{t}_all" for t in PREPROCESSING_TARGETS] + ["r_prefix"]
-    rows = _probe_rows(model, data, query_targets, "query")
-    rows_all = _probe_rows(model, data, example_targets, "all")
+    run = prepare(model, data)  # one clean forward for both readings
+    rows = _probe_rows(model, run, query_targets, "query")
+    rows_all = _probe_rows(model, run, example_targets, "all")
     cands = {t: rows_all[f"{t}_all"] for t in PREPROCESSING_TARGETS if t != "pre_identity"}
     best = max(cands, key=lambda t: cands[t]["gain_over_input"])
     result = {"rows": rows, "rows_all_positions": rows_all, "best_candidate": best,
@@ -80,7 +81,9 @@ def gd_study(model: Any, data: Any, *, steps: tuple = (1, 2, 3, 4, 6, 8), out: P
     task = getattr(model, "task", None)
     if task is None:
         raise ValueError("gd_study needs a model that knows its task (ICLTransformer, or attach(..., task=...))")
-    align = gd_alignment(model, data, steps=steps)
+    run = prepare(model, data)
+    data = run.batch
+    align = gd_alignment(model, run, steps=steps)
     norm = model_norm(model)
     curves = {}
     tuners = {"gd": tuning.best_gd, "pto": lambda *a, **kw: tuning.best_pto(*a, preprocessings=PTO_CANDIDATES, **kw)}
@@ -92,7 +95,7 @@ def gd_study(model: Any, data: Any, *, steps: tuple = (1, 2, 3, 4, 6, 8), out: P
             risks.append(float(((pred - data.ys[:, -1]) ** 2).mean() / norm))
         curves[name] = risks
     # a random model of the same config: how close to the algorithms does chance come?
-    risk, control_risk = layer_risk(model, data, control=isinstance(model, ICLTransformer))
+    risk, control_risk = layer_risk(model, run, control=isinstance(model, ICLTransformer))
     result = {"steps": list(steps), "probe_risk_per_layer": risk, "probe_risk_per_layer_control": control_risk,
               "gd_risk": curves["gd"], "pto_risk": curves["pto"], "alignment": align.to_dict()}
     result["distance"] = _distances(result)
