@@ -125,6 +125,8 @@ def test_fast_paths_step_aside_and_the_self_check_passes(encoding, direction):
             assert not _fast.usable(model.hooked)
             sample = TASK.sample(2, 4, seed=0)
             assert _fast.fused_forward(model.hooked, model.encode(sample.xs, sample.ys)) is None
+            with torch.no_grad():  # what training asks for runs the model's own function
+                assert torch.equal(model(sample, fast=True), model(sample))
     if backend.is_bridge(model.hooked):
         assert _fast.usable(model.hooked) == (direction == "causal")  # a softmax native bridge: fast only when causal
 
