@@ -11,6 +11,7 @@ wandb's own settings apply (``WANDB_MODE=offline``, ``WANDB_PROJECT``,
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Any, Optional
 
@@ -46,7 +47,7 @@ def start(log_to: Optional[str], out_dir: Optional[Path], config: dict) -> Optio
         if id_file.is_file():
             run_id = id_file.read_text().strip()
         else:
-            run_id = wandb.util.generate_id()
+            run_id = secrets.token_hex(4)
             id_file.parent.mkdir(parents=True, exist_ok=True)
             id_file.write_text(run_id)
     where = os.environ.get("WANDB_DIR") or (str(out_dir) if out_dir is not None else None)

@@ -75,6 +75,7 @@ def test_torchrun_run_stopped_and_resumed_ends_equal(tmp_path):
     _assert_same_weights(out / "model", tmp_path / "single" / "model")
 
 
+@pytest.mark.tl3
 def test_each_rank_takes_its_slice_of_the_global_batch(tiny_task):
     batch = tiny_task.sample(8, 4, seed=0)
     assert Dist().shard(batch) is batch
@@ -82,6 +83,7 @@ def test_each_rank_takes_its_slice_of_the_global_batch(tiny_task):
     assert torch.equal(torch.cat([h.xs for h in halves]), batch.xs) and halves[1].batch_size == 4
 
 
+@pytest.mark.tl3
 def test_a_global_batch_that_does_not_split_evenly_is_refused(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "3")
     with pytest.raises(ValueError, match="batch_size"):

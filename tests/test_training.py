@@ -186,3 +186,159 @@ def test_init_from_starts_from_a_saved_model(tmp_path):
     other = ICLTransformer(ModelConfig(d=4, n_layers=1, n_heads=2, d_model=16, max_points=8), task)
     with pytest.raises(ValueError, match="init_from"):
         train(other, task, TrainConfig(steps=1, init_from=str(tmp_path / "donor"), progress=False))
+
+
+# -- the step: the model's own function, precision, compile, failures ---------------------
+
+
+def _loss_and_grads(model, loss):
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.tl3
+@pytest.mark.parametrize("encoding", ["interleaved", "concatenated"])
+def test_the_training_loss_is_the_models_own(encoding):
+    """The step's loss and gradients (fused, last block only where the loss reads) equal the hooked model's."""
+    from icl_interp import _fast
+    from icl_interp.train_step import LossModule, read_positions
+
+    task = SparseLinearRegression(d=4, s=1, noise_std=0.1)
+    model = ICLTransformer(ModelConfig(d=4, n_layers=3, n_heads=2, d_model=16, max_points=8, encoding=encoding), task)
+    module = LossModule(model, task.norm)
+    model.train()
+    try:
+        for n in (8, 5, 1):
+            batch = task.sample(16, n, seed=n)
+            preds = model(batch.xs, batch.ys)
+            target = batch.ys if preds.ndim == 2 else batch.ys[:, -1]
+            want_loss, want = _loss_and_grads(model, ((preds - target) ** 2).mean() / task.norm)
+            for fused in (True, False) if _fast.usable(model.hooked) else (False,):  # fused: the native 4.x bridge
+                got_loss, got = _loss_and_grads(model, module(batch.xs, batch.ys, fused, *read_positions(model, n)))
+                assert torch.allclose(got_loss, want_loss, rtol=1e-5), (n, fused)
+                assert set(got) == set(want), (n, fused)
+                for k in want:
+                    assert torch.allclose(got[k], want[k], atol=1e-6, rtol=1e-4), (n, fused, k)
+    finally:
+        model.eval()
+
+
+def test_a_hook_on_the_core_sends_the_step_through_the_hooked_forward():
+    model, task = _tiny()
+    seen = []
+    with model.hooked.hooks(fwd_hooks=[("blocks.1.attn.hook_z", lambda z, hook: seen.append(torch.is_grad_enabled()))]):
+        train(model, task, TrainConfig(steps=3, batch_size=8, warmup_steps=1, eval_every=100, progress=False))
+    assert seen.count(True) == 3  # every training step (and the final evaluation, without gradients)
+
+
+def test_a_non_finite_loss_stops_the_run_at_its_step():
+    model, task = _tiny()
+    calls = {"n": 0}
+
+    def poison_step_3(module, inputs, output):
+        calls["n"] += 1
+        return output * float("nan") if calls["n"] == 3 else output
+
+    model.read_in.register_forward_hook(poison_step_3)
+    with pytest.raises(FloatingPointError, match="step 2"):
+        train(model, task, TrainConfig(steps=5, batch_size=8, warmup_steps=1, eval_every=100, progress=False))
+
+
+def test_bfloat16_training_on_the_cpu_learns_keeps_float32_and_is_recorded(tmp_path):
+    from icl_interp.checkpoint import load_model
+
+    logs = {}
+    for dtype in ("float32", "bfloat16"):
+        model, task = _tiny()
+        cfg = TrainConfig(steps=100, batch_size=32, lr=3e-3, warmup_steps=10, eval_every=50, eval_prompts=128, progress=False,
+                          dtype=dtype, checkpoint_every=100)
+        logs[dtype] = train(model, task, cfg, out_dir=tmp_path / dtype)["log"]
+    for a, b in zip(logs["float32"], logs["bfloat16"]):  # the float32 run's path, to bfloat16's precision
+        assert b["loss"] == pytest.approx(a["loss"], rel=2e-2) and b["loss"] != a["loss"]
+    assert logs["bfloat16"][-1]["eval_error_mean"] == pytest.approx(logs["float32"][-1]["eval_error_mean"], rel=2e-2)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    tmp_path = tmp_path / "bfloat16"
+    assert load_model(tmp_path / "model").saved_config["training"]["dtype"] == "bfloat16"
+    assert json.loads((tmp_path / "checkpoint" / "state.json").read_text())["train_config"]["dtype"] == "bfloat16"
+    with pytest.raises(ValueError, match="dtype"):
+        TrainConfig(dtype="float16")
+
+
+@pytest.mark.slow
+def test_compiled_training_gives_the_eager_losses():
+    """torch.compile of the loss: the same losses as eager (a compile from cold takes minutes on this CPU)."""
+    logs = []
+    for compile_ in (False, True):
+        model, task = _tiny()
+        cfg = TrainConfig(steps=8, batch_size=16, lr=3e-3, warmup_steps=2, eval_every=100, progress=False, compile=compile_)
+        logs.append([e["loss"] for e in train(model, task, cfg)["log"]])
+    assert logs[1] == pytest.approx(logs[0], rel=1e-5)
+
+
+def test_a_checkpoint_from_before_the_device_fields_resumes(tmp_path):
+    """Checkpoints written before device / dtype / compile / log_to existed resume (as float32 runs)."""
+    common = dict(steps=20, batch_size=8, lr=3e-3, warmup_steps=2, checkpoint_every=10, eval_every=100, progress=False)
+    straight, task = _tiny()
+    train(straight, task, TrainConfig(**common))
+    model, _ = _tiny()
+    train(model, task, TrainConfig(**common), out_dir=tmp_path, max_minutes=0)
+    state_file = tmp_path / "checkpoint" / "state.json"
+    state = json.loads(state_file.read_text())
+    for key in ("device", "dtype", "compile", "log_to"):
+        del state["train_config"][key]
+    state_file.write_text(json.dumps(state))
+    train(model, task, TrainConfig(**common), out_dir=tmp_path, resume=True)
+    for (k, a), (_, b) in zip(straight.own_state_dict().items(), model.own_state_dict().items()):
+        assert torch.equal(a, b), k
+    with pytest.raises(ValueError, match="dtype"):
+        train(model, task, TrainConfig(**common, dtype="bfloat16"), out_dir=tmp_path, resume=True)
+
+
+def test_cli_keeps_snapshots(tmp_path):
+    from icl_interp.cli import main
+    from icl_interp.training import snapshots
+
+    args = ["train", "--preset", "tiny", "--out", str(tmp_path), "--no-progress", "--threads", "1", "--steps", "20",
+            "--keep-every", "10", "--keep-log", "3"]
+    assert main(args) == 0
+    assert [s for s, _ in snapshots(tmp_path)] == [1, 4, 10, 20]
+
+
+# -- optional wandb logging ------------------------------------------------------------------
+
+
+def test_wandb_logging_offline(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_files"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    (tmp_path / "wandb_files").mkdir()
+    model, task = _tiny()
+    cfg = TrainConfig(steps=60, batch_size=8, warmup_steps=2, eval_every=50, eval_prompts=16, progress=False, log_to="wandb")
+    log = train(model, task, cfg, out_dir=tmp_path / "run")["log"]
+    run_id = (tmp_path / "run" / "wandb_run_id").read_text()
+    records = list((tmp_path / "wandb_files" / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
+    assert len(records) == 1
+    data = records[0].read_bytes()  # protobuf records: each logged key and its JSON value appear verbatim
+    for entry in (log[0], log[-1]):
+        for key in ("loss", "lr", "active_dims", "n_points", "eval_error_last"):
+            if key in entry:
+                assert key.encode() in data and json.dumps(entry[key]).encode() in data, key
+
+
+def test_without_log_to_wandb_is_never_imported(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys, icl_interp as ii; t = ii.SparseLinearRegression(d=4, s=1); "
+            "m = ii.ICLTransformer(ii.ModelConfig(d=4, n_layers=1, n_heads=1, d_model=8, max_points=4), t); "
+            f"ii.train(m, t, ii.TrainConfig(steps=2, batch_size=4, progress=False), out_dir={str(tmp_path)!r}); "
+            "print('wandb' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]
+
+
+def test_log_to_is_checked():
+    with pytest.raises(ValueError, match="log_to"):
+        TrainConfig(log_to="tensorboard")
