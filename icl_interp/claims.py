@@ -102,11 +102,13 @@ def layer0_all_heads(importance: dict) -> Claim:
                  "relative error increase per layer-0 head: " + ", ".join(f"{r:+.1%}" for r in rel))
 
 
-def later_single_head(importance: dict) -> Claim:
-    """Later layers mostly use one head: the top head's share of each later layer's positive importance."""
+def later_single_head(importance: dict) -> Optional[Claim]:
+    """Later layers mostly use one head: the top head's share of each later layer's positive importance (None: one layer)."""
     shares = check_result("importance", importance, ("later_layers_top_head_share",))["later_layers_top_head_share"]
+    if not shares:
+        return None
     return Claim("later_single_head", "Later layers mostly use a single head (the top head holds most of the layer's importance).",
-                 _verdict(bool(shares) and all(s >= TOP_HEAD_MAJORITY for s in shares), any(s >= TOP_HEAD_MAJORITY for s in shares)),
+                 _verdict(all(s >= TOP_HEAD_MAJORITY for s in shares), any(s >= TOP_HEAD_MAJORITY for s in shares)),
                  {"top_head_share": list(shares)},
                  "top-head share of positive ablation importance, layers 1..: " + ", ".join(f"{s:.2f}" for s in shares))
 

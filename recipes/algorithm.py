@@ -9,8 +9,8 @@ others; `pto_choice` records the preprocessing PtO chose at each n.
 
 Run:   python recipes/algorithm.py --out DIR [--quick]
   or:  icl-interp recipe algorithm --out DIR [--quick]
-Writes DIR/algorithm.png and DIR/algorithm.json. About 3 minutes here (--quick: one
-setting, d = 8 and noise 0.5, 100 test prompts, about 20 s).
+Writes DIR/algorithm.png and DIR/algorithm.json. About 2 minutes here (--quick: one
+setting, d = 8 and noise 0.5, 100 test prompts, about 4 s).
 """
 
 import icl_interp as ii

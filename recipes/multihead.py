@@ -9,7 +9,7 @@ p/h < d (claim `seed2_narrow`).
 
 Run:   python recipes/multihead.py --out DIR [--quick]
   or:  icl-interp recipe multihead --out DIR [--quick]
-Writes DIR/multihead.png and DIR/multihead.json. About 20 s here.
+Writes DIR/multihead.png and DIR/multihead.json. About 25 s here (--quick: 7 s).
 """
 
 import icl_interp as ii

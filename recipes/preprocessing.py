@@ -11,7 +11,7 @@ layer 0 could compute). Then the claim `layer0_preprocesses`.
 
 Run:   python recipes/preprocessing.py --out DIR [--quick]
   or:  icl-interp recipe preprocessing --out DIR [--quick]
-Writes DIR/preprocessing_probes.png and DIR/preprocessing.json. About 10 s here.
+Writes DIR/preprocessing_probes.png and DIR/preprocessing.json. About a minute here (--quick: 9 s).
 """
 
 import icl_interp as ii

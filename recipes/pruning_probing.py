@@ -11,7 +11,7 @@ trained to predict the query's y). Then the same comparison at noise 0.1, 0.5 an
 Run:   python recipes/pruning_probing.py --out DIR [--quick]
   or:  icl-interp recipe pruning_probing --out DIR [--quick]
 Writes DIR/pruning_probing.png, DIR/pruning_noise.png and DIR/pruning_probing.json.
-About a minute here (--quick: about 20 s).
+About a minute here, beside a training job (--quick: about 10 s).
 """
 
 import icl_interp as ii

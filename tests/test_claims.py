@@ -64,10 +64,13 @@ def test_layer0_all_heads(rel, verdict):
     ((0.6, 0.5), R),             # at least half, inclusive
     ((0.6, 0.49), M),            # one later layer without a majority head
     ((0.4, 0.49), N),
-    ((), N),                     # a one-layer model has no later layer
 ])
 def test_later_single_head(shares, verdict):
     assert cl.later_single_head(importance(shares=shares)).verdict == verdict
+
+
+def test_later_single_head_needs_a_later_layer():
+    assert cl.later_single_head(importance(shares=())) is None    # a one-layer model
 
 
 @pytest.mark.parametrize("ratio, verdict", [(1.05, R), (1.1, R), (1.11, M), (1.5, M), (1.51, N), (3.0, N)])
