@@ -4,7 +4,6 @@ import pytest
 import torch
 
 import icl_interp as ii
-from icl_interp.backend import tl_major
 
 pytestmark = pytest.mark.tl3
 
