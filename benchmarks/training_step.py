@@ -12,15 +12,19 @@ Same batch (128 prompts x 16 points, interleaved: 31 tokens) for both.
 runs: the fused hook-free forward computing only what the loss reads (the last block at
 the x tokens), CPU attention as batched matrix products, normalised MSE, backward,
 clipping at 1, fused AdamW. "GPT-2" is the usual step: forward, the same loss, backward,
-clipping at 1, ``torch.optim.AdamW`` with its defaults. For the record the script also
-times GPT-2 with fused AdamW and with HF's eager attention, our full-sequence fused
-forward with default AdamW (the step before this work's changes, but with the new attention), and our step through the TransformerLens bridge's hooked forward.
-Each variant is timed interleaved at 1 and at 2 torch threads (ratios: CPU time at 1
-thread, wall time at 2 threads), then both steps are profiled (torch.profiler) and the
-top cost centres printed.
+clipping at 1, ``torch.optim.AdamW`` with its defaults. Also timed, for the record:
+ours compiled (``TrainConfig(compile=True)``; the compile time is printed), GPT-2 with
+fused AdamW and with HF's eager attention, ``ours_full`` (``model(xs, ys, fast=True)``
+over every position with default AdamW: the previous training step, with this
+version's CPU attention) and ``bridge`` (our step through the TransformerLens bridge's
+hooked forward). Each variant is timed interleaved at 1 and at 2 torch threads (ratios:
+CPU time at 1 thread, wall time at 2 threads), then both steps are profiled
+(torch.profiler) and the top cost centres printed.
 
     .venv/bin/python benchmarks/training_step.py [--full]   # 30 steps each (--full: 100, batch 256)
 """
+
+import time
 
 import _common as common
 import torch
@@ -103,9 +107,9 @@ def make_step(model: nn.Module, forward, data, norm: float, fused_adam: bool = F
     return step
 
 
-def our_step(model: ii.ICLTransformer, data, norm: float):
+def our_step(model: ii.ICLTransformer, data, norm: float, compile: bool = False):
     """``icl_interp.train``'s own step (TrainStep), at a constant learning rate."""
-    cfg = ii.TrainConfig(lr=1e-3, grad_clip=1.0)
+    cfg = ii.TrainConfig(lr=1e-3, grad_clip=1.0, compile=compile)
     device = torch.device("cpu")
     step = TrainStep(model, make_optimizer(model, cfg, device), cfg, norm, device, Dist())
     return lambda: step(data, 1e-3, 0).item()
@@ -156,8 +160,16 @@ def main() -> None:
     hf_eager.backbone.config._attn_implementation = "eager"
     hf_eager.load_state_dict(hf.state_dict())
     hf_eager.train()
+    compiled = ii.ICLTransformer(ii.ModelConfig(d=8, n_layers=3, n_heads=4, d_model=64, max_points=16), task)
+    compiled.load_own_state_dict(ours.own_state_dict())
+    compiled.train()
+    step_compiled = our_step(compiled, data, task.norm, compile=True)
+    start = time.perf_counter()
+    common.check_close("loss of the first step, compiled", step_compiled(), step_ours(), atol=1e-5)
+    print(f"compiling the step (TrainConfig(compile=True)) took {time.perf_counter() - start:.0f} s")
     fns = {
         "ours": step_ours,
+        "ours_compiled": step_compiled,
         "hf": step_hf,
         "hf_fused_adam": make_step(hf, lambda: hf(data.xs, data.ys), data, task.norm, fused_adam=True),
         "hf_eager": make_step(hf_eager, lambda: hf_eager(data.xs, data.ys), data, task.norm),
@@ -171,6 +183,7 @@ def main() -> None:
         pick = (lambda t: t.cpu) if threads == 1 else (lambda t: t.wall)
         what = "CPU time" if threads == 1 else "wall time"
         ratios[threads] = pick(times["hf"]) / pick(times["ours"])
+        ratios["compiled", threads] = pick(times["hf"]) / pick(times["ours_compiled"])
         print(f"{threads} thread(s), {batch_size} prompts x 31 tokens, median of {steps} steps, per step ({what} for the ratios):")
         for name, t in times.items():
             print(f"  {name:<14} {t}   GPT-2 / this {pick(times['hf']) / pick(t):.2f}x")
@@ -182,8 +195,8 @@ def main() -> None:
                 step()
         n_ops = sum(e.count for e in prof.key_averages() if e.key.startswith("aten::")) / 5
         print(f"  {name}: top cost centres over 5 steps (self CPU time, 1 thread), {n_ops:.0f} aten ops per step\n{top_ops(prof, 12)}")
-    print(f"ratio at 2 threads (wall time): {ratios[2]:.2f}x")
-    print(f"RATIO training_step {ratios[1]:.2f}x at 1 thread (CPU time), {ratios[2]:.2f}x at 2 threads (wall time); GPT-2 / ours")
+    print(f"RATIO training_step {ratios[1]:.2f}x at 1 thread (CPU time), {ratios[2]:.2f}x at 2 threads (wall time); GPT-2 / ours "
+          f"(compiled: {ratios['compiled', 1]:.2f}x, {ratios['compiled', 2]:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -14,19 +14,20 @@ from icl_interp.distributed import Dist, context
 from icl_interp.presets import train_preset
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "icl_interp", "train"]
-ARGS = ["--preset", "tiny", "--steps", "30", "--threads", "1", "--device", "cpu", "--no-progress"]
+ARGS = ["--preset", "tiny", "--steps", "30", "--threads", "1", "--no-progress"]
 
 
-def _torchrun(out: Path, *extra: str) -> subprocess.CompletedProcess:
+def _torchrun(out: Path, *extra: str, device: str = "cpu") -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([*TORCHRUN, *ARGS, "--out", str(out), *extra], env=env, capture_output=True, text=True, timeout=600)
+    args = [*TORCHRUN, *ARGS, "--device", device, "--out", str(out), *extra]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
 
-def _single(out: Path) -> dict:
+def _single(out: Path, device: str = "cpu") -> dict:
     torch.set_num_threads(1)
-    return train_preset("tiny", out, overrides={"steps": 30, "threads": 1, "device": "cpu", "progress": False})
+    return train_preset("tiny", out, overrides={"steps": 30, "threads": 1, "device": device, "progress": False})
 
 
 def _assert_same_weights(dist_dir: Path, single_dir: Path) -> None:
@@ -73,6 +74,15 @@ def test_torchrun_run_stopped_and_resumed_ends_equal(tmp_path):
     _torchrun(out, "--resume")
     _single(tmp_path / "single")
     _assert_same_weights(out / "model", tmp_path / "single" / "model")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices")
+def test_torchrun_on_two_gpus_ends_with_the_single_gpu_weights(tmp_path):
+    """NCCL, each rank on cuda:LOCAL_RANK, against one process on one GPU."""
+    _torchrun(tmp_path / "ddp", device="cuda")
+    _single(tmp_path / "single", device="cuda")
+    _assert_same_weights(tmp_path / "ddp" / "model", tmp_path / "single" / "model")
 
 
 @pytest.mark.tl3
