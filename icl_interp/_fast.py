@@ -126,9 +126,10 @@ def _attention_qkv(attn: Any, h: Tensor, n_heads: int) -> tuple[Tensor, Tensor, 
 
 
 # Up to this many keys, attention on CPU runs as batched matrix products: for short
-# contexts they are faster there than the fused kernel (forward + backward at 31
-# tokens, 512 heads: 3.8 ms against 6.1 ms on one thread); elsewhere the fused kernel.
-_BMM_MAX_KEYS = 256
+# contexts they are faster there than the fused kernel (forward + backward, one thread,
+# 512 heads of 16: 3.5 against 6.2 ms at 31 keys, 16.4 against 17.6 ms at 63; at 81 keys
+# the fused kernel wins, 9.7 against 13.0 ms for 256 heads); elsewhere the fused kernel.
+_BMM_MAX_KEYS = 64
 
 
 def _causal_mask(n_q: int, offset: int, read: Optional[tuple], n_k: int, device: torch.device, dtype: torch.dtype) -> Tensor:

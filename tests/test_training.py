@@ -198,18 +198,19 @@ def _loss_and_grads(model, loss):
 
 
 @pytest.mark.tl3
+@pytest.mark.parametrize("max_points", [8, 40])  # 40: contexts past the CPU's batched-product attention (fused kernel)
 @pytest.mark.parametrize("encoding", ["interleaved", "concatenated"])
-def test_the_training_loss_is_the_models_own(encoding):
+def test_the_training_loss_is_the_models_own(encoding, max_points):
     """The step's loss and gradients (fused, last block only where the loss reads) equal the hooked model's."""
     from icl_interp import _fast
     from icl_interp.train_step import LossModule, read_positions
 
     task = SparseLinearRegression(d=4, s=1, noise_std=0.1)
-    model = ICLTransformer(ModelConfig(d=4, n_layers=3, n_heads=2, d_model=16, max_points=8, encoding=encoding), task)
+    model = ICLTransformer(ModelConfig(d=4, n_layers=3, n_heads=2, d_model=16, max_points=max_points, encoding=encoding), task)
     module = LossModule(model, task.norm)
     model.train()
     try:
-        for n in (8, 5, 1):
+        for n in (max_points, 5, 1):
             batch = task.sample(16, n, seed=n)
             preds = model(batch.xs, batch.ys)
             target = batch.ys if preds.ndim == 2 else batch.ys[:, -1]
