@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .attention import linear_attention
     from .constructions import gd_model, pto_model, build_construction
     from .training import TrainConfig, train, snapshots
+    from .devices import resolve_device
     from .presets import train_preset, retrain_zoo
     # baselines and evaluation
     from .evaluation import evaluate, EvalResult

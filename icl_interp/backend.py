@@ -35,6 +35,7 @@ __all__ = [
     "load_canonical_state_dict",
     "core_dims",
     "unsupported_features",
+    "attn_scale",
 ]
 
 
@@ -69,6 +70,7 @@ def _tl_kwargs(cfg: Any) -> dict:
         act_fn=cfg.act_fn,
         normalization_type=cfg.normalization,
         attn_only=cfg.attn_only,
+        attention_dir=getattr(cfg, "attention_dir", "causal"),
         seed=cfg.seed,
     )
 
@@ -77,7 +79,9 @@ def build_core(cfg: Any) -> torch.nn.Module:
     """A randomly initialised hooked transformer for ``cfg`` (a ModelConfig), in eval mode.
 
     Never calls ``enable_compatibility_mode``: with one output its weight
-    processing centres W_U to zero (REFERENCE.md section 6).
+    processing centres W_U to zero (REFERENCE.md section 6). The attention is
+    TransformerLens' softmax; ``ICLTransformer`` adds ``cfg.attention == "linear"``
+    with :func:`icl_interp.attention.linear_attention`.
     """
     kwargs = _tl_kwargs(cfg)
     with torch.random.fork_rng(devices=[]):
@@ -131,6 +135,14 @@ def embed(hooked: Any, tokens: Tensor) -> Tensor:
     finally:
         handle.remove()
     return seen[0]
+
+
+def attn_scale(hooked: Any, layer: int) -> float:
+    """What layer ``layer`` divides ``q . k`` by (sqrt(d_head) unless the config sets ``attn_scale``)."""
+    attn = hooked.blocks[layer].attn
+    if is_bridge(hooked):
+        return float(getattr(attn, "original_component", attn).scale)
+    return float(attn.attn_scale)
 
 
 def unsupported_features(hooked: Any) -> list[str]:

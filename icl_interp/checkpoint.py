@@ -17,12 +17,13 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Iterator, Optional, Union
 
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from .devices import resolve_device
 from .model import ICLTransformer, ModelConfig
 
 __all__ = ["save_model", "load_model", "zoo_names", "use_zoo", "atomic_write_bytes", "FORMAT_VERSION"]
@@ -61,7 +62,8 @@ def _fingerprint_batch(d: int, n_points: int) -> tuple[torch.Tensor, torch.Tenso
 @torch.no_grad()
 def _fingerprint(model: Any) -> list:
     xs, ys = _fingerprint_batch(model.cfg.d, model.cfg.max_points)
-    return model(xs, ys).reshape(-1).tolist()
+    device = model.read_in.weight.device
+    return model(xs.to(device), ys.to(device)).reshape(-1).tolist()
 
 
 def save_model(model: Any, path: Union[str, Path], **extra: Any) -> Path:
@@ -69,7 +71,7 @@ def save_model(model: Any, path: Union[str, Path], **extra: Any) -> Path:
     if not isinstance(model, ICLTransformer):
         raise TypeError(f"model must be an ICLTransformer, got {type(model).__name__}")
     path = Path(path)
-    weights = st_save({k: v.contiguous() for k, v in model.own_state_dict().items()})
+    weights = st_save({k: v.detach().cpu().contiguous() for k, v in model.own_state_dict().items()})
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -138,8 +140,14 @@ def read_config(path: Union[str, Path]) -> dict:
     return config
 
 
-def load_model(path_or_name: Union[str, Path] = "default") -> Any:
-    """Load a saved model from a folder, or a shipped one by name (``"default"``)."""
+def load_model(path_or_name: Union[str, Path] = "default", device: Optional[Any] = None) -> Any:
+    """Load a saved model from a folder, or a shipped one by name (``"default"``).
+
+    ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``, ...): checked on the CPU against its
+    fingerprint, then moved there. Its parameters are float32 whatever it was trained in.
+    """
+    if device is not None:
+        device = resolve_device(device)
     folder = _resolve(path_or_name)
     config = read_config(folder)
     raw = (folder / WEIGHTS).read_bytes() if (folder / WEIGHTS).is_file() else None
@@ -158,4 +166,4 @@ def load_model(path_or_name: Union[str, Path] = "default") -> Any:
     if fp.shape != got.shape or not torch.allclose(fp, got, atol=_FINGERPRINT_TOL, rtol=_FINGERPRINT_TOL):
         raise ValueError(f"{folder}: the loaded model does not reproduce its saved fingerprint predictions")
     model.saved_config = config
-    return model
+    return model if device is None else model.to(device)

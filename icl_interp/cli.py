@@ -7,19 +7,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
+
+from .devices import DEVICE_HELP, DTYPES
 
 
 def _train(args: argparse.Namespace) -> int:
     from .presets import get_preset, train_preset
 
-    overrides = {key: getattr(args, key) for key in ("steps", "batch_size", "lr", "seed", "threads") if getattr(args, key) is not None}
+    keys = ("steps", "batch_size", "lr", "seed", "threads", "device", "dtype", "keep_every", "keep_log", "log_to")
+    overrides = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
     if args.no_progress:
         overrides["progress"] = False
+    if args.compile:
+        overrides["compile"] = True
     out = Path(args.out)
     result = train_preset(args.preset, out, resume=args.resume, max_minutes=args.max_minutes, overrides=overrides)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return 0
     if result["stopped"]:
         steps = get_preset(args.preset)["train"]["steps"] if args.steps is None else args.steps
         print(f"stopped after {args.max_minutes:g} min at step {result['step']} of {steps}; "
@@ -34,7 +42,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
     from .evaluation import evaluate
 
-    model = load_model(args.model)
+    model = load_model(args.model, device=args.device)
     task = model.task
     if task is None:
         raise ValueError(f"model {args.model!r} records no task to evaluate on")
@@ -88,6 +96,13 @@ def _import_garg(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_construction(args: argparse.Namespace) -> int:
+    from .constructions import save_zoo_construction
+
+    print(f"wrote {save_zoo_construction(args.name, args.out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="icl-interp", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -104,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--max-minutes", dest="max_minutes", type=float,
                    help="train in chunks: stop at the first checkpoint after this many minutes (continue with --resume)")
+    t.add_argument("--device", default="auto", help=f"where to train: {DEVICE_HELP}; under torchrun each rank takes cuda:LOCAL_RANK")
+    t.add_argument("--dtype", choices=DTYPES, help="bfloat16: the forward under autocast, parameters stay float32 (default float32)")
+    t.add_argument("--compile", action="store_true", help="torch.compile the training step's loss (made for GPUs; on a CPU the first compile takes minutes)")
+    t.add_argument("--keep-every", dest="keep_every", type=int, help="keep a snapshot of the model every K steps (OUT/snapshots/)")
+    t.add_argument("--keep-log", dest="keep_log", type=int, help="keep about N snapshots at log-spaced steps (first at step 1)")
+    t.add_argument("--log-to", dest="log_to", choices=["wandb"], help="also log to Weights & Biases (WANDB_MODE=offline works)")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="error / excess-risk curve of a saved model on its task")
@@ -112,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n-prompts", dest="n_prompts", type=int, default=2000)
     e.add_argument("--seed", type=int, default=1)
     e.add_argument("--out", help="write the JSON here")
+    e.add_argument("--device", default="cpu", help=f"where the model runs: {DEVICE_HELP} (default cpu)")
     e.set_defaults(func=_evaluate)
 
     r = sub.add_parser("recipe", help="run one experiment recipe (figures + JSON)")
@@ -141,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     for key in ("n_dims", "n_positions", "n_embd", "n_layer", "n_head"):
         g.add_argument("--" + key.replace("_", "-"), dest=key, type=int, help=f"{key} (default: from config.yaml)")
     g.set_defaults(func=_import_garg)
+
+    c = sub.add_parser("build-construction", help="build a hand-made transformer of the zoo (construction-gd, construction-pto)")
+    c.add_argument("name", help="construction-gd or construction-pto (icl_interp.constructions.CONSTRUCTIONS)")
+    c.add_argument("--out", required=True, help="output folder for the saved model")
+    c.set_defaults(func=_build_construction)
     return p
 
 
@@ -148,7 +175,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, ImportError) as e:
         print(f"icl-interp {args.command}: error: {e}", file=sys.stderr)
         return 2
 

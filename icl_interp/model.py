@@ -25,6 +25,8 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from . import _fast, backend
+from .attention import linear_attention
+from .devices import resolve_device
 from .protocol import Layout, check_batch
 from .runner import check_model
 from .tasks import ICLBatch, Task, task_from_dict
@@ -35,6 +37,8 @@ __all__ = ["ModelConfig", "ICLTransformer"]
 ENCODINGS = ("interleaved", "concatenated")
 NORMALIZATIONS = ("LN", "LNPre", "RMS", "RMSPre", None)
 POSITIONALS = ("learned", "none")
+ATTENTIONS = ("softmax", "linear")
+ATTENTION_DIRS = ("causal", "bidirectional")
 
 
 @dataclass
@@ -55,6 +59,8 @@ class ModelConfig:
     act_fn: str = "gelu"
     seed: int = 0
     task: Optional[dict] = field(default=None)
+    attention: str = "softmax"  # "linear": icl_interp.attention (pattern = masked score / number of keys)
+    attention_dir: str = "causal"  # "bidirectional" needs the concatenated encoding (the query's y is hidden)
 
     def __post_init__(self) -> None:
         self.d = check_int("d", self.d, min_value=1)
@@ -73,6 +79,13 @@ class ModelConfig:
         check_choice("positional", self.positional, POSITIONALS)
         check_choice("encoding", self.encoding, ENCODINGS)
         check_choice("act_fn", self.act_fn, ("gelu", "gelu_new", "relu", "silu"))
+        check_choice("attention", self.attention, ATTENTIONS)
+        check_choice("attention_dir", self.attention_dir, ATTENTION_DIRS)
+        if self.attention_dir == "bidirectional" and self.encoding != "concatenated":
+            raise ValueError(
+                f"attention_dir='bidirectional' needs encoding='concatenated', got encoding={self.encoding!r}: "
+                "with interleaved tokens every x_i would see its own y_i (and later ones), leaking the answer"
+            )
         if self.task is not None:
             task = task_from_dict(self.task)  # validates
             if task.d != self.d:
@@ -109,7 +122,8 @@ class ICLTransformer(nn.Module):
     a 3.x ``HookedTransformer``) and every hook name is TransformerLens'.
     """
 
-    def __init__(self, cfg: ModelConfig, task: Optional[Task] = None):
+    def __init__(self, cfg: ModelConfig, task: Optional[Task] = None, device: Optional[Any] = None):
+        """``device`` (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``): built on the CPU with the seed, then moved there."""
         super().__init__()
         if not isinstance(cfg, ModelConfig):
             raise TypeError(f"cfg must be a ModelConfig, got {type(cfg).__name__}")
@@ -125,10 +139,15 @@ class ICLTransformer(nn.Module):
             self.read_in = nn.Linear(cfg.d_in, cfg.d_model)
             self.pos_emb = nn.Parameter(0.02 * torch.randn(cfg.n_ctx, cfg.d_model)) if cfg.positional == "learned" else None
         self.hooked = backend.build_core(cfg)
+        if cfg.attention == "linear":  # on the core's own hook points; the query is no key of a concatenated prompt
+            linear_attention(self.hooked, normalise="keys", query_key=cfg.encoding != "concatenated")
         self.eval()
+        if device is not None:
+            self.to(resolve_device(device))
         gen = torch.Generator().manual_seed(0)
         n = min(4, cfg.max_points)
-        check_model(self, ICLBatch(torch.randn(2, n, cfg.d, generator=gen), torch.randn(2, n, generator=gen), torch.zeros(2, cfg.d)))
+        probe = ICLBatch(torch.randn(2, n, cfg.d, generator=gen), torch.randn(2, n, generator=gen), torch.zeros(2, cfg.d))
+        check_model(self, probe.to(self.read_in.weight.device))
 
     # -- the task it was trained on -------------------------------------------------
     @property

@@ -64,7 +64,7 @@ class RidgeProbe:
         u, s, vh = torch.linalg.svd(xc, full_matrices=False)
         uty = u.T @ yc
         if self.alpha is None:
-            self.loo_mse_ = self._loo_mse(u, s, uty, yc, torch.tensor(self.alphas, dtype=s.dtype))
+            self.loo_mse_ = self._loo_mse(u, s, uty, yc, torch.tensor(self.alphas, dtype=s.dtype, device=s.device))
             self.alpha_ = self.alphas[int(torch.argmin(self.loo_mse_))]
         else:
             self.alpha_ = self.alpha
