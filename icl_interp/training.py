@@ -39,9 +39,12 @@ from .validation import check_choice, check_float, check_int
 
 __all__ = ["TrainConfig", "train", "lr_at", "snapshots", "snapshot_steps"]
 
-# fields that may change between the chunks of one run
-_FREE = {"train_config": ("progress", "threads", "checkpoint_every", "device", "compile", "log_to"), "model_config": ("seed",),
-         "task": ()}
+# fields that may change between the chunks of one run (snapshots and evaluations only add output)
+_FREE = {"train_config": ("progress", "threads", "checkpoint_every", "device", "compile", "log_to", "keep_every", "keep_log",
+                          "eval_every", "eval_prompts") + ("steps", "schedule", "decay_frac", "min_lr_ratio", "warmup_steps"),
+         "model_config": ("seed",), "task": ()}
+# of those, the schedule's: they may change only where the learning rates already used stay the same (_same_history)
+_SCHEDULE = ("steps", "schedule", "decay_frac", "min_lr_ratio", "warmup_steps")
 
 
 @dataclass
@@ -156,6 +159,19 @@ def _step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step) % (2**63 - 1)
 
 
+def _same_history(saved: TrainConfig, now: TrainConfig, step: int) -> None:
+    """A resumed run may change its schedule (more steps, a later decay) only if every step done so far would have
+    had the same learning rate under the new one: then it is bitwise the run the new config gives from scratch."""
+    if all(getattr(saved, f) == getattr(now, f) for f in _SCHEDULE):
+        return
+    if now.steps < step:
+        raise ValueError(f"cannot resume: steps={now.steps} is below the {step} steps already done")
+    changed = next((t for t in range(step) if lr_at(t, saved) != lr_at(t, now)), None)
+    if changed is not None:
+        raise ValueError(f"cannot resume with another schedule: step {changed} would have had lr {lr_at(changed, now):.3g}, "
+                         f"not the {lr_at(changed, saved):.3g} it was trained with")
+
+
 def snapshot_steps(cfg: TrainConfig) -> list[int]:
     """The steps (counted as steps done, 1..steps) at which ``cfg`` keeps a snapshot of the model."""
     keep: set[int] = set()
@@ -267,7 +283,9 @@ def train(
     start = 0
     if resume and ckpt is not None and (ckpt / "state.json").is_file():
         state = load_state(ckpt, model, opt)
-        check_resumable(state, meta, _FREE, {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING})
+        defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+        check_resumable(state, meta, _FREE, defaults)
+        _same_history(TrainConfig(**{**defaults, **state["train_config"]}), cfg, state["step"])
         start, log = state["step"], state["log"]
     step_fn = TrainStep(model, opt, cfg, task.norm, device, dist)
     tracker = tracking.start(cfg.log_to, out, meta) if dist.is_main else None

@@ -343,3 +343,22 @@ def test_without_log_to_wandb_is_never_imported(tmp_path):
 def test_log_to_is_checked():
     with pytest.raises(ValueError, match="log_to"):
         TrainConfig(log_to="tensorboard")
+
+
+def test_a_run_extends_its_schedule_only_where_the_past_lrs_stay(tmp_path):
+    """Resuming with more steps (a later decay) is allowed while every step done had the same lr; the result is
+    bitwise the run the new config gives from scratch."""
+    common = dict(batch_size=8, lr=3e-3, warmup_steps=2, schedule="wsd", decay_frac=0.25, checkpoint_every=10,
+                  eval_every=100, progress=False)
+    first, task = _tiny()
+    train(first, task, TrainConfig(steps=20, **common), out_dir=tmp_path / "run", max_minutes=0)  # stops at step 10
+    extended, _ = _tiny()
+    train(extended, task, TrainConfig(steps=40, **common), out_dir=tmp_path / "run", resume=True)  # decay now from 30
+    straight, _ = _tiny()
+    train(straight, task, TrainConfig(steps=40, **common))
+    for (k, a), (_, b) in zip(straight.own_state_dict().items(), extended.own_state_dict().items()):
+        assert torch.equal(a, b), k
+    other, _ = _tiny()
+    train(other, task, TrainConfig(steps=20, **common), out_dir=tmp_path / "b", max_minutes=0)
+    with pytest.raises(ValueError, match="another schedule"):  # step 5 had lr 3e-3; a cosine would have given less
+        train(_tiny()[0], task, TrainConfig(steps=20, **{**common, "schedule": "cosine"}), out_dir=tmp_path / "b", resume=True)
