@@ -12,16 +12,17 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 from . import claims as cl
 from . import studies as st
 from .checkpoint import load_model, zoo_names
 from .evaluation import evaluate
 from .runner import prepare
+from .validation import check_int
 from .zoo import Siblings, siblings
 
-__all__ = ["write_report"]
+__all__ = ["write_report", "single_model_studies"]
 
 IN_MEMORY = "model (in memory)"
 _SKIP_NOTES = {
@@ -29,6 +30,7 @@ _SKIP_NOTES = {
     "single_head": "no trained single-head sibling: `multihead_beats_single` is skipped",
     "noise_sweep": "no noise-sweep siblings: the pruning figure across noise levels (`noise_pruning`, `noise_single_head`) is skipped",
     "concat_twin": "no concatenated-token twin: the `concat_` claims are skipped",
+    "linear_twin": "no trained linear-attention twin: the `linear_` claims are skipped",
     "second_seed": "no second-seed set (one-layer softmax models): `seed2_wide` and `seed2_narrow` are skipped",
 }
 
@@ -87,13 +89,34 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path) -> di
         curve = evaluate(twin, twin.task, n_points=twin.cfg.max_points, n_prompts=n_prompts, seed=1)
         r["concat"] = {"model": sib.concat_twin, "error": curve.error.tolist(),
                        "preprocessing": st.preprocessing_study(twin, tdata), "gd": st.gd_study(twin, tdata)}
+    if sib.linear_twin:  # the same task in the seed's theory class (bidirectional linear attention): every single-model claim
+        r["linear"] = single_model_studies(get(sib.linear_twin), n_prompts=n_prompts, name=sib.linear_twin)
     if sib.second_seed:
         softmax = {v: get(v) for v in sib.second_seed}
         r["multihead"] = st.multihead_study(softmax, next(iter(softmax.values())).task, quick=quick, out=out)
     have = {"head_counts": len(variants) > 1, "single_head": single is not None, "noise_sweep": len(pairs) > 1,
-            "concat_twin": bool(sib.concat_twin), "second_seed": bool(sib.second_seed)}
+            "concat_twin": bool(sib.concat_twin), "linear_twin": bool(sib.linear_twin), "second_seed": bool(sib.second_seed)}
     r["skipped"] = {k: f"`{name}` has {_SKIP_NOTES[k]}" for k, ok in have.items() if not ok}
     return r
+
+
+def single_model_studies(model: Any, *, n_prompts: int = 2000, seed: int = 7, name: Optional[str] = None) -> dict:
+    """The studies behind the six single-model claims, on fresh prompts of the model's task (the report's: 2,000, seed 7).
+
+    ``model``: an ICLTransformer that knows its task, a zoo name or a saved folder.
+    Returns ``{"model", "error" (the error curve over n, seed 1), "importance", "pruning",
+    "preprocessing", "gd"}``; :func:`icl_interp.claims.decide` gives the claims.
+    """
+    import torch
+
+    label, model, _ = _resolve(model)
+    n_prompts, seed = check_int("n_prompts", n_prompts, min_value=8), check_int("seed", seed, min_value=0)
+    data = prepare(model, model.task.sample(n_prompts, model.cfg.max_points, seed=seed))
+    curve = evaluate(model, model.task, n_points=model.cfg.max_points, n_prompts=n_prompts, seed=1)
+    imp = st.importance_study(model, data)
+    return {"model": label if name is None else name, "error": curve.error.tolist(), "importance": imp,
+            "pruning": st.pruning_study(model, data, importance=torch.tensor(imp["ablation"])),
+            "preprocessing": st.preprocessing_study(model, data), "gd": st.gd_study(model, data)}
 
 
 def write_report(out: Union[str, Path], *, model: Any = "default", quick: bool = False) -> dict:
@@ -122,9 +145,9 @@ def write_report(out: Union[str, Path], *, model: Any = "default", quick: bool =
 
 # -- rendering ----------------------------------------------------------------------------------
 
-def _probe_table(pre: dict, every: str) -> list[str]:
+def _probe_table(pre: dict) -> list[str]:
     """Rows ``| target (where) | input R2 | layer-0 R2 | random-model R2 |`` of a preprocessing study."""
-    lines = []
+    lines, every = [], f"every token; r over {pre.get('view_words', 'the examples before it')}"
     for table, where in (("rows", "query token"), ("rows_all_positions", every)):
         for t, row in pre[table].items():
             ctrl = "n/a" if row["control_r2"] is None else f"{row['control_r2']:.3f}"
@@ -133,8 +156,33 @@ def _probe_table(pre: dict, every: str) -> list[str]:
 
 
 def _step_table(gd: dict) -> list[str]:
-    return ["| t | GD risk | PtO risk |", "|---|---|---|"] + [
+    lines = ["| t | GD risk (best lr) | PtO risk (best candidate and lr) |", "|---|---|---|"] + [
         f"| {t} | {a:.3f} | {b:.3f} |" for t, a, b in zip(gd["steps"], gd["gd_risk"], gd["pto_risk"])]
+    its = gd.get("iterates") or {}
+    if its.get("layers"):  # the claims' numbers: each algorithm run's gaps after the later layers
+        layers = its["layers"]
+        lines += ["", "Gap of each later layer to the algorithm's iterate (t = layer + t0; the last layer: the model's output, "
+                  "else a probe's sqrt(1 - R2)), step size matched to the model's output:", "",
+                  "| algorithm | t0 | step size | " + " | ".join(f"layer {l}" for l in layers) + " | mean |",
+                  "|---" * (len(layers) + 4) + "|"]
+        for rec in its["algorithms"].values():
+            gaps = [rec["gaps"].get(str(l), 1.0) for l in layers]
+            lines.append(f"| {rec['family']} | {rec['t0']} | {rec['step_size']:.4g} | " + " | ".join(f"{g:.3f}" for g in gaps)
+                         + f" | {sum(gaps) / len(gaps):.3f} |")
+    return lines
+
+
+def _linear_lines(lin: dict) -> list[str]:
+    """The section on the linear-attention twin: its error, head importance, probes and per-layer risk (claims `linear_*`)."""
+    imp = lin["importance"]
+    lines = ["", f"## The same task learnt with bidirectional linear attention (`{lin['model']}`)", "",
+             f"Claims `linear_*`. Error (MSE / s) at n = {len(lin['error']) - 1}: {lin['error'][-1]:.3f}; clean error on the "
+             f"study prompts {imp['clean_error']:.3f} (context-free {imp['context_free_error']:.3f}). Ablation importance "
+             "(rows = layers): " + "; ".join(", ".join(f"{v:+.3f}" for v in row) for row in imp["ablation"]) + ".", "",
+             "| target | input R2 | layer-0 R2 | random-model R2 |", "|---|---|---|---|"]
+    lines += _probe_table(lin["preprocessing"])
+    return lines + ["", "P-probing risk per layer (input first): " + ", ".join(f"{v:.3f}" for v in lin["gd"]["probe_risk_per_layer"]), ""
+                    ] + _step_table(lin["gd"])
 
 
 def _markdown(r: dict, model: Any) -> str:
@@ -199,7 +247,7 @@ def _markdown(r: dict, model: Any) -> str:
     control = g.get("probe_risk_per_layer_control")
     lines += ["## Layer 0 as preprocessing", "", "![preprocessing probes](preprocessing_probes.png)", "",
               "| target | input R2 | layer-0 R2 | random-model R2 |", "|---|---|---|---|"]
-    lines += _probe_table(r["preprocessing"], "every x token")
+    lines += _probe_table(r["preprocessing"])
     lines += [
         "",
         "## Later layers as gradient-descent steps",
@@ -217,9 +265,11 @@ def _markdown(r: dict, model: Any) -> str:
                   "One token holds x_i and y_i together, so layer 0 could form x_i * y_i-like features within a token. "
                   f"Error (MSE / s) at n = {len(cc['error']) - 1}: {cc['error'][-1]:.3f}.", "",
                   "| target | input R2 | layer-0 R2 | random-model R2 |", "|---|---|---|---|"]
-        lines += _probe_table(cc["preprocessing"], "every token")
+        lines += _probe_table(cc["preprocessing"])
         lines += ["", "P-probing risk per layer (input first): " + ", ".join(f"{v:.3f}" for v in cc["gd"]["probe_risk_per_layer"]), ""]
         lines += _step_table(cc["gd"])
+    if "linear" in r:
+        lines += _linear_lines(r["linear"])
     if "multihead" in r:
         lines += ["", "## Second seed: single- vs multi-head one-layer softmax attention", "", "![multihead](multihead.png)", "",
                   "| model | p | h | p/h | fitted c | fitted e |", "|---|---|---|---|---|---|"]

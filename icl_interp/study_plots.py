@@ -103,7 +103,8 @@ def plot_preprocessing_study(result: dict) -> Any:
     """Held-out R2 of each probe target at the input, after layer 0, and for a random model (two readings)."""
     rows, rows_all = (check_result("result", result, ["rows", "rows_all_positions"])[k] for k in ("rows", "rows_all_positions"))
     fig, axes = _subplots((11, 3.4), ncols=2, gridspec_kw={"width_ratios": [len(rows), len(rows_all)]})
-    for ax, table, title in ((axes[0], rows, "query token"), (axes[1], rows_all, "every x token (r from the prefix)")):
+    every = f"every token (r over {result.get('view_words', 'the examples before it')})"
+    for ax, table, title in ((axes[0], rows, "query token"), (axes[1], rows_all, every)):
         names = list(table)
         x = list(range(len(names)))
         for off, key, label in ((-0.27, "input_r2", "input (embed)"), (0.0, "layer0_r2", "layer 0 output"),

@@ -13,7 +13,10 @@ Built-in targets (``names()`` lists them, ``get(name).description`` explains one
   ``pre_power2``, ``pre_rank_one``;
 - estimator predictions of the query y from the context: ``gd_step_1`` .. ``gd_step_4``,
   ``ols_pred``, ``ridge_pred``, ``lasso_pred``;
-- per example: ``y``, ``x`` and ``r_prefix`` (``r`` over the examples before each one).
+- per example: ``y``, ``x`` and ``r`` over the examples a token can see after one layer (:data:`VIEWS`):
+  ``r_prefix`` (the examples before i: a causal interleaved model), ``r_incl`` (examples 0..i: a causal
+  concatenated model, whose token i holds y_i), ``r_ctx`` (every context example: bidirectional attention);
+  the preprocessing candidates applied to every x_i with each: ``pre_*_all``, ``pre_*_incl``, ``pre_*_ctx``.
 
 Step size of the ``gd_step_t`` targets (:func:`default_lr`): ``n / (n + d + 1)`` with
 ``n`` the context size, the one-step optimum for isotropic Gaussian x and w
@@ -53,12 +56,17 @@ __all__ = [
     "RIDGE_ALPHA",
     "LASSO_ALPHA",
     "GD_STEPS",
+    "VIEWS",
+    "example_target_names",
+    "r_seen",
 ]
 
 PER = ("prompt", "example", "auto")
 RIDGE_ALPHA = 0.1
 LASSO_ALPHA = 0.01
 GD_STEPS = (1, 2, 3, 4)
+#: which examples' y a token can have seen, by view: (name of its r target, suffix of its pre_* targets)
+VIEWS = {"before": ("r_prefix", "_all"), "through": ("r_incl", "_incl"), "context": ("r_ctx", "_ctx")}
 
 TargetFn = Callable[[ICLBatch], Tensor]
 
@@ -218,15 +226,42 @@ def _query_preprocessed(pre: Preprocessing) -> TargetFn:
     return fn
 
 
-def _example_preprocessed(pre: Preprocessing) -> TargetFn:
-    """``pre`` applied to every example's x_i with r from the examples before it (what a causal layer can see)."""
+def _example_preprocessed(pre: Preprocessing, view: str = "before") -> TargetFn:
+    """``pre`` applied to every example's x_i with r over the examples of ``view`` (:func:`r_seen`)."""
 
     def fn(batch: ICLBatch) -> Tensor:
         b, n, d = batch.xs.shape
-        r = _r_prefix(batch).reshape(b * n, d)
+        r = r_seen(batch, view).reshape(b * n, d)
         return pre.transform(r, batch.xs.reshape(b * n, 1, d)).reshape(b, n, d)
 
     return fn
+
+
+def example_target_names(view: str) -> tuple[str, list[str]]:
+    """(the r target, the ``pre_*`` targets of every candidate) read at every token under ``view`` (a key of :data:`VIEWS`)."""
+    r_name, suffix = VIEWS[check_choice("view", view, tuple(VIEWS))]
+    return r_name, [f"{name}{suffix}" for name in _PRE_NAMES]
+
+
+def r_seen(batch: ICLBatch, view: str) -> Float[Tensor, "batch n d"]:
+    """``X^T y / count`` at every example i over the examples whose y token i can see after one attention layer.
+
+    ``"before"``: examples j < i (0 for the first); ``"through"``: j <= i, except that the
+    query (the last example) never sees its own y; ``"context"``: every example but the query.
+    """
+    check_choice("view", view, tuple(VIEWS))
+    b, n, d = batch.xs.shape
+    if view == "context":
+        xs, ys, _ = context(batch)
+        return correlation(xs, ys)[:, None, :].expand(b, n, d)
+    sums = torch.cumsum(batch.xs * batch.ys[..., None], dim=1)
+    counts = torch.arange(n, dtype=sums.dtype, device=sums.device)
+    if view == "before":
+        sums = torch.cat([torch.zeros_like(sums[:, :1]), sums[:, :-1]], dim=1)
+    else:  # through: the query sees the context (its own y is hidden), n - 1 examples
+        sums = torch.cat([sums[:, :-1], sums[:, -2:-1] if n > 1 else torch.zeros_like(sums[:, :1])], dim=1)
+        counts = torch.cat([counts[:-1] + 1, counts[-1:]])
+    return sums / counts.clamp_min(1)[None, :, None]
 
 
 def _y_query(batch: ICLBatch) -> Tensor:
@@ -249,29 +284,18 @@ def _xtx(batch: ICLBatch) -> Tensor:
     return gram[:, i, j]
 
 
-def _r_prefix(batch: ICLBatch) -> Tensor:
-    sums = torch.cumsum(batch.xs * batch.ys[..., None], dim=1)
-    before = torch.cat([torch.zeros_like(sums[:, :1]), sums[:, :-1]], dim=1)
-    counts = torch.arange(batch.n_points, dtype=sums.dtype, device=sums.device).clamp_min(1)
-    return before / counts[None, :, None]
-
-
 def _register_builtins() -> None:
     register("y_query", _y_query, "the query's y (the last y): probing it per layer gives the P-probing risk")
     register("y_query_clean", _y_query_clean, "x_query . w, the noise-free query target")
     register("w", lambda b: b.w, "the prompt's true weights w [B, d]")
     register("r", _r, "feature-target correlation X^T y / n over the context (all examples but the query) [B, d]")
     register("xtx", _xtx, "X^T X / n over the context, upper triangle flattened [B, d(d+1)/2]")
-    pres = {
-        "pre_identity": get_preprocessing("identity"),
-        "pre_reweight": get_preprocessing("reweight"),
-        "pre_power2": get_preprocessing("power", p=2.0),
-        "pre_rank_one": get_preprocessing("rank_one", c=1.0),
-    }
-    for name, pre in pres.items():
+    seen = {"before": "the examples before i", "through": "examples 0..i (the query: the context)", "context": "every context example"}
+    for name, pre in _PRES.items():
         register(name, _query_preprocessed(pre), f"preprocessing {pre} applied to the query x, with r from the context [B, d]")
-        register(f"{name}_all", _example_preprocessed(pre),
-                 f"preprocessing {pre} applied to every x_i, with r from the examples before i [B, n, d]", per="example")
+        for view, (_, suffix) in VIEWS.items():
+            register(f"{name}{suffix}", _example_preprocessed(pre, view),
+                     f"preprocessing {pre} applied to every x_i, with r from {seen[view]} [B, n, d]", per="example")
     for t in GD_STEPS:
         register(f"gd_step_{t}", gd_prediction(t), f"query prediction after {t} GD step(s) from 0 on the context, lr = n/(n+d+1)")
     register("ols_pred", estimator_prediction(lambda b: OLS()), "query prediction of (minimum-norm) OLS on the context")
@@ -279,7 +303,18 @@ def _register_builtins() -> None:
     register("lasso_pred", estimator_prediction(lambda b: Lasso(LASSO_ALPHA)), f"query prediction of Lasso(alpha={LASSO_ALPHA})")
     register("y", lambda b: b.ys, "every example's y [B, n]", per="example")
     register("x", lambda b: b.xs, "every example's x [B, n, d]", per="example")
-    register("r_prefix", _r_prefix, "X^T y / i over the i examples before example i (0 for the first) [B, n, d]", per="example")
+    for view, (r_name, _) in VIEWS.items():
+        register(r_name, lambda b, view=view: r_seen(b, view), f"X^T y / count over {seen[view]}, at every example i [B, n, d]",
+                 per="example")
+
+
+_PRES = {
+    "pre_identity": get_preprocessing("identity"),
+    "pre_reweight": get_preprocessing("reweight"),
+    "pre_power2": get_preprocessing("power", p=2.0),
+    "pre_rank_one": get_preprocessing("rank_one", c=1.0),
+}
+_PRE_NAMES = tuple(_PRES)
 
 
 _register_builtins()

@@ -1,23 +1,25 @@
 """Every seed claim on synthetic study results on both sides of each of its thresholds (icl_interp/claims.py)."""
 
 import json
-import math
 
 import pytest
+import torch
 
 from icl_interp import claims as cl
 from icl_interp.claims import Claim
-from icl_interp.studies.mechanism import gd_distance
+from icl_interp.studies.iterates import gd_distance, output_gap, read_out_gap
 
 R, M, N = "reproduced", "mixed", "not reproduced"
 
 
-def importance(rel=(0.1, 0.1), shares=(0.6, 0.6)):
-    return {"layer0_relative_increase": list(rel), "later_layers_top_head_share": list(shares)}
+def importance(rel=(0.1, 0.1), shares=(0.6, 0.6), clean=0.5, free=1.0):
+    """Relative increases over the clean error; with clean 0.5 and context-free 1.0 the skill is 0.5, so share = rel."""
+    return {"layer0_relative_increase": list(rel), "later_layers_top_head_share": list(shares), "clean_error": clean,
+            "context_free_error": free}
 
 
-def pruning(ratio=1.0, single=None):
-    out = {"pruned_over_full": ratio, "error_pruned": 0.5 * ratio, "error_full": 0.5}
+def pruning(ratio=1.0, single=None, free=1.0):
+    out = {"pruned_over_full": ratio, "error_pruned": 0.5 * ratio, "error_full": 0.5, "error_context_free": free}
     if single is not None:
         out["error_single_head"] = 0.5 * single
     return out
@@ -47,7 +49,7 @@ def cmp(ratio, wide):
 
 
 @pytest.mark.parametrize("rel, verdict", [
-    ((0.06, 0.9), R),            # every head above the 5% rise
+    ((0.06, 0.9), R),            # every head above 5% of the skill
     ((0.051, 0.9), R),
     ((0.05, 0.9), M),            # exactly 5% is not above it
     ((0.04, 0.9), M),            # below 5% but above 0
@@ -57,7 +59,27 @@ def cmp(ratio, wide):
 def test_layer0_all_heads(rel, verdict):
     claim = cl.layer0_all_heads(importance(rel=rel))
     assert (claim.id, claim.verdict) == ("layer0_all_heads", verdict)
-    assert claim.values["relative_increase"] == list(rel)
+    assert claim.values["relative_increase"] == list(rel) and claim.values["skill_share"] == pytest.approx(list(rel))
+
+
+@pytest.mark.parametrize("clean, free, verdict", [
+    (0.5, 0.8, R),               # skill 0.3: +3% of the clean error is 0.015, 5% of the skill
+    (0.5, 0.9, M),               # skill 0.4: 0.015 is 3.75% of it
+    (0.5, 0.55, N),              # predicting 0 is only 10% worse: no skill, no head "used"
+    (0.5, 0.4, N),               # worse than predicting 0 (a random model)
+])
+def test_layer0_all_heads_measures_the_share_of_the_skill(clean, free, verdict):
+    claim = cl.layer0_all_heads(importance(rel=(0.031, 0.2), clean=clean, free=free))
+    assert claim.verdict == verdict
+    if verdict != N:
+        assert claim.values["skill_share"][0] == pytest.approx(0.031 * clean / (free - clean))
+
+
+def test_head_claims_need_a_model_that_solves_something():
+    no_skill = importance(rel=(0.5, 0.5), shares=(0.9, 0.9), clean=1.05, free=1.1)
+    for claim in (cl.layer0_all_heads(no_skill), cl.later_single_head(no_skill), cl.pruning_preserves(pruning(1.0, free=0.55))):
+        assert claim.verdict == N and "solves nothing in context" in claim.number
+    assert cl.later_single_head(importance(shares=(0.9, 0.9), clean=1.0, free=1.11)).verdict == R   # just above 10%
 
 
 @pytest.mark.parametrize("shares, verdict", [
@@ -169,6 +191,8 @@ def test_later_gd_steps(d_gd, d_pto, c_gd, c_pto, verdict):
     (0.3, 0.1, 0.8, R),
     (0.3, 0.2, 0.8, M),          # closer to PtO than GD, but not below 0.2
     (0.3, 0.15, 0.25, M),        # the random model is less than twice as far from PtO
+    (0.6, 0.49, 0.8, M),
+    (0.99, 0.98, 0.99, N),       # closer to PtO than to GD, but tracking neither (not below 0.5)
     (0.1, 0.15, 0.8, N),         # GD is closer
     (0.1, 0.1, 0.8, N),          # a tie is not "better"
 ])
@@ -188,13 +212,34 @@ def test_concat_twin_claims_have_their_own_ids_and_say_so():
     assert all(c.text.startswith("With concatenated [x; y] tokens (`default-concat`): ") for c in found)
 
 
-def test_gd_distance_is_the_mean_abs_log_ratio_over_later_layers():
-    risk = [1.0, 0.9, 0.5, 0.3]                  # input, after layers 0, 1, 2
-    layers, dist = gd_distance(risk, [0.25, 0.3, 0.2], [1, 2, 3])
-    assert layers == [1, 2]                      # layer 0 is the preprocessing layer; no layer 3
-    assert dist == pytest.approx((math.log(2.0) + 0.0) / 2)
-    assert gd_distance(risk, [0.25], [1]) == ([1], pytest.approx(math.log(2.0)))
-    assert gd_distance([1.0, 0.5], [0.3], [1]) == ([], None)   # a one-layer model
+def test_gd_distance_is_the_mean_gap_over_later_layers():
+    assert gd_distance([0.0, 0.5]) == 0.25
+    assert gd_distance([0.2, None, 0.2]) == pytest.approx(1.4 / 3)      # an iterate not read counts as a full gap
+    with pytest.raises(ValueError, match="gaps"):
+        gd_distance([])
+
+
+@pytest.mark.parametrize("r2, gap", [(1.0, 0.0), (0.96, 0.2), (0.75, 0.5), (0.0, 1.0), (-0.3, 1.0), (None, 1.0), (float("nan"), 1.0)])
+def test_read_out_gap_is_the_relative_rms_error_of_the_probe(r2, gap):
+    assert read_out_gap(r2) == pytest.approx(gap)
+
+
+def test_output_gap_is_relative_to_the_algorithm_spread():
+    pred = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    assert output_gap(pred, pred) == 0.0
+    assert output_gap(pred, 0.9 * pred) == pytest.approx(0.1 * (4 / 3) ** -0.5)   # var is unbiased: 4/3
+    assert output_gap(pred, 3 * pred) == 1.0 and output_gap(torch.zeros(4), pred) == 1.0   # capped; no spread
+
+
+def test_linear_twin_claims_have_their_own_ids_and_say_so():
+    r = _results(full=False)
+    r["linear"] = {"model": "linear-concat", "importance": importance(rel=(0.01, 0.9)), "pruning": pruning(1.2),
+                   "preprocessing": pre(0.1), "gd": gd(0.3, 0.4)}
+    found = cl.decide(r)[6:]
+    assert [c.id for c in found] == ["linear_" + i for i in ("layer0_all_heads", "later_single_head", "pruning_preserves",
+                                                             "layer0_preprocesses", "later_gd_steps", "steps_on_preprocessed")]
+    assert all(c.text.startswith("In the trained linear-attention model (`linear-concat`): ") for c in found)
+    assert [c.verdict for c in found] == [M, R, M, R, M, N]
 
 
 @pytest.mark.parametrize("ratio, within", [(1.4, True), (1.5, True), (1.51, False)])
@@ -225,8 +270,9 @@ def test_decide_on_a_full_report_gives_every_id_once_in_the_report_order():
         "multihead_beats_single", "noise_pruning", "noise_single_head", "head_count_order", "seed2_narrow", "seed2_wide"]
     assert [c.verdict for c in found] == [R, R, R, R, R, N, N, R, R, R, M, R, R, R, R]
     assert json.loads(json.dumps([c.to_dict() for c in found]))[0] == {
-        "id": "layer0_all_heads", "claim": found[0].text, "verdict": R, "values": {"relative_increase": [0.1, 0.1]},
-        "number": "relative error increase per layer-0 head: +10.0%, +10.0%"}
+        "id": "layer0_all_heads", "claim": found[0].text, "verdict": R,
+        "values": {"skill_share": [0.1, 0.1], "relative_increase": [0.1, 0.1], "skill": 0.5},
+        "number": "share of the skill (context-free error 1.000 - error 0.500) lost by masking each layer-0 head: 10.0%, 10.0%"}
 
 
 def test_decide_on_a_single_model_leaves_out_the_sibling_claims():
@@ -244,3 +290,4 @@ def test_bad_inputs_are_named():
         cl.layer0_all_heads([0.1])
     with pytest.raises(ValueError, match="results is missing"):
         cl.decide({"importance": importance()})
+

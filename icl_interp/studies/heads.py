@@ -20,21 +20,40 @@ def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((ra * rb).sum() / (ra.norm() * rb.norm()))
 
 
+def context_free_error(model: Any, run: Any) -> float:
+    """The error (the model's metric, same positions) of the best prediction without the context: ``x . E[w]``.
+
+    E[w] is the task's ``w_mean`` (zero when it has none, as in every shipped task), so
+    this is the error of predicting 0: what a model that learnt nothing in context gets.
+    """
+    data = run.batch
+    mean = getattr(getattr(model, "task", None), "w_mean", None)
+    free = torch.zeros_like(data.ys) if mean is None else data.xs @ torch.as_tensor(mean, dtype=data.xs.dtype, device=data.xs.device)
+    return float(default_metric(model)(free if run.preds.ndim == 2 else free[:, -1], data))
+
+
 def importance_study(model: Any, data: Any, *, out: PathLike = None) -> dict:
     """Ablation and gradient importance side by side, with the numbers the seed's two head claims are decided on.
 
-    ``layer0_relative_increase``: each layer-0 head's ablation importance over the
-    clean error; ``later_layers_top_head_share``: per later layer, the top head's
-    share of the layer's positive ablation importance.
+    ``layer0_skill_share``: each layer-0 head's ablation importance over the model's
+    *skill*, the context-free error (:func:`context_free_error`) minus the clean error:
+    the share of what the model gained from the context that masking the head takes
+    away (``layer0_relative_increase``: over the clean error, for reference);
+    ``later_layers_top_head_share``: per later layer, the top head's share of the
+    layer's positive ablation importance.
     """
     run = prepare(model, data)  # one validation and one clean forward for every tool below
     abl = head_importance(model, run, method="ablation")
     grad = head_importance(model, run, method="gradient")
     clean = float(default_metric(model)(run.preds, run.batch))
+    free = context_free_error(model, run)
     later = abl[1:].clamp(min=0)
     shares = (later.max(1).values / later.sum(1).clamp(min=1e-12)).tolist() if abl.shape[0] > 1 else []
     result = {
         "clean_error": clean,
+        "context_free_error": free,
+        "skill": free - clean,
+        "layer0_skill_share": [v / (free - clean) for v in abl[0].tolist()] if free > clean else None,
         "ablation": abl.tolist(),
         "gradient": grad.tolist(),
         "layer0_relative_increase": [v / clean for v in abl[0].tolist()],
@@ -70,6 +89,7 @@ def pruning_study(
     full = normalised_error(run.preds, data, norm)
     pruned = normalised_error(mask_heads(model, run, mask), data, norm)
     result = {"mask": mask.tolist(), "error_full": float(full), "error_pruned": float(pruned),
+              "error_context_free": context_free_error(model, run),
               "pruned_over_full": float(pruned / full), "probe_risk_full": layer_risk(model, run)[0]}
     with masked(model, mask):  # another function of the inputs: a fresh run, not the clean one
         result["probe_risk_pruned"] = layer_risk(model, data)[0]

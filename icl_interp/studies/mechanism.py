@@ -1,20 +1,56 @@
-"""The seed's mechanism: layer 0 as preprocessing (probes) and each later layer as one GD step (per-layer risk)."""
+"""The seed's mechanism: layer 0 as preprocessing (probes) and each later layer as one GD step (probed iterates).
+
+**Layer 0 as preprocessing** (:func:`preprocessing_study`): probes for the preprocessing
+candidates at the query and at every token. After one attention layer a token can only
+hold statistics of the examples whose y it has seen (:func:`seen_view`): the examples
+before it (a causal interleaved model), the examples up to itself (a causal
+concatenated model, whose token i holds y_i) or the whole context (bidirectional
+attention). The every-token targets use r over exactly those examples.
+
+**Later layers as GD steps** (:func:`gd_study`): the gap of each later layer to the
+iterates of t-step GD and PtO runs (:mod:`.iterates`, where the reasons are), and for the
+figure the P-probing risk per layer (the seed's) beside the tuned algorithms' risks.
+"""
 
 from __future__ import annotations
 
 import math
 from typing import Any, Optional
 
-from .. import tuning
+import torch
+
+import probes
+
+from ..baselines import GD_LRS
 from ..probing import probe_all_layers
 from ..runner import model_norm, prepare
-from ._common import PathLike, layer_risk
-from .algorithm import PTO_CANDIDATES
+from ..validation import check_int
+from ._common import PathLike
+from .iterates import AlgorithmRun, algorithms, closest, gd_distance, layer_iterates
+
+__all__ = ["PREPROCESSING_TARGETS", "OTHER_TARGETS", "seen_view", "preprocessing_study", "gd_study", "gd_distance"]
 
 #: the preprocessing candidates probed for (``pre_identity`` is the raw input, the baseline, not a candidate)
 PREPROCESSING_TARGETS = ("pre_identity", "pre_reweight", "pre_power2", "pre_rank_one")
 #: what else layer 0's output might hold at the query token
 OTHER_TARGETS = ("r", "xtx", "w", "y_query")
+#: validation prompts (and their seed, apart from the test prompts) of the tuned algorithms' risks in the figure
+TUNING_PROMPTS, TUNING_SEED = 500, 20_000
+
+_VIEW_WORDS = {"before": "the examples before the token", "through": "the examples up to the token",
+               "context": "every context example"}
+
+
+def seen_view(model: Any) -> str:
+    """Which examples' y a token can have seen after one attention layer (a key of ``probes.VIEWS``).
+
+    ``"context"`` under bidirectional attention, ``"through"`` for causal concatenated
+    tokens, ``"before"`` for interleaved tokens (and models without a config).
+    """
+    cfg = getattr(model, "cfg", None)
+    if getattr(cfg, "attention_dir", "causal") == "bidirectional":
+        return "context"
+    return "through" if getattr(cfg, "encoding", None) == "concatenated" else "before"
 
 
 def _probe_rows(model: Any, data: Any, targets: list[str], positions: str) -> dict:
@@ -31,18 +67,21 @@ def preprocessing_study(model: Any, data: Any, *, out: PathLike = None) -> dict:
     """Probe the input and layer 0's output for each preprocessing candidate, with a random-model control.
 
     Two readings: at the query token (candidates applied to the query x, r from the
-    whole context, plus r, X^T X, w, y), and at every x token (candidates applied to
-    each x_i with r from the examples before it: what a causal layer 0 could compute).
-    The ``best_*`` numbers use the every-token reading; identity is the raw input, not a candidate.
+    whole context, plus r, X^T X, w, y), and at every token (candidates applied to each
+    x_i with r over the examples the token can see, :func:`seen_view`, recorded as
+    ``view``). The ``best_*`` numbers use the every-token reading; identity is the raw
+    input, not a candidate.
     """
-    query_targets = list(PREPROCESSING_TARGETS + OTHER_TARGETS)
-    example_targets = [f"{t}_all" for t in PREPROCESSING_TARGETS] + ["r_prefix"]
+    view = seen_view(model)
+    r_name, example_targets = probes.example_target_names(view)
+    suffix = probes.VIEWS[view][1]
     run = prepare(model, data)  # one clean forward for both readings
-    rows = _probe_rows(model, run, query_targets, "query")
-    rows_all = _probe_rows(model, run, example_targets, "all")
-    cands = {t: rows_all[f"{t}_all"] for t in PREPROCESSING_TARGETS if t != "pre_identity"}
+    rows = _probe_rows(model, run, list(PREPROCESSING_TARGETS + OTHER_TARGETS), "query")
+    rows_all = _probe_rows(model, run, example_targets + [r_name], "all")
+    cands = {t: rows_all[t + suffix] for t in PREPROCESSING_TARGETS if t != "pre_identity"}
     best = max(cands, key=lambda t: cands[t]["gain_over_input"])
-    result = {"rows": rows, "rows_all_positions": rows_all, "best_candidate": best,
+    result = {"view": view, "view_words": _VIEW_WORDS[view], "rows": rows, "rows_all_positions": rows_all,
+              "best_candidate": best, "best_target": best + suffix,
               "best_gain_over_input": cands[best]["gain_over_input"], "best_layer0_r2": cands[best]["layer0_r2"],
               "best_input_r2": cands[best]["input_r2"], "best_control_r2": cands[best]["control_r2"]}
     if out is not None:
@@ -52,28 +91,55 @@ def preprocessing_study(model: Any, data: Any, *, out: PathLike = None) -> dict:
     return result
 
 
-def gd_distance(risk: list[float], algorithm_risk: list[float], steps: list[int]) -> tuple[list[int], Optional[float]]:
-    """Mean |log(risk after layer l / algorithm risk at t = l steps)| over the later layers l >= 1 that are in ``steps``.
+# -- later layers as GD steps -------------------------------------------------------------------
 
-    ``risk[l + 1]`` is the risk after layer l (``risk[0]``: the input); returns the
-    layers used and the distance (None when no later layer is in ``steps``).
-    """
-    if len(algorithm_risk) != len(steps):
-        raise ValueError(f"algorithm_risk must have one risk per step ({len(steps)}), got {len(algorithm_risk)}")
-    layers = [l for l in range(1, len(risk) - 1) if l in steps]
-    if not layers:
-        return layers, None
-    return layers, sum(abs(math.log(risk[l + 1] / algorithm_risk[steps.index(l)])) for l in layers) / len(layers)
+def _tuned_risks(task: Any, batch: Any, steps: tuple, norm: float) -> dict[str, list[float]]:
+    """Risk at the query of the best t-step GD and PtO (step size, and for PtO the candidate, of the lowest validation error)."""
+    val = task.sample(TUNING_PROMPTS, batch.n_points, seed=TUNING_SEED)
+    curves: dict[str, list[float]] = {"gd": [], "pto": []}
+    for t in steps:
+        for kind in curves:
+            best = (math.inf, None, 0.0)
+            for name, pre in algorithms().items():
+                if (name == "gd") != (kind == "gd"):
+                    continue
+                errs = ((AlgorithmRun(pre, val).predict(t, GD_LRS) - val.ys[:, -1].double()) ** 2).mean(-1)
+                errs = torch.nan_to_num(errs, nan=math.inf).tolist()
+                i = min(range(len(errs)), key=errs.__getitem__)
+                best = min(best, (errs[i], name, GD_LRS[i]), key=lambda e: e[0])
+            pred = AlgorithmRun(algorithms()[best[1]], batch).predict(t, [best[2]])[0] if best[1] else torch.zeros(batch.batch_size)
+            curves[kind].append(float(((pred - batch.ys[:, -1].double()) ** 2).mean() / norm))
+    return curves
+
+
+def _distances(iterates: dict, control: Optional[dict]) -> Optional[dict]:
+    """The model's and the random model's distance to GD and to PtO (the closest candidate); None without later layers."""
+    if not iterates["layers"]:
+        return None
+    (d_gd, t0_gd, _), (d_pto, t0_pto, fam) = closest(iterates, False), closest(iterates, True)
+    (c_gd, c_t0_gd, _), (c_pto, c_t0_pto, c_fam) = (closest(control, False), closest(control, True)) if control else ((None,) * 3,) * 2
+    return {"layers": iterates["layers"], "gd": d_gd, "gd_t0": t0_gd, "pto": d_pto, "pto_t0": t0_pto,
+            "pto_candidate": fam.split(":", 1)[1] if fam else None, "control_gd": c_gd, "control_gd_t0": c_t0_gd,
+            "control_pto": c_pto, "control_pto_t0": c_t0_pto, "control_pto_candidate": c_fam.split(":", 1)[1] if c_fam else None}
+
+
+def _control_model(model: Any) -> Any:
+    """A randomly initialised model of ``model``'s config (the seed after its own), as the probes' control."""
+    from ..model import ICLTransformer, ModelConfig
+
+    return ICLTransformer(ModelConfig(**{**model.cfg.to_dict(), "seed": model.cfg.seed + 1}), model.task)
 
 
 def gd_study(model: Any, data: Any, *, steps: tuple = (1, 2, 3, 4, 6, 8), out: PathLike = None) -> dict:
-    """Per-layer P-probing risk against t-step GD on raw and preprocessed data, plus alignment metrics.
+    """Later layers against t-step GD and PtO runs: their iterates read off the layers (the claims), risks and alignment.
 
-    PtO is tuned over :data:`PTO_CANDIDATES` and the step size. The same probes on a
-    random model of the same config (``probe_risk_per_layer_control``) say how close
-    to the algorithms chance alone comes. ``distance`` holds the deciding numbers of
-    the GD-step claims: :func:`gd_distance` of the model and of the random model to
-    GD and to PtO (None when the model has no later layer in ``steps``).
+    ``iterates``: :func:`~icl_interp.studies.iterates.layer_iterates` (per algorithm and
+    t0, the step size matched to the model's output and each later layer's gap), and
+    ``iterates_control`` the same on a random model of the same config; ``distance``: the
+    model's and the random model's mean gap to the closest GD and PtO run, the deciding
+    numbers of the GD-step claims (None for a one-layer model). For the figure: the
+    P-probing risk per layer (``probe_risk_per_layer``, and the random model's) and the risk
+    of the best t-step GD and PtO for t in ``steps``; ``alignment``: :func:`~icl_interp.gd.gd_alignment`.
     """
     from ..gd import gd_alignment
     from ..model import ICLTransformer
@@ -81,40 +147,28 @@ def gd_study(model: Any, data: Any, *, steps: tuple = (1, 2, 3, 4, 6, 8), out: P
     task = getattr(model, "task", None)
     if task is None:
         raise ValueError("gd_study needs a model that knows its task (ICLTransformer, or attach(..., task=...))")
+    if not isinstance(steps, (tuple, list)) or not steps:
+        raise ValueError(f"steps must be a non-empty tuple of step counts, got {steps!r}")
+    steps = tuple(check_int("steps[i]", t, min_value=1) for t in steps)
     run = prepare(model, data)
     data = run.batch
     align = gd_alignment(model, run, steps=steps)
     norm = model_norm(model)
-    curves = {}
-    tuners = {"gd": tuning.best_gd, "pto": lambda *a, **kw: tuning.best_pto(*a, preprocessings=PTO_CANDIDATES, **kw)}
-    for name, tuner in tuners.items():
-        risks = []
-        for t in steps:
-            est = tuner(task, data.n_points, t, n_prompts=500, seed=20_000)
-            pred = tuning.prefix_predictions(est, data)[:, -1]
-            risks.append(float(((pred - data.ys[:, -1]) ** 2).mean() / norm))
-        curves[name] = risks
-    # a random model of the same config: how close to the algorithms does chance come?
-    risk, control_risk = layer_risk(model, run, control=isinstance(model, ICLTransformer))
-    result = {"steps": list(steps), "probe_risk_per_layer": risk, "probe_risk_per_layer_control": control_risk,
-              "gd_risk": curves["gd"], "pto_risk": curves["pto"], "alignment": align.to_dict()}
-    result["distance"] = _distances(result)
+    curves = _tuned_risks(task, data, steps, norm)
+    iterates, table = layer_iterates(model, run)
+    rows = [table.get(l, "resid_post", "y_query") for l in range(-1, model.hooked.cfg.n_layers)]
+    result = {"steps": list(steps), "probe_risk_per_layer": [r.mse / norm for r in rows], "probe_risk_per_layer_control": None,
+              "gd_risk": curves["gd"], "pto_risk": curves["pto"], "iterates": iterates, "iterates_control": None,
+              "alignment": align.to_dict()}
+    if isinstance(model, ICLTransformer):  # a random model of the same config: how close does chance come?
+        ctrl = _control_model(model)
+        ctrl_iterates, ctrl_table = layer_iterates(ctrl, prepare(ctrl, data))
+        result["iterates_control"] = ctrl_iterates
+        result["probe_risk_per_layer_control"] = [ctrl_table.get(l, "resid_post", "y_query").mse / norm
+                                                  for l in range(-1, model.hooked.cfg.n_layers)]
+    result["distance"] = _distances(iterates, result["iterates_control"])
     if out is not None:
         from ..study_plots import plot_gd_study, save_figure
 
         result["figure"] = save_figure(plot_gd_study(result), out, "gd_steps.png")
     return result
-
-
-def _distances(result: dict) -> Optional[dict]:
-    """The model's and the random model's :func:`gd_distance` to GD and to PtO (controls None without a random model)."""
-    steps, risk, control = result["steps"], result["probe_risk_per_layer"], result["probe_risk_per_layer_control"]
-    layers, d_gd = gd_distance(risk, result["gd_risk"], steps)
-    if d_gd is None:
-        return None
-
-    def dist(r: Optional[list], algo: str) -> Optional[float]:
-        return gd_distance(r, result[algo], steps)[1] if r else None
-
-    return {"layers": layers, "gd": d_gd, "pto": dist(risk, "pto_risk"),
-            "control_gd": dist(control, "gd_risk"), "control_pto": dist(control, "pto_risk")}

@@ -22,7 +22,8 @@ class Siblings:
 
     ``head_counts`` includes the model itself; ``noise_sweep`` holds (all heads,
     single head or None) pairs, the model's own included; ``second_seed`` is empty
-    unless every model of the set is present.
+    unless every model of the set is present; ``linear_twin`` is the same task learnt by the
+    seed's theory class (bidirectional linear attention).
     """
 
     head_counts: tuple[str, ...] = ()
@@ -30,6 +31,7 @@ class Siblings:
     noise_sweep: tuple[tuple[str, Optional[str]], ...] = ()
     concat_twin: Optional[str] = None
     second_seed: tuple[str, ...] = ()
+    linear_twin: Optional[str] = None
 
 
 def siblings(name: Any) -> Siblings:
@@ -55,4 +57,5 @@ def siblings(name: Any) -> Siblings:
         noise_sweep=tuple((full, have(single)) for full, single in entry.get("noise_sweep", []) if full in present),
         concat_twin=have(entry.get("concat_twin")),
         second_seed=tuple(entry.get("second_seed", [])) if set(entry.get("second_seed", [])) <= present else (),
+        linear_twin=have(entry.get("linear_twin")),
     )
