@@ -5,11 +5,12 @@ or 8, h = 1 or 4 heads; dense regression d = 4, noise 0.1, concatenated [x; y]
 tokens) evaluated at every number of examples D = 8..40; each excess-risk curve is
 fitted by c / D + e. The seed predicts a smaller constant c for multi-head attention
 when p/h >= d (claim `seed2_wide`), an advantage that shrinks or reverses when
-p/h < d (claim `seed2_narrow`).
+p/h < d (claim `seed2_narrow`). The seed's other settings (noisy labels, correlated
+features, local examples, a prior mean): recipes/multihead_settings.py.
 
 Run:   python recipes/multihead.py --out DIR [--quick]
   or:  icl-interp recipe multihead --out DIR [--quick]
-Writes DIR/multihead.png and DIR/multihead.json. About 25 s here (--quick: 7 s).
+Writes DIR/multihead.png and DIR/multihead.json. About 9 s here (--quick: 6 s).
 """
 
 import icl_interp as ii
