@@ -5,8 +5,9 @@ ridge read-out of the residual stream predicting the query's y, scored on held-o
 prompts) against the risk of the best t-step GD on the raw data and the best t-step
 preprocess-then-optimize (PtO, tuned over four preprocessings and the step size), and
 the same probes on a randomly initialised model of the same config. The deciding
-number of the claims `later_gd_steps` and `steps_on_preprocessed` is the mean
-|log(model risk after layer l / algorithm risk at t = l)| over layers 1..; the study
+number of the claims `later_gd_steps` and `steps_on_preprocessed` is not a risk but
+the mean gap of layers 1.. to the iterates of one GD or PtO run (t = layer + t0 steps,
+the step size matched to the model's output; icl_interp/studies/iterates.py); the study
 computes it (`distance` in the JSON) for the model and for the random model.
 
 Run:   python recipes/gd_steps.py --out DIR [--quick]

@@ -20,8 +20,11 @@ from icl_interp.studies import gd_distance
 pytestmark = [pytest.mark.slow, pytest.mark.skipif("default" not in zoo_names(), reason="needs the shipped default model")]
 
 BASE_IDS = ["layer0_all_heads", "later_single_head", "pruning_preserves", "layer0_preprocesses", "later_gd_steps", "steps_on_preprocessed"]
-FULL_IDS = BASE_IDS + ["concat_layer0_preprocesses", "concat_later_gd_steps", "concat_steps_on_preprocessed", "multihead_beats_single",
-                       "noise_pruning", "noise_single_head", "head_count_order", "seed2_narrow", "seed2_wide"]
+SETTINGS_IDS = ["seed2_noisy_narrow", "seed2_noisy", "seed2_correlated_narrow", "seed2_correlated", "seed2_local_narrow", "seed2_local",
+                "seed2_prior_strong", "seed2_prior_weak"]
+FULL_IDS = BASE_IDS + ["concat_layer0_preprocesses", "concat_later_gd_steps", "concat_steps_on_preprocessed",
+                       *[f"linear_{i}" for i in BASE_IDS], "multihead_beats_single",
+                       "noise_pruning", "noise_single_head", "head_count_order", "seed2_narrow", "seed2_wide", *SETTINGS_IDS]
 
 
 def _claims_again(found):
@@ -80,9 +83,9 @@ def check_gd_steps(d):
     assert d["steps"] == [1, 2, 3] and len(risk) == 4 and risk[-1] < risk[1]
     assert d["gd_risk"][-1] < d["gd_risk"][0]                       # more GD steps, lower risk
     dist = d["distance"]
-    assert dist["layers"] == [1, 2]
-    assert dist["gd"] == pytest.approx(gd_distance(risk, d["gd_risk"], d["steps"])[1])
-    assert dist["control_pto"] == pytest.approx(gd_distance(control, d["pto_risk"], d["steps"])[1])
+    assert dist["layers"] == [1, 2] and len(control) == 4
+    gd_run = d["iterates"]["algorithms"][f"gd|t0={dist['gd_t0']}"]
+    assert dist["gd"] == pytest.approx(gd_distance([gd_run["gaps"][str(layer)] for layer in (1, 2)]))
     assert dist["gd"] < 0.5 * dist["control_gd"]                    # far closer to GD than a random model
     assert d["claims"] == _claims_again([cl.later_gd_steps(d), cl.steps_on_preprocessed(d)])
 
@@ -103,6 +106,22 @@ def check_multihead(d):
     assert d["claims"] == _claims_again([cl.seed2(c) for c in d["comparisons"]])
 
 
+def check_multihead_settings(d):
+    settings = d["settings"]
+    assert list(settings) == ["noisy", "correlated", "local", "prior-strong", "prior-weak"]
+    assert [len(s["models"]) for s in settings.values()] == [4, 4, 4, 2, 2]
+    noisy = settings["noisy"]["comparisons"]
+    assert all(c["c_multi"] < c["c_single"] and c["risk_at_max_D_multi"] < 0.5 * c["risk_at_max_D_single"] for c in noisy)
+    for setting in ("prior-strong", "prior-weak"):
+        (c,) = settings[setting]["comparisons"]
+        prior = c["prior"]
+        assert prior["D"] == 1 and prior["distance_bayes"] < 0.1 and 0.6 < prior["distance_no_prior"] < 0.85   # the probe's ends
+        assert prior["distance_multi"] == settings[setting]["prior"]["rows"][f"softmax-{setting}-p16-h4"]["theta0_distance"][0]
+    assert settings["prior-strong"]["comparisons"][0]["prior"]["distance_multi"] < 0.1   # the strong prior is learned
+    assert [c["id"] for c in d["claims"]] == SETTINGS_IDS
+    assert d["claims"] == _claims_again(cl.seed2_settings(d))
+
+
 CHECKS = {name: globals()[f"check_{name}"] for name in RECIPES}
 
 
@@ -110,6 +129,8 @@ CHECKS = {name: globals()[f"check_{name}"] for name in RECIPES}
 def test_recipe_quick(name, tmp_path):
     if name == "multihead" and not ii.siblings("default").second_seed:
         pytest.skip("the one-layer softmax models are not in the zoo")
+    if name == "multihead_settings" and len(ii.siblings("default").second_seed_settings) < 5:
+        pytest.skip("the models of the second seed's other settings are not in the zoo")
     returned = run_recipe(name, tmp_path, quick=True)
     data = json.loads((tmp_path / f"{name}.json").read_text())
     assert json.loads(json.dumps(returned)) == data                # what it returns is what it wrote
@@ -139,7 +160,7 @@ def test_report_quick(tmp_path):
     _check_report(report, text)
     assert report["gd"]["distance"]["gd"] < report["gd"]["distance"]["control_gd"]
     for png in ("risk_curves.png", "head_importance.png", "pruning_probing.png", "pruning_noise.png", "preprocessing_probes.png",
-                "gd_steps.png", "multihead.png"):
+                "gd_steps.png", "multihead.png", "multihead_settings.png"):
         assert (tmp_path / png).is_file() and png in text
 
 
@@ -148,7 +169,8 @@ def test_report_on_a_saved_folder_skips_the_sibling_comparisons(tmp_path):
     report = ii.write_report(tmp_path / "rep", model=tmp_path / "mine", quick=True)
     text = (tmp_path / "rep" / "report.md").read_text()
     assert [c["id"] for c in report["claims"]] == BASE_IDS
-    assert set(report["skipped"]) == {"head_counts", "single_head", "noise_sweep", "concat_twin", "second_seed"}
+    assert set(report["skipped"]) == {"head_counts", "single_head", "noise_sweep", "concat_twin", "linear_twin", "second_seed",
+                                      "second_seed_settings"}
     assert all(note in text for note in report["skipped"].values())
     assert list(report["risk"]["curves"])[0] == str(tmp_path / "mine") and "pruning_noise" not in report
     _check_report(report, text)
@@ -157,7 +179,7 @@ def test_report_on_a_saved_folder_skips_the_sibling_comparisons(tmp_path):
 def test_report_on_a_model_in_memory(tmp_path, tiny_task):
     model = ii.ICLTransformer(ii.ModelConfig(d=4, n_layers=2, n_heads=2, d_model=16, max_points=8, seed=3), tiny_task)
     report = ii.write_report(tmp_path, model=model, quick=True)
-    assert report["model"] == "model (in memory)" and len(report["skipped"]) == 5
+    assert report["model"] == "model (in memory)" and len(report["skipped"]) == 7
     assert [c["id"] for c in report["claims"]] == BASE_IDS
     assert report["gd"]["distance"]["layers"] == [1] and math.isfinite(report["gd"]["distance"]["gd"])
     _check_report(report, (tmp_path / "report.md").read_text())
