@@ -32,6 +32,7 @@ _SKIP_NOTES = {
     "concat_twin": "no concatenated-token twin: the `concat_` claims are skipped",
     "linear_twin": "no trained linear-attention twin: the `linear_` claims are skipped",
     "second_seed": "no second-seed set (one-layer softmax models): `seed2_wide` and `seed2_narrow` are skipped",
+    "second_seed_settings": "no models of the second seed's other settings: the `seed2_<setting>` claims are skipped",
 }
 
 
@@ -94,8 +95,12 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path) -> di
     if sib.second_seed:
         softmax = {v: get(v) for v in sib.second_seed}
         r["multihead"] = st.multihead_study(softmax, next(iter(softmax.values())).task, quick=quick, out=out)
+    if sib.second_seed_settings:  # the seed's other settings (our definitions: README)
+        r["seed2_settings"] = st.settings_study({s: {v: get(v) for v in names} for s, names in sib.second_seed_settings},
+                                                quick=quick, out=out)
     have = {"head_counts": len(variants) > 1, "single_head": single is not None, "noise_sweep": len(pairs) > 1,
-            "concat_twin": bool(sib.concat_twin), "linear_twin": bool(sib.linear_twin), "second_seed": bool(sib.second_seed)}
+            "concat_twin": bool(sib.concat_twin), "linear_twin": bool(sib.linear_twin), "second_seed": bool(sib.second_seed),
+            "second_seed_settings": bool(sib.second_seed_settings)}
     r["skipped"] = {k: f"`{name}` has {_SKIP_NOTES[k]}" for k, ok in have.items() if not ok}
     return r
 
@@ -169,6 +174,25 @@ def _step_table(gd: dict) -> list[str]:
             gaps = [rec["gaps"].get(str(l), 1.0) for l in layers]
             lines.append(f"| {rec['family']} | {rec['t0']} | {rec['step_size']:.4g} | " + " | ".join(f"{g:.3f}" for g in gaps)
                          + f" | {sum(gaps) / len(gaps):.3f} |")
+    return lines
+
+
+def _settings_lines(study: dict) -> list[str]:
+    """The section on the second seed's other settings: the c/D fits per model, and each prior model's theta_0 probe."""
+    lines = ["", "## The second seed's other settings", "", "![multihead settings](multihead_settings.png)", "",
+             "Each setting is the base task with one change (our definitions: README). Claims `seed2_<setting>`.", "",
+             "| setting | model | p/h | fitted c | fitted e | excess risk at the largest D |", "|---|---|---|---|---|---|"]
+    for setting, res in study["settings"].items():
+        lines += [f"| {setting} | {n} | {m['p_over_h']:g} | {m['c']:.3f} | {m['e']:.4f} | {m['excess_risk'][-1]:.4f} |"
+                  for n, m in res["models"].items()]
+    priors = {s: res["prior"] for s, res in study["settings"].items() if "prior" in res}
+    if priors:
+        lines += ["", "Has a model learned theta_0? u: its predictions fitted on x_q over the prompts (its mean function); the "
+                  "distance of u from theta_0 over the norm of theta_0 is 0 for predicting theta_0 . x_q and 1 for predicting 0.",
+                  "", "| setting | predictor | D | error | distance of u from theta_0 (relative) |", "|---|---|---|---|---|"]
+        for setting, prior in priors.items():
+            lines += [f"| {setting} | {n} | {prior['D'][0]} | {row['error'][0]:.4f} | {row['theta0_distance'][0]:.3f} |"
+                      for n, row in prior["rows"].items()]
     return lines
 
 
@@ -274,5 +298,7 @@ def _markdown(r: dict, model: Any) -> str:
         lines += ["", "## Second seed: single- vs multi-head one-layer softmax attention", "", "![multihead](multihead.png)", "",
                   "| model | p | h | p/h | fitted c | fitted e |", "|---|---|---|---|---|---|"]
         lines += [f"| {n} | {m['p']} | {m['h']} | {m['p_over_h']:g} | {m['c']:.3f} | {m['e']:.4f} |" for n, m in r["multihead"]["models"].items()]
+    if "seed2_settings" in r:
+        lines += _settings_lines(r["seed2_settings"])
     lines += ["", "Every number is in `report.json`.", ""]
     return "\n".join(lines)

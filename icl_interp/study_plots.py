@@ -17,6 +17,7 @@ from .plotting import _figure, plot_head_importance, plot_risk_curves
 __all__ = [
     "save_figure", "plot_risk_study", "plot_importance_study", "plot_pruning_study", "plot_noise_pruning_study",
     "plot_preprocessing_study", "plot_gd_study", "plot_algorithm_study", "plot_multihead_study",
+    "plot_settings_study",
 ]
 
 
@@ -149,15 +150,48 @@ def plot_algorithm_study(result: dict) -> Any:
     return fig
 
 
-def plot_multihead_study(result: dict) -> Any:
-    """Excess risk against D of each one-layer model, with its fitted ``c / D + e`` dashed."""
-    rows = check_result("result", result, ["models"])["models"]
-    fig, ax = _subplots((5.5, 3.4))
+def _draw_multihead(ax: Any, rows: dict, fontsize: int = 7) -> None:
+    """Excess risk against D of each one-layer model on ``ax``, with its fitted ``c / D + e`` dashed."""
     for name, row in rows.items():
         (line,) = ax.plot(row["D"], row["excess_risk"], marker="o", ms=3, label=f"{name} (c={row['c']:.2f})")
         ax.plot(row["D"], [row["c"] / d + row["e"] for d in row["D"]], ls="--", color=line.get_color(), lw=1)
     ax.set_xlabel("in-context examples D")
     ax.set_ylabel("excess risk (query)")
     ax.set_yscale("log")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=fontsize)
+
+
+def plot_multihead_study(result: dict) -> Any:
+    """Excess risk against D of each one-layer model, with its fitted ``c / D + e`` dashed."""
+    rows = check_result("result", result, ["models"])["models"]
+    fig, ax = _subplots((5.5, 3.4))
+    _draw_multihead(ax, rows)
+    return fig
+
+
+def plot_settings_study(result: dict) -> Any:
+    """One panel per setting of :func:`~icl_interp.studies.settings_study` (as :func:`plot_multihead_study`), and one
+    with each prior model's |u - theta_0| / |theta_0| against D beside the references'."""
+    settings = check_result("result", result, ["settings"])["settings"]
+    priors = {s: r["prior"] for s, r in settings.items() if "prior" in r}
+    n = len(settings) + bool(priors)
+    cols = min(n, 3)
+    fig, axes = _subplots((4.2 * cols, 3.2 * ((n + cols - 1) // cols)), nrows=(n + cols - 1) // cols, ncols=cols, squeeze=False)
+    axes = list(axes.flat)
+    for ax, (setting, res) in zip(axes, settings.items()):
+        _draw_multihead(ax, {name.replace("softmax-", ""): row for name, row in res["models"].items()}, fontsize=6)
+        ax.set_title(setting, fontsize=9)
+    if priors:
+        ax = axes[len(settings)]
+        for style, (setting, prior) in zip(["-", "--", ":", "-."] * n, priors.items()):
+            for name, row in prior["rows"].items():
+                if name not in ("predict 0", "theta_0 . x_q"):  # those two are 1 and 0 at every D
+                    label = name.replace("softmax-", "") if name.startswith("softmax-") else f"{setting}: {name}"
+                    ax.plot(prior["D"], row["theta0_distance"], ls=style, marker="o", ms=3, label=label)
+        ax.set(xlabel="in-context examples D", ylabel="|u - theta_0| / |theta_0|", title="has the model learned theta_0?")
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=6)
+    for ax in axes[n:]:
+        ax.remove()
+    fig.tight_layout()
     return fig

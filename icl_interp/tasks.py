@@ -107,6 +107,11 @@ class Task:
 
     ``x_cov`` (a ``[d, d]`` covariance) makes the inputs correlated; ``w_mean``
     gives the weights a non-zero prior mean (the second seed's "prior knowledge").
+    ``x_local`` in [0, 1) makes the examples local (the second seed's "local
+    examples", our definition): every input of a prompt, query included, is
+    ``sqrt(a) c + sqrt(1 - a) z`` around a per-prompt centre ``c ~ N(0, I)``, so any two
+    inputs of a prompt have correlation ``a`` and each input is still ``N(0, I)`` (then
+    ``x_cov``); the points are exchangeable, so every prefix of a prompt is local too.
     Subclasses choose the support of ``w``.
     """
 
@@ -115,12 +120,16 @@ class Task:
     w_mean: Optional[list[float]] = None
     w_std: float = 1.0
     x_cov: Optional[list[list[float]]] = None
+    x_local: float = 0.0
     name: str = field(default="linear_regression", init=False)
 
     def __post_init__(self) -> None:
         self.d = check_int("d", self.d, min_value=1)
         self.noise_std = check_float("noise_std", self.noise_std, min_value=0.0)
         self.w_std = check_float("w_std", self.w_std, min_value=0.0)
+        self.x_local = check_float("x_local", self.x_local, min_value=0.0)
+        if self.x_local >= 1.0:
+            raise ValueError(f"x_local must be in [0, 1) (the correlation of two inputs of a prompt), got {self.x_local}")
         if self.w_mean is not None:
             mean = torch.as_tensor(self.w_mean, dtype=torch.float32)
             if mean.ndim == 0:
@@ -171,6 +180,9 @@ class Task:
         self._check_active(active)
         gen = _generator(seed, generator)
         xs = torch.randn(batch_size, n_points, self.d, generator=gen)
+        if self.x_local > 0:  # drawn only when set, so the other tasks' batches are unchanged
+            centre = torch.randn(batch_size, 1, self.d, generator=gen)
+            xs = self.x_local**0.5 * centre + (1.0 - self.x_local) ** 0.5 * xs
         if self._chol is not None:
             xs = xs @ self._chol.T
         support = self._support(batch_size, active, gen)
@@ -195,6 +207,8 @@ class Task:
             out["w_mean"] = list(self.w_mean)
         if self.x_cov is not None:
             out["x_cov"] = [list(r) for r in self.x_cov]
+        if self.x_local > 0:
+            out["x_local"] = self.x_local
         return out
 
 

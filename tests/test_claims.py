@@ -291,3 +291,79 @@ def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="results is missing"):
         cl.decide({"importance": importance()})
 
+
+# -- the second seed's other settings (issue 14) -----------------------------------------------------
+
+def prior_cmp(c_ratio=0.7, multi=0.1, single=0.1, bayes=0.02):
+    """A prior setting's p/h >= d comparison: c ratio and the theta_0 distances at the smallest D."""
+    return {**cmp(c_ratio, True), "prior": {"D": 1, "distance_multi": multi, "distance_single": single, "distance_bayes": bayes,
+                                            "distance_no_prior": 0.75, "error_multi": 0.05, "error_single": 0.06,
+                                            "error_prior_only": 0.04}}
+
+
+@pytest.mark.parametrize("setting", ["noisy", "correlated", "local"])
+@pytest.mark.parametrize("ratio, wide, verdict", [
+    (0.89, True, R), (0.9, True, M), (0.99, True, M), (1.0, True, N),     # the base claim's SEED2_C_RATIO and 1.0
+    (1.0, False, R), (0.99, False, M), (0.9, False, M), (0.89, False, N),
+])
+def test_seed2_setting_is_the_base_claim_under_its_own_id(setting, ratio, wide, verdict):
+    claim = cl.seed2_setting(setting, cmp(ratio, wide))
+    assert (claim.id, claim.verdict) == (f"seed2_{setting}" if wide else f"seed2_{setting}_narrow", verdict)
+    assert claim.text.startswith(f"Second seed, {cl.SEED2_SETTINGS[setting]}: with p/h")
+    assert claim.number == cl.seed2(cmp(ratio, wide)).number and claim.values == {"c_multi_over_single": ratio}
+
+
+@pytest.mark.parametrize("distance, ratio, verdict", [
+    (0.5, 0.89, R),              # learned (distance <= 0.5, inclusive) and a clearly smaller c
+    (0.1, 0.89, R),
+    (0.51, 0.89, M),             # u is nearer the midpoint than theta_0: not learned
+    (0.5, 0.9, M),               # learned, c not clearly smaller
+    (0.51, 0.9, N),
+    (0.9, 1.2, N),
+])
+def test_seed2_prior_strong(distance, ratio, verdict):
+    claim = cl.seed2_prior_strong(prior_cmp(ratio, multi=distance))
+    assert (claim.id, claim.verdict) == ("seed2_prior_strong", verdict)
+    assert claim.values == {"distance_multi": distance, "c_multi_over_single": ratio}
+    assert f"multi-head {distance:.2f}" in claim.number and "c multi / c single" in claim.number and "|" not in claim.number
+
+
+@pytest.mark.parametrize("single, multi, bayes, verdict", [
+    (0.11, 0.1, 0.02, R),        # single-head 1.1x as far from theta_0: the same (CLEAR_ERROR_RATIO, inclusive)
+    (0.05, 0.1, 0.02, R),        # single-head closer: multi-head no better
+    (0.111, 0.1, 0.02, M),       # 1.11x: multi-head closer, within PARTIAL_ERROR_RATIO
+    (0.15, 0.1, 0.02, M),
+    (0.151, 0.1, 0.02, N),       # 1.51x: multi-head learns theta_0 clearly better
+    (0.04, 0.01, 0.05, R),       # both within the probe's resolution (the Bayes predictor's distance): equal, not 4x
+    (0.06, 0.01, 0.05, M),       # floored: 0.06 / 0.05 = 1.2, not 6x
+    (0.08, 0.01, 0.05, N),       # floored: 1.6
+])
+def test_seed2_prior_weak(single, multi, bayes, verdict):
+    claim = cl.seed2_prior_weak(prior_cmp(multi=multi, single=single, bayes=bayes))
+    assert (claim.id, claim.verdict) == ("seed2_prior_weak", verdict)
+    assert claim.values["single_over_multi_distance"] == pytest.approx(max(single, bayes) / max(multi, bayes))
+
+
+def test_seed2_settings_decides_each_comparison_in_order():
+    study = {"settings": {
+        "noisy": {"comparisons": [cmp(1.0, False), cmp(0.7, True)]},
+        "prior-strong": {"comparisons": [prior_cmp(0.7, multi=0.1)]},
+        "prior-weak": {"comparisons": [{**prior_cmp(1.0, single=0.3), "p_over_h_ge_d": False}, prior_cmp(1.0, single=0.3)]},
+        "my-own-setting": {"comparisons": [cmp(0.7, True)]},   # a user's setting: no seed prediction, no claim
+    }}
+    found = cl.seed2_settings(study)
+    assert [(c.id, c.verdict) for c in found] == [("seed2_noisy_narrow", R), ("seed2_noisy", R), ("seed2_prior_strong", R),
+                                                  ("seed2_prior_weak", N)]   # the p/h < d prior pair has no claim
+
+
+def test_seed2_settings_bad_inputs_are_named():
+    with pytest.raises(ValueError, match="setting must be one of"):
+        cl.seed2_setting("prior-strong", cmp(0.7, True))
+    with pytest.raises(ValueError, match="cmp is missing \\['prior'\\]"):
+        cl.seed2_prior_strong(cmp(0.7, True))
+    with pytest.raises(ValueError, match="cmp\\['prior'\\] is missing"):
+        cl.seed2_prior_weak({**cmp(0.7, True), "prior": {"D": 1}})
+    with pytest.raises(TypeError, match="study must be a dict"):
+        cl.seed2_settings([])
+    with pytest.raises(ValueError, match="study is missing"):
+        cl.seed2_settings({"noisy": {}})

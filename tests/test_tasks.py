@@ -47,6 +47,24 @@ def test_w_mean_shifts_the_mean_of_w():
     assert 0.08 < float(w.std(0).mean()) < 0.12
 
 
+def test_x_local_correlates_the_inputs_of_a_prompt_and_keeps_each_standard():
+    xs = LinearRegression(d=3, x_local=0.75).sample(4000, 5, seed=6).xs
+    flat = xs.reshape(-1, 3)
+    torch.testing.assert_close(flat.T @ flat / len(flat), torch.eye(3), atol=0.05, rtol=0.0)   # each input N(0, I)
+    for i, j in ((0, 1), (0, 4), (3, 4)):   # any two points of a prompt (the query, the last, included): correlation 0.75
+        assert abs(float((xs[:, i] * xs[:, j]).mean()) - 0.75) < 0.04
+    between = float((xs[:-1, 0] * xs[1:, 0]).mean())   # across prompts: independent
+    assert abs(between) < 0.04
+
+
+def test_x_local_zero_is_the_plain_task_and_local_examples_lie_closer():
+    plain, zero = LinearRegression(d=4, noise_std=0.1), LinearRegression(d=4, noise_std=0.1, x_local=0.0)
+    assert torch.equal(plain.sample(3, 6, seed=1).xs, zero.sample(3, 6, seed=1).xs) and "x_local" not in zero.to_dict()
+    local = LinearRegression(d=4, x_local=0.75).sample(2000, 2, seed=2).xs
+    gap = float(((local[:, 0] - local[:, 1]) ** 2).sum(-1).mean())
+    assert abs(gap - 2 * 4 * 0.25) < 0.15     # E|x_i - x_j|^2 = 2 d (1 - a): a quarter of the plain task's 2 d
+
+
 def test_noise_adds_the_given_variance():
     batch = LinearRegression(d=2, noise_std=0.5).sample(500, 20, seed=5)
     resid = batch.ys - torch.einsum("bnd,bd->bn", batch.xs, batch.w)
@@ -63,6 +81,9 @@ def test_noise_adds_the_given_variance():
         (lambda: LinearRegression(d=2, noise_std="big"), TypeError, "noise_std"),
         (lambda: LinearRegression(d=2, x_cov=[[1.0, 2.0], [2.0, 1.0]]), ValueError, "x_cov"),
         (lambda: LinearRegression(d=2, w_mean=[1.0, 2.0, 3.0]), ValueError, "w_mean"),
+        (lambda: LinearRegression(d=2, x_local=1.0), ValueError, "x_local"),
+        (lambda: LinearRegression(d=2, x_local=-0.1), ValueError, "x_local"),
+        (lambda: LinearRegression(d=2, x_local="near"), TypeError, "x_local"),
         (lambda: LinearRegression(d=2).sample(0, 3), ValueError, "batch_size"),
         (lambda: LinearRegression(d=2).sample(2, True), TypeError, "n_points"),
         (lambda: LinearRegression(d=2).sample(2, 3, active_dims=3), ValueError, "active_dims"),
@@ -89,8 +110,9 @@ def test_truncate_and_index():
     assert batch[1:3].batch_size == 2 and batch[0].batch_size == 1
 
 
-def test_task_round_trips_through_dict():
-    task = SparseLinearRegression(d=5, s=2, noise_std=0.1, w_mean=[0.0] * 5)
+@pytest.mark.parametrize("task", [SparseLinearRegression(d=5, s=2, noise_std=0.1, w_mean=[0.0] * 5),
+                                  LinearRegression(d=3, noise_std=0.1, x_local=0.5, x_cov=[[1.0, 0.5, 0.0], [0.5, 1.0, 0.0], [0.0, 0.0, 1.0]])])
+def test_task_round_trips_through_dict(task):
     again = task_from_dict(task.to_dict())
     assert again.to_dict() == task.to_dict()
     assert torch.equal(again.sample(2, 3, seed=7).ys, task.sample(2, 3, seed=7).ys)

@@ -8,7 +8,8 @@ JSON-ready dict; with ``out`` it also saves its figure there
 In the order the report runs them: :mod:`.risk` (risk curves against the tuned
 baselines), :mod:`.heads` (importance, pruning, the noise sweep), :mod:`.mechanism`
 (layer 0 as preprocessing, later layers as GD steps), :mod:`.algorithm` (PtO and the
-baselines with no model), :mod:`.second_seed` (single- vs multi-head softmax attention).
+baselines with no model), :mod:`.second_seed` (single- vs multi-head softmax attention, also in
+the seed's other settings).
 """
 
 from ._common import layer_risk, save_json
@@ -16,10 +17,10 @@ from .algorithm import PTO_CANDIDATES, algorithm_study
 from .heads import importance_study, noise_pruning_study, pruning_study
 from .mechanism import OTHER_TARGETS, PREPROCESSING_TARGETS, gd_distance, gd_study, preprocessing_study
 from .risk import baseline_suite, head_count_summary, risk_curves
-from .second_seed import fit_inverse_d, multihead_study
+from .second_seed import fit_inverse_d, multihead_study, prior_study, settings_study
 
 __all__ = [
     "risk_curves", "baseline_suite", "head_count_summary", "importance_study", "pruning_study", "noise_pruning_study",
-    "preprocessing_study", "gd_study", "gd_distance", "algorithm_study", "multihead_study", "fit_inverse_d",
+    "preprocessing_study", "gd_study", "gd_distance", "algorithm_study", "multihead_study", "settings_study", "prior_study", "fit_inverse_d",
     "layer_risk", "save_json", "PTO_CANDIDATES", "PREPROCESSING_TARGETS", "OTHER_TARGETS",
 ]

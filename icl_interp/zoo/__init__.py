@@ -22,8 +22,9 @@ class Siblings:
 
     ``head_counts`` includes the model itself; ``noise_sweep`` holds (all heads,
     single head or None) pairs, the model's own included; ``second_seed`` is empty
-    unless every model of the set is present; ``linear_twin`` is the same task learnt by the
-    seed's theory class (bidirectional linear attention).
+    unless every model of the set is present; ``second_seed_settings`` holds
+    (setting, its models) for each of the seed's other settings whose models are all present;
+    ``linear_twin`` is the same task learnt by the seed's theory class (bidirectional linear attention).
     """
 
     head_counts: tuple[str, ...] = ()
@@ -31,6 +32,7 @@ class Siblings:
     noise_sweep: tuple[tuple[str, Optional[str]], ...] = ()
     concat_twin: Optional[str] = None
     second_seed: tuple[str, ...] = ()
+    second_seed_settings: tuple[tuple[str, tuple[str, ...]], ...] = ()
     linear_twin: Optional[str] = None
 
 
@@ -57,5 +59,7 @@ def siblings(name: Any) -> Siblings:
         noise_sweep=tuple((full, have(single)) for full, single in entry.get("noise_sweep", []) if full in present),
         concat_twin=have(entry.get("concat_twin")),
         second_seed=tuple(entry.get("second_seed", [])) if set(entry.get("second_seed", [])) <= present else (),
+        second_seed_settings=tuple((setting, tuple(names)) for setting, names in entry.get("second_seed_settings", {}).items()
+                                   if set(names) <= present),
         linear_twin=have(entry.get("linear_twin")),
     )
