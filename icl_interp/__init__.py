@@ -48,9 +48,10 @@ if TYPE_CHECKING:
     # studies, their figures, claims, the zoo index, recipes and the report
     from .studies import risk_curves, head_count_summary, importance_study, pruning_study, noise_pruning_study
     from .studies import preprocessing_study, gd_study, algorithm_study, multihead_study, settings_study, prior_study, save_json
+    from .studies import single_model_studies, dynamics_study, load_history
     from .study_plots import save_figure, plot_risk_study, plot_importance_study, plot_pruning_study
     from .study_plots import plot_noise_pruning_study, plot_preprocessing_study, plot_gd_study, plot_algorithm_study
-    from .study_plots import plot_multihead_study, plot_settings_study
+    from .study_plots import plot_multihead_study, plot_settings_study, plot_dynamics_study
     from .claims import Claim
     from .zoo import siblings, Siblings
     from .experiments import run_recipe, recipe_arguments

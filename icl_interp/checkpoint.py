@@ -26,7 +26,7 @@ from safetensors.torch import save as st_save
 from .devices import resolve_device
 from .model import ICLTransformer, ModelConfig
 
-__all__ = ["save_model", "load_model", "zoo_names", "use_zoo", "atomic_write_bytes", "FORMAT_VERSION"]
+__all__ = ["save_model", "load_model", "zoo_names", "zoo_folder", "use_zoo", "atomic_write_bytes", "FORMAT_VERSION"]
 
 FORMAT = "icl_interp.model"
 FORMAT_VERSION = 1
@@ -119,6 +119,13 @@ def _resolve(path_or_name: Union[str, Path]) -> Path:
     if isinstance(path_or_name, str) and (_zoo_dirs[-1] / path_or_name / CONFIG).is_file():
         return _zoo_dirs[-1] / path_or_name
     raise ValueError(f"path_or_name {str(path_or_name)!r} is neither a saved model folder nor a zoo name; zoo names: {zoo_names()}")
+
+
+def zoo_folder(name: str) -> Path:
+    """The folder of zoo model ``name`` (in the zoo in force: the package's, or ``use_zoo``'s)."""
+    if name not in zoo_names():
+        raise ValueError(f"name {name!r} is not in the zoo; zoo names: {zoo_names()}")
+    return _zoo_dirs[-1] / name
 
 
 def read_config(path: Union[str, Path]) -> dict:

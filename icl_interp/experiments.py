@@ -33,7 +33,7 @@ __all__ = ["RECIPES", "RECIPE_DIR", "run_recipe", "recipe_arguments"]
 
 #: the recipe names, one file each in RECIPE_DIR
 RECIPES = ("risk_curves", "head_importance", "pruning_probing", "preprocessing", "gd_steps", "algorithm", "multihead",
-           "multihead_settings")
+           "multihead_settings", "dynamics")
 #: the repository's recipes folder (beside the package in a source checkout; a built wheel does not ship it)
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
 

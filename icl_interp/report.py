@@ -19,7 +19,6 @@ from . import studies as st
 from .checkpoint import load_model, zoo_names
 from .evaluation import evaluate
 from .runner import prepare
-from .validation import check_int
 from .zoo import Siblings, siblings
 
 __all__ = ["write_report", "single_model_studies"]
@@ -106,22 +105,9 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path) -> di
 
 
 def single_model_studies(model: Any, *, n_prompts: int = 2000, seed: int = 7, name: Optional[str] = None) -> dict:
-    """The studies behind the six single-model claims, on fresh prompts of the model's task (the report's: 2,000, seed 7).
-
-    ``model``: an ICLTransformer that knows its task, a zoo name or a saved folder.
-    Returns ``{"model", "error" (the error curve over n, seed 1), "importance", "pruning",
-    "preprocessing", "gd"}``; :func:`icl_interp.claims.decide` gives the claims.
-    """
-    import torch
-
-    label, model, _ = _resolve(model)
-    n_prompts, seed = check_int("n_prompts", n_prompts, min_value=8), check_int("seed", seed, min_value=0)
-    data = prepare(model, model.task.sample(n_prompts, model.cfg.max_points, seed=seed))
-    curve = evaluate(model, model.task, n_points=model.cfg.max_points, n_prompts=n_prompts, seed=1)
-    imp = st.importance_study(model, data)
-    return {"model": label if name is None else name, "error": curve.error.tolist(), "importance": imp,
-            "pruning": st.pruning_study(model, data, importance=torch.tensor(imp["ablation"])),
-            "preprocessing": st.preprocessing_study(model, data), "gd": st.gd_study(model, data)}
+    """:func:`icl_interp.studies.single_model_studies` of a zoo name, a saved folder or an in-memory model."""
+    label, net, _ = _resolve(model)
+    return st.single_model_studies(net, n_prompts=n_prompts, seed=seed, name=label if name is None else name)
 
 
 def write_report(out: Union[str, Path], *, model: Any = "default", quick: bool = False) -> dict:

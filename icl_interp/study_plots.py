@@ -17,7 +17,7 @@ from .plotting import _figure, plot_head_importance, plot_risk_curves
 __all__ = [
     "save_figure", "plot_risk_study", "plot_importance_study", "plot_pruning_study", "plot_noise_pruning_study",
     "plot_preprocessing_study", "plot_gd_study", "plot_algorithm_study", "plot_multihead_study",
-    "plot_settings_study",
+    "plot_settings_study", "plot_dynamics_study",
 ]
 
 
@@ -193,5 +193,35 @@ def plot_settings_study(result: dict) -> Any:
         ax.legend(fontsize=6)
     for ax in axes[n:]:
         ax.remove()
+    fig.tight_layout()
+    return fig
+
+
+def plot_dynamics_study(result: dict) -> Any:
+    """The error against ridge and Lasso, then each claim's deciding number with its threshold, against the training step."""
+    check_result("result", result, ("rows", "panels", "summary"))
+    rows, panels = result["rows"], result["panels"]
+    steps = [r["step"] for r in rows]
+    fig, axes = _subplots((12, 6), nrows=2, ncols=4, sharex=True, squeeze=False)
+    axes = [ax for line in axes for ax in line]
+    exit_step = result["summary"]["leaves_ridge_plateau_at"]
+    axes[0].plot(steps, [r["over_ridge"] for r in rows], "o-", ms=3, label="/ best ridge")
+    axes[0].plot(steps, [r["over_lasso"] for r in rows], "s-", ms=3, label="/ best Lasso")
+    axes[0].axhline(1.0, color="0.6", lw=0.8)
+    axes[0].set_title(f"error at n = {result['n_largest']}\nover the tuned baselines'", fontsize=7)
+    axes[0].set_yscale("log")
+    axes[0].legend(fontsize=7)
+    for ax, panel in zip(axes[1:], panels):
+        values = [r["panels"].get(panel["claim"], float("nan")) for r in rows]
+        ax.plot(steps, values, "o-", ms=3, color="k")
+        ax.axhline(panel["threshold"], color="tab:red", lw=0.8, ls="--")
+        ax.set_title(f"{panel['claim']}\n{panel['label']} ({panel['good']} the line)", fontsize=7)
+    for ax in axes[len(panels) + 1:]:
+        ax.remove()
+    for ax in axes[: len(panels) + 1]:
+        ax.set_xscale("log")
+        if exit_step is not None:
+            ax.axvline(exit_step, color="tab:green", lw=0.8)
+    axes[len(panels) // 2 + 1].set_xlabel("training step (green: leaves the ridge plateau)")
     fig.tight_layout()
     return fig

@@ -30,7 +30,7 @@ from typing import Any, Optional, Union
 import torch
 
 from . import distributed, tracking
-from .checkpoint import atomic_write_bytes, save_model
+from .checkpoint import atomic_write_bytes, save_model, zoo_folder, zoo_names
 from .devices import DTYPES, check_device, resolve_device
 from .tasks import Curriculum, Task
 from .train_state import check_resumable, load_state, save_state, warm_start
@@ -188,12 +188,14 @@ def snapshot_dir(out_dir: Union[str, Path], step: int) -> Path:
 
 
 def snapshots(out_dir: Union[str, Path]) -> list[tuple[int, Path]]:
-    """``[(step, folder)]`` of the snapshots a run kept, in step order; each folder loads with ``load_model``."""
+    """``[(step, folder)]`` of the snapshots a run kept (or a zoo model carries), in step order; each loads with ``load_model``."""
     if not isinstance(out_dir, (str, Path)):
         raise TypeError(f"out_dir must be a str or Path, got {type(out_dir).__name__}")
+    if isinstance(out_dir, str) and not Path(out_dir).is_dir() and out_dir in zoo_names():
+        out_dir = zoo_folder(out_dir)
     folder = Path(out_dir) / "snapshots"
     if not Path(out_dir).is_dir():
-        raise ValueError(f"out_dir {str(out_dir)!r} is not a directory")
+        raise ValueError(f"out_dir {str(out_dir)!r} is neither a run folder nor a zoo name")
     found = []
     for p in folder.glob("step_*") if folder.is_dir() else []:
         if p.name[5:].isdigit() and (p / "config.json").is_file():

@@ -122,6 +122,18 @@ def check_multihead_settings(d):
     assert d["claims"] == _claims_again(cl.seed2_settings(d))
 
 
+def check_dynamics(d):
+    steps = [r["step"] for r in d["rows"]]
+    assert steps == sorted(steps) and len(steps) >= 3
+    base = d["baselines_at_largest_n"]
+    for r in d["rows"]:
+        assert r["over_ridge"] == pytest.approx(r["error_last"] / base["ridge"])
+        assert r["over_lasso"] == pytest.approx(r["error_last"] / base["lasso"])
+    exit_step = d["summary"]["leaves_ridge_plateau_at"]
+    if exit_step is not None:  # from there on the model stays clearly below ridge
+        assert all(r["over_ridge"] * cl.CLEAR_ERROR_RATIO < 1 for r in d["rows"] if r["step"] >= exit_step)
+
+
 CHECKS = {name: globals()[f"check_{name}"] for name in RECIPES}
 
 
@@ -131,6 +143,8 @@ def test_recipe_quick(name, tmp_path):
         pytest.skip("the one-layer softmax models are not in the zoo")
     if name == "multihead_settings" and len(ii.siblings("default").second_seed_settings) < 5:
         pytest.skip("the models of the second seed's other settings are not in the zoo")
+    if name == "dynamics" and not ii.snapshots("default"):
+        pytest.skip("the shipped default carries no snapshots")
     returned = run_recipe(name, tmp_path, quick=True)
     data = json.loads((tmp_path / f"{name}.json").read_text())
     assert json.loads(json.dumps(returned)) == data                # what it returns is what it wrote

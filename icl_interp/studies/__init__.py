@@ -14,13 +14,15 @@ the seed's other settings).
 
 from ._common import layer_risk, save_json
 from .algorithm import PTO_CANDIDATES, algorithm_study
+from .dynamics import dynamics_study, load_history
 from .heads import importance_study, noise_pruning_study, pruning_study
 from .mechanism import OTHER_TARGETS, PREPROCESSING_TARGETS, gd_distance, gd_study, preprocessing_study
 from .risk import baseline_suite, head_count_summary, risk_curves
 from .second_seed import fit_inverse_d, multihead_study, prior_study, settings_study
+from .single import single_model_studies
 
 __all__ = [
     "risk_curves", "baseline_suite", "head_count_summary", "importance_study", "pruning_study", "noise_pruning_study",
     "preprocessing_study", "gd_study", "gd_distance", "algorithm_study", "multihead_study", "settings_study", "prior_study", "fit_inverse_d",
-    "layer_risk", "save_json", "PTO_CANDIDATES", "PREPROCESSING_TARGETS", "OTHER_TARGETS",
+    "single_model_studies", "dynamics_study", "load_history", "layer_risk", "save_json", "PTO_CANDIDATES", "PREPROCESSING_TARGETS", "OTHER_TARGETS",
 ]

@@ -1,0 +1,122 @@
+"""The mechanism over training: every single-model claim's deciding number along a run's snapshots.
+
+For each snapshot (``training.snapshots``), the six single-model studies run on the
+same fresh prompts (:func:`~icl_interp.studies.single.single_model_studies`), the
+claims are decided (:func:`icl_interp.claims.decide`), and the error at the largest
+n is set against the tuned ridge and Lasso. The summary answers the question of
+issue 14: does the seed's pattern appear when the model leaves the ridge plateau,
+before it, or never? A model *leaves the plateau* at the first snapshot whose error
+is clearly below ridge's (ridge's error more than ``claims.CLEAR_ERROR_RATIO`` times
+the model's: two errors within 10% count as the same performance).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+from .. import claims as cl
+from ..checkpoint import load_model
+from ..evaluation import evaluate
+from ..training import snapshots as list_snapshots
+from ..tuning import best_lasso, best_ridge
+from ..validation import check_int
+from ._common import PathLike
+from .single import single_model_studies
+
+__all__ = ["dynamics_study", "load_history", "PANELS"]
+
+CLAIMS = ("layer0_all_heads", "later_single_head", "pruning_preserves", "layer0_preprocesses", "later_gd_steps",
+          "steps_on_preprocessed")
+
+
+def _min(values: Sequence[float]) -> float:
+    return min(values) if values else math.nan
+
+
+#: (claim id, what is plotted, its value from the claim's values, the claim's threshold, "above" or "below" it is good)
+PANELS: list[tuple[str, str, Callable[[dict], float], float, str]] = [
+    ("layer0_all_heads", "least layer-0 head's share of the skill", lambda v: _min(v["skill_share"]), cl.HEAD_ESSENTIAL_RISE, "above"),
+    ("later_single_head", "least top-head share, layers 1..", lambda v: _min(v["top_head_share"]), cl.TOP_HEAD_MAJORITY, "above"),
+    ("pruning_preserves", "pruned / full error", lambda v: v["pruned_over_full"], cl.CLEAR_ERROR_RATIO, "below"),
+    ("layer0_preprocesses", "best preprocessing R2 gain over the input", lambda v: v["gain_over_input"], cl.PREPROCESS_R2_GAIN, "above"),
+    ("later_gd_steps", "gap to GD's iterates", lambda v: v["distance_gd"], cl.GD_CLOSE, "below"),
+    ("steps_on_preprocessed", "gap to PtO's iterates", lambda v: v["distance_pto"], cl.GD_CLOSE, "below"),
+]
+
+
+def load_history(source: Union[str, Path], *, every: int = 1) -> list[tuple[int, Any]]:
+    """``[(step, model)]`` from a run folder or a zoo model that carries ``snapshots/`` (every ``every``-th one, the last always)."""
+    every = check_int("every", every, min_value=1)
+    found = list_snapshots(source)
+    if not found:
+        raise ValueError(f"source {str(source)!r} has no snapshots/ (train with keep_log= or keep_every=)")
+    kept = found[::every] if found[::every][-1] == found[-1] else found[::every] + [found[-1]]
+    return [(step, load_model(path)) for step, path in kept]
+
+
+def dynamics_study(
+    history: Sequence[tuple[int, Any]],
+    *,
+    n_prompts: int = 512,
+    error_prompts: int = 2000,
+    seed: int = 7,
+    out: PathLike = None,
+) -> dict:
+    """Each claim's verdict and deciding numbers at every snapshot of ``history`` (``[(step, model)]``, in step order),
+    the error at the largest n against the tuned ridge and Lasso, and when each claim first holds."""
+    if not isinstance(history, (list, tuple)) or not history:
+        raise ValueError(f"history must be a non-empty list of (step, model), got {history!r}")
+    steps = [check_int("history[i][0] (step)", s, min_value=0) for s, _ in history]
+    if steps != sorted(steps):
+        raise ValueError(f"history must be in step order, got steps {steps}")
+    n_prompts = check_int("n_prompts", n_prompts, min_value=8)
+    error_prompts = check_int("error_prompts", error_prompts, min_value=8)
+    model = history[-1][1]
+    task, n = model.task, model.cfg.max_points
+    if task is None:
+        raise ValueError("the snapshots' model must know its task")
+    base = {name: float(evaluate(tuner(task, n, n_prompts=1000), task, n_points=n, n_prompts=error_prompts, seed=1).error[-1])
+            for name, tuner in (("ridge", best_ridge), ("lasso", best_lasso))}
+    rows = []
+    for step, snap in history:
+        err = float(evaluate(snap, task, n_points=n, n_prompts=error_prompts, seed=1).error[-1])
+        decided = {c.id: c for c in cl.decide(single_model_studies(snap, n_prompts=n_prompts, seed=seed))}
+        rows.append({"step": step, "error_last": err, "over_ridge": err / base["ridge"], "over_lasso": err / base["lasso"],
+                     "claims": {i: {"verdict": decided[i].verdict, "values": decided[i].values} for i in CLAIMS if i in decided},
+                     "panels": {i: f(decided[i].values) for i, _, f, _, _ in PANELS if i in decided}})
+    result = {"n_largest": n - 1, "baselines_at_largest_n": base, "n_prompts": n_prompts, "error_prompts": error_prompts,
+              "rows": rows, "panels": [{"claim": i, "label": lab, "threshold": t, "good": g} for i, lab, _, t, g in PANELS]}
+    result["summary"] = _summary(rows)
+    if out is not None:
+        from ..study_plots import plot_dynamics_study, save_figure
+
+        result["figure"] = save_figure(plot_dynamics_study(result), out, "dynamics.png")
+    return result
+
+
+def _first(rows: list[dict], holds: Callable[[dict], bool]) -> Optional[int]:
+    """The first step from which ``holds`` is true at every later snapshot (None: not at the last one)."""
+    first = None
+    for row in rows:
+        first = (row["step"] if first is None else first) if holds(row) else None
+    return first
+
+
+def _summary(rows: list[dict]) -> dict:
+    """When the model leaves the ridge plateau, and when each claim is reproduced from then on: before, at/after, or never."""
+    exit_step = _first(rows, lambda r: r["over_ridge"] * cl.CLEAR_ERROR_RATIO < 1.0)
+    claims = {}
+    for ident in CLAIMS:
+        if not any(ident in r["claims"] for r in rows):
+            continue
+        first = _first(rows, lambda r, i=ident: r["claims"].get(i, {}).get("verdict") == "reproduced")
+        if first is None:
+            when = "never"
+        elif exit_step is None:
+            when = "without leaving the plateau"
+        else:
+            when = "before" if first < exit_step else "at or after"
+        claims[ident] = {"reproduced_from": first, "relative_to_plateau_exit": when}
+    return {"leaves_ridge_plateau_at": exit_step, "claims": claims}
