@@ -242,14 +242,30 @@ def test_linear_twin_claims_have_their_own_ids_and_say_so():
     assert [c.verdict for c in found] == [M, R, M, R, M, N]
 
 
-@pytest.mark.parametrize("ratio, within", [(1.4, True), (1.5, True), (1.51, False)])
-def test_quality_bar(ratio, within):
-    risk = {"curves": {"m": {"error": [1.0, 0.8, 0.9, 0.25 * ratio]}, "Lasso (best alpha)": {"error": [1.0, 0.9, 0.5, 0.25]},
-                       "OLS": {"error": [1.0, 0.85, 0.7, 0.3]}}}
-    bar = cl.quality_bar(risk, "m", d=3)
-    assert bar["within_1.5x"] is within and bar["ratio_to_best_lasso_at_largest_n"] == pytest.approx(ratio)
-    assert bar["below_ols_for_all_n_lt_d"] is False   # n = 2: 0.9 > OLS's 0.7
-    assert bar["n_largest"] == 3 and len(bar["per_n"]) == 4
+@pytest.mark.parametrize("ridge_ratio, lasso_ratio, meets", [(0.80, 1.10, True), (0.85, 1.15, True), (0.86, 1.10, False),
+                                                             (0.80, 1.16, False)])
+def test_quality_bar_at_the_largest_n(ridge_ratio, lasso_ratio, meets):
+    """Both ratio thresholds, on both sides; the other two conditions hold here."""
+    last = 0.2
+    risk = {"curves": {"m": {"error": [1.0, 0.6, 0.4, 0.3, last]},
+                       "ridge (best alpha)": {"error": [1.0, 0.7, 0.5, 0.35, last / ridge_ratio]},
+                       "Lasso (best alpha)": {"error": [1.0, 0.7, 0.45, 0.3, last / lasso_ratio]},
+                       "OLS": {"error": [1.0, 0.9, 0.8, 5.0, 0.3]}}}
+    bar = cl.quality_bar(risk, "m", d=4)
+    assert bar["ratio_to_best_ridge_at_largest_n"] == pytest.approx(ridge_ratio)
+    assert bar["ratio_to_best_lasso_at_largest_n"] == pytest.approx(lasso_ratio)
+    assert bar["below_ridge_for_all_n_ge_d_half"] and bar["below_ols_for_all_n_lt_d"]
+    assert bar["meets_bar"] is meets and bar["n_largest"] == 4 and len(bar["per_n"]) == 5
+
+
+def test_quality_bar_below_ridge_from_d_half_and_below_ols_below_d():
+    risk = {"curves": {"m": {"error": [1.0, 0.95, 0.5, 0.3, 0.2]},
+                       "ridge (best alpha)": {"error": [1.0, 0.9, 0.5, 0.35, 0.3]},   # n = 2 = d/2: 0.5 is not below 0.5
+                       "Lasso (best alpha)": {"error": [1.0, 0.7, 0.45, 0.3, 0.2]},
+                       "OLS": {"error": [1.0, 0.9, 0.8, 5.0, 0.3]}}}                  # n = 1: 0.95 is not below 0.9
+    bar = cl.quality_bar(risk, "m", d=4)
+    assert bar["n_not_below_ridge"] == [2] and bar["n_not_below_ols"] == [1]  # n = 1 < d/2 above ridge: not counted
+    assert not bar["below_ridge_for_all_n_ge_d_half"] and not bar["below_ols_for_all_n_lt_d"] and not bar["meets_bar"]
 
 
 def _results(full=True):

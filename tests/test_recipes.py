@@ -37,7 +37,9 @@ def check_risk_curves(d):
     model, lasso, ols = curves["default"]["error"], curves["Lasso (best alpha)"]["error"], curves["OLS"]["error"]
     assert len(model) == 16 and model[-1] < 0.5 * model[1]          # it learns in context
     assert ols[8] > 10 * model[8]                                   # OLS's double-descent peak at n = d = 8
+    ridge = curves["ridge (best alpha)"]["error"]
     assert d["quality_bar"]["ratio_to_best_lasso_at_largest_n"] == pytest.approx(model[-1] / lasso[-1])
+    assert d["quality_bar"]["ratio_to_best_ridge_at_largest_n"] == pytest.approx(model[-1] / ridge[-1])
     assert 1.0 < d["quality_bar"]["ratio_to_best_lasso_at_largest_n"] < 1.5
     assert sorted(map(int, d["head_counts"])) == [1, 2, 4, 8]
     assert d["head_counts"]["4"]["last"] == model[-1] and d["head_counts"]["4"]["mean"] == pytest.approx(sum(model[1:]) / 15)

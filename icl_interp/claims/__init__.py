@@ -1,0 +1,94 @@
+"""The seed claims: each one a small function from study results to a :class:`Claim`.
+
+Every verdict the project states is decided here and nowhere else: study results
+(the JSON-ready dicts of :mod:`icl_interp.studies`) go in, a :class:`Claim` with a
+stable ``id``, a verdict ("reproduced", "not reproduced" or "mixed"), the deciding
+numbers and a readable line comes out. The studies compute every deciding number;
+the thresholds are the module-level constants below, each with its reason.
+:func:`decide` applies every claim whose results are present, in the report's order.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from ._core import (  # the thresholds are part of the public face: each claim's reason
+    CLEAR_ERROR_RATIO,
+    CONCAT_PREFIX,
+    GD_CHANCE_FRACTION,
+    GD_CLOSE,
+    GD_LOOSE,
+    HEAD_COUNT_GAIN,
+    HEAD_COUNT_SLACK,
+    HEAD_ESSENTIAL_RISE,
+    LINEAR_PREFIX,
+    PARTIAL_ERROR_RATIO,
+    PREPROCESS_R2_GAIN,
+    PREPROCESS_R2_HINT,
+    QUALITY_BAR_LASSO_RATIO,
+    QUALITY_BAR_RIDGE_RATIO,
+    SEED2_C_RATIO,
+    TOP_HEAD_MAJORITY,
+    VERDICTS,
+    Claim,
+    check_result,
+)
+from .quality import quality_bar
+from .seed1 import (
+    head_count_order,
+    later_gd_steps,
+    later_single_head,
+    layer0_all_heads,
+    layer0_preprocesses,
+    multihead_beats_single,
+    noise_pruning,
+    noise_single_head,
+    pruning_preserves,
+    steps_on_preprocessed,
+)
+from .seed2 import (
+    PRIOR_LEARNED,
+    SEED2_SETTINGS,
+    seed2,
+    seed2_narrow,
+    seed2_prior_strong,
+    seed2_prior_weak,
+    seed2_setting,
+    seed2_settings,
+    seed2_wide,
+)
+
+__all__ = [
+    "CLEAR_ERROR_RATIO", "CONCAT_PREFIX", "GD_CHANCE_FRACTION", "GD_CLOSE", "GD_LOOSE", "HEAD_COUNT_GAIN", "HEAD_COUNT_SLACK", "HEAD_ESSENTIAL_RISE", "LINEAR_PREFIX", "PARTIAL_ERROR_RATIO", "PREPROCESS_R2_GAIN", "PREPROCESS_R2_HINT", "QUALITY_BAR_LASSO_RATIO", "QUALITY_BAR_RIDGE_RATIO", "SEED2_C_RATIO", "TOP_HEAD_MAJORITY",
+    "Claim", "VERDICTS", "decide", "quality_bar", "check_result",
+    "layer0_all_heads", "later_single_head", "pruning_preserves", "layer0_preprocesses", "later_gd_steps",
+    "steps_on_preprocessed", "multihead_beats_single", "head_count_order", "noise_pruning", "noise_single_head",
+    "seed2_wide", "seed2_narrow", "seed2",
+    "seed2_setting", "seed2_prior_strong", "seed2_prior_weak", "seed2_settings", "SEED2_SETTINGS", "PRIOR_LEARNED",
+]
+
+
+def decide(results: dict) -> list[Claim]:
+    """Every claim whose study results are in ``results`` (the report's layout), in the report's order."""
+    check_result("results", results, ("importance", "pruning", "preprocessing", "gd"))
+    claims: list[Optional[Claim]] = [layer0_all_heads(results["importance"]), later_single_head(results["importance"]),
+                                     pruning_preserves(results["pruning"])]
+    for sub, twin in ((results, None), (results.get("concat"), (results.get("concat") or {}).get("model"))):
+        if sub is not None:
+            claims += [layer0_preprocesses(sub["preprocessing"], twin), later_gd_steps(sub["gd"], twin),
+                       steps_on_preprocessed(sub["gd"], twin)]
+    lin = results.get("linear")
+    if lin is not None:  # the same task in the seed's theory class: every single-model claim
+        name = lin["model"]
+        claims += [layer0_all_heads(lin["importance"], name, "linear"), later_single_head(lin["importance"], name, "linear"),
+                   pruning_preserves(lin["pruning"], name, "linear"), layer0_preprocesses(lin["preprocessing"], name, "linear"),
+                   later_gd_steps(lin["gd"], name, "linear"), steps_on_preprocessed(lin["gd"], name, "linear")]
+    if "error_single_head" in results["pruning"]:
+        claims.append(multihead_beats_single(results["pruning"]))
+    if results.get("pruning_noise", {}).get("levels"):
+        claims += [noise_pruning(results["pruning_noise"]), noise_single_head(results["pruning_noise"])]
+    if len(results.get("head_counts", {})) > 1:
+        claims.append(head_count_order(results["head_counts"]))
+    claims += [seed2(cmp) for cmp in results.get("multihead", {}).get("comparisons", [])]
+    claims += seed2_settings(results["seed2_settings"]) if "seed2_settings" in results else []
+    return [c for c in claims if c is not None]
