@@ -101,6 +101,10 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path) -> di
             "concat_twin": bool(sib.concat_twin), "linear_twin": bool(sib.linear_twin), "second_seed": bool(sib.second_seed),
             "second_seed_settings": bool(sib.second_seed_settings)}
     r["skipped"] = {k: f"`{name}` has {_SKIP_NOTES[k]}" for k, ok in have.items() if not ok}
+    if sib.other_recipe:  # declared, present, but not comparable: say which, and how to make them so
+        r["skipped"]["other_recipe"] = (
+            f"declared siblings trained with another recipe than `{name}` are left out of the comparisons: "
+            + ", ".join(f"`{n}`" for n in sib.other_recipe) + " (retrain each with `icl-interp train --preset NAME`)")
     return r
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-__all__ = ["Siblings", "siblings"]
+__all__ = ["Siblings", "siblings", "recipe"]
 
 INDEX = Path(__file__).parent / "index.json"
 
@@ -25,9 +25,14 @@ class Siblings:
     unless every model of the set is present; ``second_seed_settings`` holds
     (setting, its models) for each of the seed's other settings whose models are all present;
     ``linear_twin`` is the same task learnt by the seed's theory class (bidirectional linear attention).
+    A comparison is fair only between models trained alike: the head-count siblings, the single-head
+    sibling and the concatenated-token twin must share the anchor's :func:`recipe`, each noise-sweep
+    single-head model its pair's; a declared sibling that does not is left out and named in ``other_recipe``.
     """
 
     head_counts: tuple[str, ...] = ()
+    #: declared siblings left out of a comparison: trained with another recipe than the model they are compared with
+    other_recipe: tuple[str, ...] = ()
     single_head: Optional[str] = None
     noise_sweep: tuple[tuple[str, Optional[str]], ...] = ()
     concat_twin: Optional[str] = None
@@ -53,13 +58,47 @@ def siblings(name: Any) -> Siblings:
     def have(n: Optional[str]) -> Optional[str]:
         return n if n in present else None
 
+    other: list[str] = []
+
+    def alike(n: Optional[str], ref: str = name) -> Optional[str]:
+        """``n`` if present and trained with ``ref``'s recipe (else None; a present one is noted in ``other``)."""
+        if have(n) is None or n == ref:
+            return have(n)
+        if recipe(n) != recipe(ref):
+            other.append(n)
+            return None
+        return n
+
     return Siblings(
-        head_counts=tuple(n for n in entry.get("head_counts", []) if n in present),
-        single_head=have(entry.get("single_head")),
-        noise_sweep=tuple((full, have(single)) for full, single in entry.get("noise_sweep", []) if full in present),
-        concat_twin=have(entry.get("concat_twin")),
+        head_counts=tuple(n for n in entry.get("head_counts", []) if alike(n)),
+        single_head=alike(entry.get("single_head")),
+        noise_sweep=tuple((full, alike(single, full)) for full, single in entry.get("noise_sweep", []) if full in present),
+        concat_twin=alike(entry.get("concat_twin")),
+        other_recipe=tuple(dict.fromkeys(other)),
         second_seed=tuple(entry.get("second_seed", [])) if set(entry.get("second_seed", [])) <= present else (),
         second_seed_settings=tuple((setting, tuple(names)) for setting, names in entry.get("second_seed_settings", {}).items()
                                    if set(names) <= present),
         linear_twin=have(entry.get("linear_twin")),
     )
+
+
+#: train-config fields that do not change what a model learns (bookkeeping, output, hardware), or that a comparison
+#: itself varies (``min_points``: the concatenated twin trains on shorter prompts too)
+_NOT_RECIPE = ("progress", "threads", "checkpoint_every", "device", "compile", "log_to", "keep_every", "keep_log",
+               "eval_every", "eval_prompts", "min_points", "fast", "extra", "dtype")
+
+
+def recipe(name: str) -> Optional[dict]:
+    """The training recipe a zoo model records: its train config without bookkeeping fields, fields it predates at their
+    defaults (None when it records none, e.g. a hand-built construction)."""
+    from dataclasses import MISSING, fields
+
+    from ..checkpoint import read_config
+    from ..training import TrainConfig
+
+    train = read_config(name).get("training", {}).get("train_config")
+    if train is None:
+        return None
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    full = json.loads(json.dumps({**defaults, **train}))  # tuples as lists, as read from JSON
+    return {k: v for k, v in full.items() if k not in _NOT_RECIPE}
