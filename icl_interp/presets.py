@@ -39,6 +39,13 @@ _DEFAULT_TRAIN = {
     "seed": 0,
 }
 
+# The v1 recipe (the first zoo): 16,000 steps, cosine from 1e-3, batch 128; it froze the models on the ridge plateau.
+# Kept so the v1 models the zoo still ships (their comparisons: `icl-interp report --model default-v1`) stay reproducible.
+_V1_TRAIN = {
+    "steps": 16000, "batch_size": 128, "lr": 1e-3, "warmup_steps": 300, "schedule": "cosine", "min_lr_ratio": 0.02,
+    "grad_clip": 1.0, "curriculum": _DEFAULT_TRAIN["curriculum"], "eval_every": 1000, "checkpoint_every": 500, "seed": 0,
+}
+
 _SOFTMAX_TASK = {"name": "linear_regression", "d": 4, "noise_std": 0.1}
 #: The second seed's other settings, each the base softmax task (d = 4, noise 0.1, x ~ N(0, I), w ~ N(0, I)) with one
 #: change (our definitions: README, "The second seed's other settings"): label noise 10x (noise variance a quarter of the
@@ -82,6 +89,14 @@ PRESETS: dict[str, dict] = {
     # claim, which interleaved tokens cannot pass in one layer).
     "default-concat": {"task": _DEFAULT_TASK, "model": {**_DEFAULT_MODEL, "encoding": "concatenated"},
                        "train": {**_DEFAULT_TRAIN, "min_points": 2}},
+    # The v1 recipe's models, as shipped in the first zoo under the names default-v1 (the old default), default-h1/h2/h8,
+    # default-concat and noise{0.1,1.0}-h{4,1} (the noise pairs on a 5,000-step schedule).
+    "default-v1": {"task": _DEFAULT_TASK, "model": _DEFAULT_MODEL, "train": _V1_TRAIN},
+    **{f"default-v1-h{h}": {"task": _DEFAULT_TASK, "model": {**_DEFAULT_MODEL, "n_heads": h}, "train": _V1_TRAIN} for h in (1, 2, 8)},
+    "default-v1-concat": {"task": _DEFAULT_TASK, "model": {**_DEFAULT_MODEL, "encoding": "concatenated"},
+                          "train": {**_V1_TRAIN, "min_points": 2}},
+    **{f"noise{sigma}-v1-h{h}": {"task": {**_DEFAULT_TASK, "noise_std": sigma}, "model": {**_DEFAULT_MODEL, "n_heads": h},
+                                 "train": {**_V1_TRAIN, "steps": 5000}} for sigma in (0.1, 1.0) for h in (4, 1)},
     # The seed's theory model, trained: concatenated [x; y] tokens, bidirectional linear attention (icl_interp.attention),
     # attention only, no LayerNorm, no positions (the class the constructions live in, where PtO and GD are exact),
     # 3 layers x 4 heads, d_model 64, the default task and curriculum. 8,000 steps of the default's warmup-stable-decay
@@ -91,7 +106,7 @@ PRESETS: dict[str, dict] = {
     "linear-concat": {"task": _DEFAULT_TASK,
                       "model": {**_DEFAULT_MODEL, "encoding": "concatenated", "attention": "linear", "attention_dir": "bidirectional",
                                 "attn_only": True, "normalization": None, "positional": "none"},
-                      "train": {**_DEFAULT_TRAIN, "steps": 8000, "lr": 5e-4, "keep_log": None}},
+                      "train": {**_DEFAULT_TRAIN, "steps": 8000, "lr": 5e-4, "decay_frac": 0.25, "keep_log": None}},
     # The noise sweep for the pruning figure (seed Fig 5): the default architecture and recipe with 4 heads or 1 head
     # at noise 0.1 and 1.0 (noise 0.5 is default / default-h1).
     **{f"noise{sigma}-h{h}": {
