@@ -16,9 +16,11 @@ from typing import Any, Optional, Union
 
 from . import claims as cl
 from . import studies as st
+from .attention_view import attention_profile, plot_attention
 from .checkpoint import load_model, zoo_names
 from .evaluation import evaluate
 from .runner import prepare
+from .study_plots import save_figure
 from .zoo import Siblings, siblings
 
 __all__ = ["write_report", "single_model_studies"]
@@ -33,6 +35,13 @@ _SKIP_NOTES = {
     "second_seed": "no second-seed set (one-layer softmax models): `seed2_wide` and `seed2_narrow` are skipped",
     "second_seed_settings": "no models of the second seed's other settings: the `seed2_<setting>` claims are skipped",
 }
+
+
+def _attention(model: Any, data: Any, out: Path) -> dict:
+    """Where each head's query attends, by example (attention_view), with its figure: numbers and picture of one source."""
+    prof = attention_profile(model, data).to_dict()
+    save_figure(plot_attention(model, data), out, "attention.png")
+    return {**prof, "figure": "attention.png"}
 
 
 def _resolve(model: Any) -> tuple[str, Any, Siblings]:
@@ -73,6 +82,7 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path) -> di
     r["quality_bar"] = cl.quality_bar(r["risk"], name, task.d)
     r["head_counts"] = st.head_count_summary(r["risk"], variants)
     r["importance"] = st.importance_study(model, data, out=out)
+    r["attention"] = _attention(model, data, out)
     single = get(sib.single_head) if sib.single_head else None
     r["pruning"] = st.pruning_study(model, data, single_head=single, importance=torch.tensor(r["importance"]["ablation"]), out=out)
     pairs = {}
@@ -243,6 +253,13 @@ def _markdown(r: dict, model: Any) -> str:
         "",
         f"Clean error {imp['clean_error']:.3f}. Spearman correlation of ablation and gradient importance: "
         f"{imp['spearman_ablation_vs_gradient']:.2f}.",
+        "",
+        "## Attention patterns",
+        "",
+        "Where the query token (it predicts the last y) attends, averaged over the prompts, by example index: x tokens "
+        "and y tokens apart (`ii.attention_profile`, `ii.plot_attention`).",
+        "",
+        "![attention](attention.png)",
         "",
         "## Pruning and per-layer P-probing",
         "",
