@@ -17,10 +17,10 @@ from typing import Any, Optional, Union
 from . import claims as cl
 from . import studies as st
 from .attention_view import attention_profile, plot_attention
-from .checkpoint import load_model, zoo_names
+from .checkpoint import load_model, zoo_folder, zoo_names
 from .evaluation import evaluate
 from .runner import prepare
-from .study_plots import save_figure
+from .study_plots import plot_dynamics_study, save_figure
 from .zoo import Siblings, siblings
 
 __all__ = ["write_report", "single_model_studies"]
@@ -42,6 +42,31 @@ def _attention(model: Any, data: Any, out: Path) -> dict:
     prof = attention_profile(model, data).to_dict()
     save_figure(plot_attention(model, data), out, "attention.png")
     return {**prof, "figure": "attention.png"}
+
+
+def _stored_dynamics(name: str, out: Path) -> Optional[dict]:
+    """The dynamics study a zoo model ships (``dynamics.json``, written by ``recipes/dynamics.py`` from its snapshots:
+    minutes, so it is computed once, not at every report) with its figure redrawn; None when it ships none."""
+    if name not in zoo_names() or not (zoo_folder(name) / "dynamics.json").is_file():
+        return None
+    dyn = json.loads((zoo_folder(name) / "dynamics.json").read_text())
+    save_figure(plot_dynamics_study(dyn), out, "dynamics.png")
+    return {**dyn, "figure": "dynamics.png", "source": f"icl_interp/zoo/{name}/dynamics.json (python recipes/dynamics.py --model {name})"}
+
+
+def _dynamics_lines(d: dict) -> list[str]:
+    """The mechanism over training: when the model leaves the ridge plateau and when each claim holds."""
+    s = d["summary"]
+    lines = ["", "## The mechanism over training", "", f"From the model's training snapshots ({d['source']}).", "",
+             "![dynamics](dynamics.png)", "",
+             f"Leaves the ridge plateau (error clearly below the best ridge's) at step {s['leaves_ridge_plateau_at']}.", "",
+             "| claim | reproduced from step (and on) | relative to leaving the plateau |", "|---|---|---|"]
+    lines += [f"| `{i}` | {c['reproduced_from']} | {c['relative_to_plateau_exit']} |" for i, c in s["claims"].items()]
+    lines += ["", "| step | error / ridge | error / Lasso | " + " | ".join(f"`{i}`" for i in s["claims"]) + " |",
+              "|---|---|---|" + "---|" * len(s["claims"])]
+    lines += [f"| {r['step']} | {r['over_ridge']:.2f} | {r['over_lasso']:.2f} | "
+              + " | ".join(r["claims"].get(i, {}).get("verdict", "-") for i in s["claims"]) + " |" for r in d["rows"]]
+    return lines
 
 
 def _resolve(model: Any) -> tuple[str, Any, Siblings]:
@@ -104,6 +129,9 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path) -> di
     if sib.second_seed:
         softmax = {v: get(v) for v in sib.second_seed}
         r["multihead"] = st.multihead_study(softmax, next(iter(softmax.values())).task, quick=quick, out=out)
+    dyn = _stored_dynamics(name, out)
+    if dyn is not None:
+        r["dynamics"] = dyn
     if sib.second_seed_settings:  # the seed's other settings (our definitions: README)
         r["seed2_settings"] = st.settings_study({s: {v: get(v) for v in names} for s, names in sib.second_seed_settings},
                                                 quick=quick, out=out)
@@ -115,6 +143,10 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path) -> di
         r["skipped"]["other_recipe"] = (
             f"declared siblings trained with another recipe than `{name}` are left out of the comparisons: "
             + ", ".join(f"`{n}`" for n in sib.other_recipe) + " (retrain each with `icl-interp train --preset NAME`)")
+    if sib.missing:  # declared, not in the zoo in use
+        r["skipped"]["not_in_zoo"] = (
+            f"declared siblings of `{name}` not in the zoo (not trained yet): " + ", ".join(f"`{n}`" for n in sib.missing)
+            + " (train each with `icl-interp train --preset NAME --out runs/NAME`, then copy `runs/NAME/model` to the zoo)")
     return r
 
 
@@ -306,6 +338,8 @@ def _markdown(r: dict, model: Any) -> str:
         lines += ["", "## Second seed: single- vs multi-head one-layer softmax attention", "", "![multihead](multihead.png)", "",
                   "| model | p | h | p/h | fitted c | fitted e |", "|---|---|---|---|---|---|"]
         lines += [f"| {n} | {m['p']} | {m['h']} | {m['p_over_h']:g} | {m['c']:.3f} | {m['e']:.4f} |" for n, m in r["multihead"]["models"].items()]
+    if "dynamics" in r:
+        lines += _dynamics_lines(r["dynamics"])
     if "seed2_settings" in r:
         lines += _settings_lines(r["seed2_settings"])
     lines += ["", "Every number is in `report.json`.", ""]

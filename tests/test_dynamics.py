@@ -60,3 +60,13 @@ def test_summary_places_each_claim_against_the_plateau_exit():
     flat = _summary([_row(10, 1.0, {"later_single_head"}), _row(20, 0.95, {"later_single_head"})])
     assert flat["leaves_ridge_plateau_at"] is None
     assert flat["claims"]["later_single_head"]["relative_to_plateau_exit"] == "without leaving the plateau"
+
+
+def test_a_second_stage_continues_the_first_ones_history(tiny_run, tmp_path):
+    """A warm-started stage (init_from the first stage's model) counts its snapshots on from the first stage's last step."""
+    task = ii.load_model(tiny_run / "model").task
+    model = ii.ICLTransformer(ii.load_model(tiny_run / "model").cfg, task)
+    ii.train(model, task, ii.TrainConfig(steps=10, batch_size=16, keep_every=5, init_from=str(tiny_run / "model"),
+                                         progress=False, eval_every=100), out_dir=tmp_path)
+    history = ii.load_history(tmp_path)
+    assert [s for s, _ in history] == [1, 6, 40, 45, 50]

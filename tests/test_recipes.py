@@ -32,8 +32,8 @@ def _claims_again(found):
 
 
 def check_risk_curves(d):
-    curves = d["curves"]
-    assert {"default", "default-h1", "default-h2", "default-h8", "OLS", "Lasso (best alpha)", "oracle OLS"} <= set(curves)
+    curves, family = d["curves"], ii.siblings("default")
+    assert {"default", *family.head_counts, "OLS", "Lasso (best alpha)", "oracle OLS"} <= set(curves)
     model, lasso, ols = curves["default"]["error"], curves["Lasso (best alpha)"]["error"], curves["OLS"]["error"]
     assert len(model) == 16 and model[-1] < 0.5 * model[1]          # it learns in context
     assert ols[8] > 10 * model[8]                                   # OLS's double-descent peak at n = d = 8
@@ -41,9 +41,11 @@ def check_risk_curves(d):
     assert d["quality_bar"]["ratio_to_best_lasso_at_largest_n"] == pytest.approx(model[-1] / lasso[-1])
     assert d["quality_bar"]["ratio_to_best_ridge_at_largest_n"] == pytest.approx(model[-1] / ridge[-1])
     assert 1.0 < d["quality_bar"]["ratio_to_best_lasso_at_largest_n"] < 1.5
-    assert sorted(map(int, d["head_counts"])) == [1, 2, 4, 8]
+    assert d["quality_bar"]["ratio_to_best_ridge_at_largest_n"] < 0.95      # the v2 default is past the ridge plateau
+    heads = sorted(ii.load_model(n).cfg.n_heads for n in family.head_counts or ("default",))
+    assert sorted(map(int, d["head_counts"])) == heads
     assert d["head_counts"]["4"]["last"] == model[-1] and d["head_counts"]["4"]["mean"] == pytest.approx(sum(model[1:]) / 15)
-    assert d["claims"] == _claims_again([cl.head_count_order(d["head_counts"])])
+    assert d["claims"] == _claims_again([cl.head_count_order(d["head_counts"])] if len(heads) > 1 else [])
 
 
 def check_head_importance(d):
@@ -60,15 +62,17 @@ def check_pruning_probing(d):
     assert d["mask"][0] == [1.0] * 4 and all(sum(row) == 1.0 for row in d["mask"][1:])
     assert d["error_pruned"] > 1.3 * d["error_full"] and d["pruned_over_full"] == pytest.approx(d["error_pruned"] / d["error_full"])
     assert len(d["probe_risk_full"]) == 4 and d["probe_risk_full"][-1] < 0.5 * d["probe_risk_full"][0]   # input, layers 0..2
-    levels = d["noise_sweep"]["levels"]
-    assert list(levels) == ["0.1", "0.5", "1"]
+    family, sweep = ii.siblings("default"), d["noise_sweep"]
+    levels = sweep["levels"]
+    assert sorted(map(float, levels)) == sorted(float(ii.load_model(full).task.noise_std) for full, _ in family.noise_sweep)
     assert levels["0.5"]["error_pruned"] == d["error_pruned"]   # the model's own level is this study, not run again
     for level in levels.values():
         assert level["noise_floor"] < level["error_full"] < level["error_pruned"]
-    assert [c["id"] for c in d["claims"]] == ["pruning_preserves", "multihead_beats_single", "noise_pruning", "noise_single_head"]
-    sweep = d["noise_sweep"]
-    assert d["claims"] == _claims_again([cl.pruning_preserves(d), cl.multihead_beats_single(d), cl.noise_pruning(sweep),
-                                         cl.noise_single_head(sweep)])
+    found = [cl.pruning_preserves(d), cl.multihead_beats_single(d) if family.single_head else None]
+    if len(levels) > 1:
+        found += [cl.noise_pruning(sweep), cl.noise_single_head(sweep)]
+    assert ("error_single_head" in d) == bool(family.single_head)
+    assert d["claims"] == _claims_again(found)
     assert d["claims"][0]["verdict"] == "not reproduced"
 
 
@@ -166,17 +170,37 @@ def _check_report(report, text):
         assert f"| `{claim['id']}` | {claim['claim']} | **{claim['verdict']}** |" in text
 
 
-def test_report_quick(tmp_path):
+#: the claims each sibling role makes possible: without the role (report["skipped"]) they are not decided
+NEEDS = {"head_counts": ["head_count_order"], "single_head": ["multihead_beats_single"],
+         "noise_sweep": ["noise_pruning", "noise_single_head"], "concat_twin": [i for i in FULL_IDS if i.startswith("concat_")],
+         "linear_twin": [i for i in FULL_IDS if i.startswith("linear_")], "second_seed": ["seed2_narrow", "seed2_wide"],
+         "second_seed_settings": SETTINGS_IDS}
+
+
+@pytest.mark.parametrize("anchor", ["default", "default-v1"])
+def test_report_quick(tmp_path, anchor):
+    """The report on each anchor: every claim its siblings allow, each skip named with its reason."""
     from icl_interp.cli import main
 
-    assert main(["report", "--out", str(tmp_path), "--quick"]) == 0
+    assert main(["report", "--out", str(tmp_path), "--quick", "--model", anchor]) == 0
     text = (tmp_path / "report.md").read_text()
     report = json.loads((tmp_path / "report.json").read_text())
-    assert [c["id"] for c in report["claims"]] == FULL_IDS and report["skipped"] == {}
+    family = ii.siblings(anchor)
+    present = {"head_counts": len(family.head_counts) > 1, "single_head": bool(family.single_head),
+               "noise_sweep": len(family.noise_sweep) > 1, "concat_twin": bool(family.concat_twin),
+               "linear_twin": bool(family.linear_twin), "second_seed": bool(family.second_seed),
+               "second_seed_settings": bool(family.second_seed_settings)}
+    assert set(report["skipped"]) == ({k for k, ok in present.items() if not ok} | {"other_recipe"} * bool(family.other_recipe)
+                                      | {"not_in_zoo"} * bool(family.missing))
+    skipped_ids = {i for k in report["skipped"] for i in NEEDS.get(k, [])}
+    assert [c["id"] for c in report["claims"]] == [i for i in FULL_IDS if i not in skipped_ids]
     _check_report(report, text)
+    assert all(note in text for note in report["skipped"].values())
     assert report["gd"]["distance"]["gd"] < report["gd"]["distance"]["control_gd"]
-    for png in ("risk_curves.png", "head_importance.png", "pruning_probing.png", "pruning_noise.png", "preprocessing_probes.png",
-                "gd_steps.png", "multihead.png", "multihead_settings.png"):
+    figures = ["risk_curves.png", "head_importance.png", "pruning_probing.png", "preprocessing_probes.png", "gd_steps.png"]
+    figures += ["pruning_noise.png"] * present["noise_sweep"] + ["multihead.png"] * present["second_seed"]
+    figures += ["multihead_settings.png"] * present["second_seed_settings"]
+    for png in figures:
         assert (tmp_path / png).is_file() and png in text
 
 

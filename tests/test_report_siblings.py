@@ -6,38 +6,75 @@ import pytest
 
 import icl_interp as ii
 from icl_interp.checkpoint import zoo_names
+from icl_interp.presets import PRESETS
 from icl_interp.zoo import INDEX, Siblings, siblings
 
 INDEXED = json.loads(INDEX.read_text())["siblings"]
 
 
-def test_every_declared_model_is_shipped_and_roles_agree():
+def test_every_declared_model_is_shipped_or_a_preset_and_roles_agree():
     shipped = set(zoo_names())
     for anchor, roles in INDEXED.items():
-        names = {anchor, roles["single_head"], roles["concat_twin"], *roles["head_counts"], *roles["second_seed"]}
+        names = {anchor, roles["single_head"], roles["concat_twin"], *roles["head_counts"], *roles.get("second_seed", [])}
         names |= {n for pair in roles["noise_sweep"] for n in pair}
-        assert names <= shipped, names - shipped
+        assert names <= shipped | set(PRESETS), names - shipped - set(PRESETS)   # one not shipped can be trained
+        assert set(siblings(anchor).missing) == {n for n in names if n not in shipped} - {anchor}
         assert anchor in roles["head_counts"] and [anchor, roles["single_head"]] in roles["noise_sweep"]
 
 
 def test_default_siblings_in_the_shipped_zoo():
+    """The v2 default (warmup-stable-decay) is compared only with siblings trained with its recipe; the v1 siblings
+    are the v1 default's (default-v1), whose noise pairs trained 5,000 steps and so are named, not compared."""
     got = siblings("default")
-    assert got.head_counts == ("default", "default-h1", "default-h2", "default-h8")
-    assert got.single_head == "default-h1" and got.concat_twin == "default-concat"
-    assert ("noise0.1-h4", "noise0.1-h1") in got.noise_sweep and len(got.noise_sweep) == 3
-    assert len(got.second_seed) == 4 and ii.siblings is siblings
+    retrained = [n for n in ("default-h1", "default-h2", "default-h8") if n in zoo_names()]
+    assert got.head_counts == ("default", *retrained) and got.other_recipe == ()
+    assert got.single_head == ("default-h1" if "default-h1" in retrained else None)
+    assert set(got.missing).isdisjoint(zoo_names()) and "default-concat" in got.missing + (got.concat_twin,)
+    assert len(got.second_seed) == 4 and got.linear_twin == "linear-concat" and ii.siblings is siblings
+    v1 = siblings("default-v1")
+    assert v1.head_counts == ("default-v1", "default-v1-h1", "default-v1-h2", "default-v1-h8") and v1.missing == ()
+    assert v1.single_head == "default-v1-h1" and v1.concat_twin == "default-v1-concat"
+    assert v1.noise_sweep == (("default-v1", "default-v1-h1"),)   # the v1 noise pairs trained 5,000 steps, not 16,000
+    assert set(v1.other_recipe) == {"noise0.1-v1-h4", "noise1.0-v1-h4"}
 
 
-@pytest.mark.parametrize("name", ["default-h1", "no-such-model", None, 3])
+@pytest.mark.parametrize("name", ["default-v1-h1", "no-such-model", None, 3])
 def test_models_that_are_no_anchor_have_no_siblings(name):
     assert siblings(name) == Siblings()
 
 
 def test_only_models_of_the_zoo_in_use_count(tmp_path):
-    for name in ("default", "default-h2", "noise0.1-h4", "softmax-p8-h1"):
-        ii.save_model(ii.load_model(name), tmp_path / name)
+    for name, source in (("default", "default"), ("default-h2", "default-v1-h2"), ("noise0.1-h4", "noise0.1-v1-h4"),
+                         ("softmax-p8-h1", "softmax-p8-h1")):
+        ii.save_model(ii.load_model(source), tmp_path / name)  # saved without their training record: no recipe to compare
     with ii.use_zoo(tmp_path):
         got = siblings("default")
     assert got.head_counts == ("default", "default-h2") and got.single_head is None and got.concat_twin is None
     assert got.noise_sweep == (("noise0.1-h4", None), ("default", None))   # the pairs present, singles absent
     assert got.second_seed == ()               # a partial second-seed set is no set
+    assert {"default-h1", "default-h8", "noise0.1-h1", "softmax-p8-h4", "linear-concat"} <= set(got.missing)
+    assert not {"default", "default-h2", "noise0.1-h4"} & set(got.missing)
+
+
+def test_siblings_trained_with_another_recipe_are_left_out_and_named(tmp_path):
+    """Comparisons need models trained alike: head-count/single-head/concat siblings and each noise level's all-heads
+    model share the anchor's recipe, each level's single-head model its pair's (bookkeeping fields do not count)."""
+    base = ii.TrainConfig(steps=100, lr=1e-3, schedule="wsd").to_dict()
+    recipes = {
+        "default": base,
+        "default-h1": {**base, "threads": 2, "eval_prompts": 99},   # only bookkeeping differs: alike
+        "default-h2": {**base, "steps": 50},                       # another recipe
+        "default-concat": {**base, "min_points": 2},               # the twin's declared difference
+        "noise0.1-h4": base, "noise0.1-h1": {**base, "lr": 3e-4},  # the pair's single head differs from its all-heads model
+        "noise1.0-h4": {**base, "schedule": "cosine"}, "noise1.0-h1": {**base, "schedule": "cosine"},
+    }
+    model = ii.load_model("softmax-p8-h1")
+    for name, train in recipes.items():
+        ii.save_model(model, tmp_path / name, training={"train_config": train})
+    with ii.use_zoo(tmp_path):
+        got = siblings("default")
+        assert ii.zoo.recipe("default") == ii.zoo.recipe("default-h1") != ii.zoo.recipe("default-h2")
+    assert got.head_counts == ("default", "default-h1") and got.single_head == "default-h1"
+    assert got.concat_twin == "default-concat"
+    assert got.noise_sweep == (("noise0.1-h4", None), ("default", "default-h1"))
+    assert got.other_recipe == ("default-h2", "noise0.1-h1", "noise1.0-h4")

@@ -12,12 +12,13 @@ the model's: two errors within 10% count as the same performance).
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 from .. import claims as cl
-from ..checkpoint import load_model
+from ..checkpoint import load_model, zoo_folder
 from ..evaluation import evaluate
 from ..training import snapshots as list_snapshots
 from ..tuning import best_lasso, best_ridge
@@ -46,14 +47,29 @@ PANELS: list[tuple[str, str, Callable[[dict], float], float, str]] = [
 ]
 
 
+def _init_from(source: Union[str, Path]) -> Optional[str]:
+    """The model a run (folder) or zoo model was warm-started from (``TrainConfig.init_from``), if any."""
+    folder = Path(source) if Path(source).is_dir() else zoo_folder(str(source))
+    for config in (folder / "config.json", folder / "model" / "config.json"):
+        if config.is_file():
+            return json.loads(config.read_text()).get("training", {}).get("train_config", {}).get("init_from")
+    return None
+
+
 def load_history(source: Union[str, Path], *, every: int = 1) -> list[tuple[int, Any]]:
-    """``[(step, model)]`` from a run folder or a zoo model that carries ``snapshots/`` (every ``every``-th one, the last always)."""
+    """``[(step, model)]`` from a run folder or a zoo model that carries ``snapshots/`` (every ``every``-th one, the last
+    always). A model warm-started from another (``init_from``: a second training stage) continues that one's history,
+    its steps counted on from the earlier stage's last."""
     every = check_int("every", every, min_value=1)
+    if Path(source).name == "model" and (Path(source).parent / "snapshots").is_dir():  # a run's final model: the run
+        source = Path(source).parent
+    earlier = load_history(_init_from(source), every=every) if _init_from(source) else []
     found = list_snapshots(source)
-    if not found:
+    if not found and not earlier:
         raise ValueError(f"source {str(source)!r} has no snapshots/ (train with keep_log= or keep_every=)")
-    kept = found[::every] if found[::every][-1] == found[-1] else found[::every] + [found[-1]]
-    return [(step, load_model(path)) for step, path in kept]
+    kept = found[::every] if not found or found[::every][-1] == found[-1] else found[::every] + [found[-1]]
+    offset = earlier[-1][0] if earlier else 0
+    return earlier + [(offset + step, load_model(path)) for step, path in kept]
 
 
 def dynamics_study(

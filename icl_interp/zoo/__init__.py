@@ -26,13 +26,16 @@ class Siblings:
     (setting, its models) for each of the seed's other settings whose models are all present;
     ``linear_twin`` is the same task learnt by the seed's theory class (bidirectional linear attention).
     A comparison is fair only between models trained alike: the head-count siblings, the single-head
-    sibling and the concatenated-token twin must share the anchor's :func:`recipe`, each noise-sweep
-    single-head model its pair's; a declared sibling that does not is left out and named in ``other_recipe``.
+    sibling, the concatenated-token twin and each noise level's all-heads model must share the anchor's
+    :func:`recipe`, each level's single-head model its pair's; a declared sibling that does not is left out
+    and named in ``other_recipe``.
     """
 
     head_counts: tuple[str, ...] = ()
     #: declared siblings left out of a comparison: trained with another recipe than the model they are compared with
     other_recipe: tuple[str, ...] = ()
+    #: declared siblings the zoo in use does not hold (not trained yet, or another zoo)
+    missing: tuple[str, ...] = ()
     single_head: Optional[str] = None
     noise_sweep: tuple[tuple[str, Optional[str]], ...] = ()
     concat_twin: Optional[str] = None
@@ -55,10 +58,10 @@ def siblings(name: Any) -> Siblings:
     if entry is None or name not in present:
         return Siblings()
 
+    other: list[str] = []
+
     def have(n: Optional[str]) -> Optional[str]:
         return n if n in present else None
-
-    other: list[str] = []
 
     def alike(n: Optional[str], ref: str = name) -> Optional[str]:
         """``n`` if present and trained with ``ref``'s recipe (else None; a present one is noted in ``other``)."""
@@ -72,9 +75,10 @@ def siblings(name: Any) -> Siblings:
     return Siblings(
         head_counts=tuple(n for n in entry.get("head_counts", []) if alike(n)),
         single_head=alike(entry.get("single_head")),
-        noise_sweep=tuple((full, alike(single, full)) for full, single in entry.get("noise_sweep", []) if full in present),
+        noise_sweep=tuple((full, alike(single, full)) for full, single in entry.get("noise_sweep", []) if alike(full)),
         concat_twin=alike(entry.get("concat_twin")),
         other_recipe=tuple(dict.fromkeys(other)),
+        missing=tuple(n for n in dict.fromkeys(_declared(entry)) if n not in present),
         second_seed=tuple(entry.get("second_seed", [])) if set(entry.get("second_seed", [])) <= present else (),
         second_seed_settings=tuple((setting, tuple(names)) for setting, names in entry.get("second_seed_settings", {}).items()
                                    if set(names) <= present),
@@ -82,10 +86,18 @@ def siblings(name: Any) -> Siblings:
     )
 
 
+def _declared(entry: dict) -> list[str]:
+    """Every model name an index entry declares, in order."""
+    names = [*entry.get("head_counts", []), entry.get("single_head"), *(n for pair in entry.get("noise_sweep", []) for n in pair),
+             entry.get("concat_twin"), *entry.get("second_seed", []),
+             *(n for group in entry.get("second_seed_settings", {}).values() for n in group), entry.get("linear_twin")]
+    return [n for n in names if n is not None]
+
+
 #: train-config fields that do not change what a model learns (bookkeeping, output, hardware), or that a comparison
 #: itself varies (``min_points``: the concatenated twin trains on shorter prompts too)
 _NOT_RECIPE = ("progress", "threads", "checkpoint_every", "device", "compile", "log_to", "keep_every", "keep_log",
-               "eval_every", "eval_prompts", "min_points", "fast", "extra", "dtype")
+               "eval_every", "eval_prompts", "min_points", "fast", "extra", "dtype", "init_from")
 
 
 def recipe(name: str) -> Optional[dict]:
