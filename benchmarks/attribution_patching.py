@@ -35,7 +35,7 @@ def main() -> None:
     common.header("attribution patching vs exact")
     names = ["default"]
     if args.full:
-        names += [n for n in ii.zoo_names() if n.startswith(("default-h", "noise")) and not n.endswith("-h1")]
+        names += [n for n in ii.zoo_names() if n.startswith(("default-", "noise")) and not n.endswith(("-h1", "-concat"))]
     repeats = args.repeats or (3 if args.full else 2)
     total = {"exact": 0.0, "attribution": 0.0}
     for name in names:

@@ -29,7 +29,7 @@ def main(out, quick=False):
     #    The baselines are tuned on other prompts (seed 10,000), separately for each n.
     result = ii.risk_curves(models, task, n_points, n_prompts=2000, seed=1, quick=quick)
 
-    # 3. The numbers the verdicts use, and the verdicts (icl_interp/claims.py holds the thresholds).
+    # 3. The numbers the verdicts use, and the verdicts (icl_interp/claims/ holds the thresholds).
     result["quality_bar"] = claims.quality_bar(result, "default", task.d)
     result["head_counts"] = ii.head_count_summary(result, models)  # {heads: error at the largest n, mean over n}
     found = [claims.head_count_order(result["head_counts"])] if len(models) > 1 else []
