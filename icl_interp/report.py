@@ -106,8 +106,8 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path) -> di
     variants.setdefault(name, model)
     r["risk"] = st.risk_curves(variants, task, n, n_prompts=n_prompts, seed=1, quick=quick, out=out)
     r["quality_bar"] = cl.quality_bar(r["risk"], name, task.d)
-    # the head-count siblings share the task, so the same tuned baselines: each one's bar (issue 14: the comparison models
-    # reach the bar too, or the report says which do not)
+    # the head-count siblings (and below the concatenated twin) share the task, so the same tuned baselines: each one's bar
+    # (issue 14: the comparison models reach the bar too, or the report says which do not)
     r["quality_bar_siblings"] = {v: cl.quality_bar(r["risk"], v, task.d) for v in variants if v != name}
     r["head_counts"] = st.head_count_summary(r["risk"], variants)
     r["importance"] = st.importance_study(model, data, out=out)
@@ -125,9 +125,12 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path) -> di
     if sib.concat_twin:  # the same questions where one token holds x_i and y_i together
         twin = get(sib.concat_twin)
         tdata = prepare(twin, twin.task.sample(n_prompts, twin.cfg.max_points, seed=7))
-        curve = evaluate(twin, twin.task, n_points=twin.cfg.max_points, n_prompts=n_prompts, seed=1)
+        curve = evaluate(twin, twin.task, n_points=twin.cfg.max_points, n_prompts=r["risk"]["n_prompts"], seed=1)  # the risk prompts
         r["concat"] = {"model": sib.concat_twin, "error": curve.error.tolist(),
                        "preprocessing": st.preprocessing_study(twin, tdata), "gd": st.gd_study(twin, tdata)}
+        if twin.task.to_dict() == task.to_dict() and len(curve.error) == len(r["risk"]["curves"][name]["error"]):  # same prompts
+            with_twin = {"curves": {**r["risk"]["curves"], sib.concat_twin: {"error": r["concat"]["error"]}}}
+            r["quality_bar_siblings"][sib.concat_twin] = cl.quality_bar(with_twin, sib.concat_twin, task.d)
     if sib.linear_twin:  # the same task in the seed's theory class (bidirectional linear attention): every single-model claim
         r["linear"] = single_model_studies(get(sib.linear_twin), n_prompts=n_prompts, name=sib.linear_twin)
     if sib.second_seed:
@@ -281,7 +284,7 @@ def _markdown(r: dict, model: Any) -> str:
     ]
     lines += [f"| {row['n']} | {row['model']:.3f} | {row['ridge']:.3f} | {row['lasso']:.3f} | {row['ols']:.3f} |" for row in q["per_n"]]
     if r["quality_bar_siblings"]:
-        lines += ["", "The head-count siblings against the same baselines:", "",
+        lines += ["", "The siblings on the same task (head counts, the concatenated twin) against the same baselines:", "",
                   "| model | / best ridge | / best Lasso | below ridge, n >= d/2 | below OLS, n < d | bar |", "|---|---|---|---|---|---|"]
         lines += [f"| `{v}` | {b['ratio_to_best_ridge_at_largest_n']:.3f} | {b['ratio_to_best_lasso_at_largest_n']:.3f} | "
                   f"{b['below_ridge_for_all_n_ge_d_half']} | {b['below_ols_for_all_n_lt_d']} | {'met' if b['meets_bar'] else 'not met'} |"

@@ -197,6 +197,10 @@ def test_report_quick(tmp_path, anchor):
     _check_report(report, text)
     assert all(note in text for note in report["skipped"].values())
     assert report["gd"]["distance"]["gd"] < report["gd"]["distance"]["control_gd"]
+    twin = {"curves": {**report["risk"]["curves"], "twin": {"error": report["concat"]["error"]}}} if "concat" in report else None
+    expected = {v: cl.quality_bar(report["risk"], v, 8) for v in family.head_counts if v != anchor}  # each sibling's own bar
+    expected.update({family.concat_twin: cl.quality_bar(twin, "twin", 8)} if twin else {})
+    assert report["quality_bar_siblings"] == expected and all(f"| `{v}` |" in text for v in expected)
     figures = ["risk_curves.png", "head_importance.png", "pruning_probing.png", "preprocessing_probes.png", "gd_steps.png"]
     figures += ["pruning_noise.png"] * present["noise_sweep"] + ["multihead.png"] * present["second_seed"]
     figures += ["multihead_settings.png"] * present["second_seed_settings"]
