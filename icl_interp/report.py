@@ -120,6 +120,12 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path) -> di
     if len(pairs) > 1:
         known = {float(task.noise_std): r["pruning"]}  # the same model, prompts and seed: not run again
         r["pruning_noise"] = st.noise_pruning_study(pairs, n_prompts=n_prompts, quick=quick, known=known, out=out)
+        r["quality_bar_noise"] = {}  # each other level's pair against its own task's tuned baselines
+        for full, one in sib.noise_sweep:
+            if full != name:
+                level = {m: get(m) for m in (full, one) if m}
+                risk = st.risk_curves(level, get(full).task, n, n_prompts=n_prompts, seed=1, quick=quick)
+                r["quality_bar_noise"].update({m: cl.quality_bar(risk, m, task.d) for m in level})
     r["preprocessing"] = st.preprocessing_study(model, data, out=out)
     r["gd"] = st.gd_study(model, data, out=out)
     if sib.concat_twin:  # the same questions where one token holds x_i and y_i together
@@ -248,6 +254,17 @@ def _linear_lines(lin: dict) -> list[str]:
                     ] + _step_table(lin["gd"])
 
 
+def _bar_table(title: str, bars: dict) -> list[str]:
+    """Markdown rows of :func:`claims.quality_bar` results by model (nothing when there are none)."""
+    if not bars:
+        return []
+    lines = ["", title, "", "| model | / best ridge | / best Lasso | below ridge, n >= d/2 | below OLS, n < d | bar |",
+             "|---|---|---|---|---|---|"]
+    return lines + [f"| `{v}` | {b['ratio_to_best_ridge_at_largest_n']:.3f} | {b['ratio_to_best_lasso_at_largest_n']:.3f} | "
+                    f"{b['below_ridge_for_all_n_ge_d_half']} | {b['below_ols_for_all_n_lt_d']} | {'met' if b['meets_bar'] else 'not met'} |"
+                    for v, b in bars.items()]
+
+
 def _markdown(r: dict, model: Any) -> str:
     c = model.cfg
     q = r["quality_bar"]
@@ -283,12 +300,10 @@ def _markdown(r: dict, model: Any) -> str:
         "|---|---|---|---|---|",
     ]
     lines += [f"| {row['n']} | {row['model']:.3f} | {row['ridge']:.3f} | {row['lasso']:.3f} | {row['ols']:.3f} |" for row in q["per_n"]]
-    if r["quality_bar_siblings"]:
-        lines += ["", "The siblings on the same task (head counts, the concatenated twin) against the same baselines:", "",
-                  "| model | / best ridge | / best Lasso | below ridge, n >= d/2 | below OLS, n < d | bar |", "|---|---|---|---|---|---|"]
-        lines += [f"| `{v}` | {b['ratio_to_best_ridge_at_largest_n']:.3f} | {b['ratio_to_best_lasso_at_largest_n']:.3f} | "
-                  f"{b['below_ridge_for_all_n_ge_d_half']} | {b['below_ols_for_all_n_lt_d']} | {'met' if b['meets_bar'] else 'not met'} |"
-                  for v, b in r["quality_bar_siblings"].items()]
+    lines += _bar_table("The siblings on the same task (head counts, the concatenated twin) against the same baselines:",
+                        r["quality_bar_siblings"])
+    lines += _bar_table("The noise sweep's other levels, each model against its own task's tuned baselines:",
+                        r.get("quality_bar_noise", {}))
     imp = r["importance"]
     lines += [
         "",

@@ -233,3 +233,23 @@ def test_report_on_a_model_in_memory(tmp_path, tiny_task):
 def test_report_rejects_a_bad_model(tmp_path, model, exc, text):
     with pytest.raises(exc, match=text):
         ii.write_report(tmp_path, model=model)
+
+
+def test_report_bars_each_noise_level_against_its_own_baselines(tmp_path):
+    """A noise-sweep model trained with the anchor's recipe joins the report, and its quality bar is measured against
+    ridge and Lasso tuned on its own task (lower noise, lower errors), on its own prompts."""
+    from icl_interp.checkpoint import read_config
+
+    train = read_config("default")["training"]
+    ii.save_model(ii.load_model("default"), tmp_path / "zoo" / "default", training=train)
+    noisy = ii.load_model("noise0.1-v1-h4")  # a noise-0.1 model, recorded with the anchor's recipe: alike
+    ii.save_model(noisy, tmp_path / "zoo" / "noise0.1-h4", training=train)
+    with ii.use_zoo(tmp_path / "zoo"):
+        report = ii.write_report(tmp_path / "rep", model="default", quick=True)
+    assert list(report["pruning_noise"]["levels"]) == ["0.1", "0.5"] and "noise_pruning" in [c["id"] for c in report["claims"]]
+    (name, bar), = report["quality_bar_noise"].items()
+    assert name == "noise0.1-h4" and bar["n_largest"] == 15
+    own = ii.evaluate(noisy, noisy.task, n_points=16, n_prompts=200, seed=1).error.tolist()
+    assert [row["model"] for row in bar["per_n"]] == pytest.approx(own)
+    assert bar["per_n"][-1]["ridge"] < 0.8 * report["quality_bar"]["per_n"][-1]["ridge"]   # noise 0.1 against 0.5
+    assert "| `noise0.1-h4` |" in (tmp_path / "rep" / "report.md").read_text()
