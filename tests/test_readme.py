@@ -21,10 +21,11 @@ def test_readme_has_an_example_per_section():
 @pytest.mark.slow
 @_ONLY4
 @pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
-def test_readme_example_runs(code):
+def test_readme_example_runs(code, tmp_path, monkeypatch):
     import matplotlib
 
     matplotlib.use("Agg")
+    monkeypatch.chdir(tmp_path)  # what an example saves (figures, folders) lands there, not in the checkout
     exec(compile(code, str(README), "exec"), {})
 
 
