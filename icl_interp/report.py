@@ -47,9 +47,10 @@ def _attention(model: Any, data: Any, out: Path) -> dict:
 def _stored_dynamics(name: str, out: Path) -> Optional[dict]:
     """The dynamics study a zoo model ships (``dynamics.json``, written by ``recipes/dynamics.py`` from its snapshots:
     minutes, so it is computed once, not at every report) with its figure redrawn; None when it ships none."""
-    if name not in zoo_names() or not (zoo_folder(name) / "dynamics.json").is_file():
+    stored = zoo_folder(name) / "dynamics.json" if name in zoo_names() else None
+    if stored is None or not stored.is_file():
         return None
-    dyn = json.loads((zoo_folder(name) / "dynamics.json").read_text())
+    dyn = json.loads(stored.read_text())
     save_figure(plot_dynamics_study(dyn), out, "dynamics.png")
     return {**dyn, "figure": "dynamics.png", "source": f"icl_interp/zoo/{name}/dynamics.json (python recipes/dynamics.py --model {name})"}
 

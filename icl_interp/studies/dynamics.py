@@ -63,7 +63,8 @@ def load_history(source: Union[str, Path], *, every: int = 1) -> list[tuple[int,
     every = check_int("every", every, min_value=1)
     if Path(source).name == "model" and (Path(source).parent / "snapshots").is_dir():  # a run's final model: the run
         source = Path(source).parent
-    earlier = load_history(_init_from(source), every=every) if _init_from(source) else []
+    parent = _init_from(source)
+    earlier = load_history(parent, every=every) if parent else []
     found = list_snapshots(source)
     if not found and not earlier:
         raise ValueError(f"source {str(source)!r} has no snapshots/ (train with keep_log= or keep_every=)")

@@ -59,15 +59,19 @@ def siblings(name: Any) -> Siblings:
         return Siblings()
 
     other: list[str] = []
+    recipes: dict[str, Optional[dict]] = {}  # each model's config read once
 
     def have(n: Optional[str]) -> Optional[str]:
         return n if n in present else None
 
     def alike(n: Optional[str], ref: str = name) -> Optional[str]:
         """``n`` if present and trained with ``ref``'s recipe (else None; a present one is noted in ``other``)."""
-        if have(n) is None or n == ref:
+        if n not in present or n == ref:
             return have(n)
-        if recipe(n) != recipe(ref):
+        for m in (n, ref):
+            if m not in recipes:
+                recipes[m] = recipe(m)
+        if recipes[n] != recipes[ref]:
             other.append(n)
             return None
         return n
