@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .devices import resolve_device
     from .presets import train_preset, retrain_zoo
     # baselines and evaluation
-    from .evaluation import evaluate, EvalResult
+    from .evaluation import evaluate, EvalResult, ratio_interval
     from .baselines import OLS, Ridge, Lasso, GD, PreprocessThenOptimize, OracleOLS, Averaging, lasso_path
     from .tuning import Tuned, tune, best_ridge, best_lasso, best_gd, best_pto, prefix_predictions
     from .preprocess import Preprocessing, get_preprocessing, correlation

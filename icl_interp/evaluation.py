@@ -28,7 +28,7 @@ from .tasks import ICLBatch, Task
 from .tuning import prefix_predictions
 from .validation import check_int, check_tensor
 
-__all__ = ["EvalResult", "evaluate", "model_predictions"]
+__all__ = ["EvalResult", "evaluate", "model_predictions", "ratio_interval"]
 
 _CURVES = ("error", "excess_risk", "error_low", "error_high", "excess_low", "excess_high")
 
@@ -118,20 +118,41 @@ def model_predictions(model: Callable, batch: ICLBatch) -> Float[Tensor, "batch 
     return out.detach().to("cpu", torch.float64)
 
 
+def _resample_counts(n: int, n_boot: int, seed: int, dtype: torch.dtype) -> Tensor:
+    """``[n_boot, n]``: how often each of ``n`` prompts is drawn in each bootstrap resample (with replacement)."""
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randint(n, (n_boot, n), generator=gen)
+    counts = torch.zeros(n_boot, n, dtype=dtype)
+    return counts.scatter_add_(1, idx, torch.ones_like(idx, dtype=dtype))
+
+
 def _bootstrap(per_prompt: Tensor, n_boot: int, seed: int) -> tuple[Tensor, Tensor]:
     """5% and 95% percentiles of the mean over prompts, resampling prompts with replacement."""
     mean = per_prompt.mean(0)
     if n_boot == 0:
         return mean, mean
-    gen = torch.Generator().manual_seed(seed)
-    n = per_prompt.shape[0]
-    idx = torch.randint(n, (n_boot, n), generator=gen)
-    counts = torch.zeros(n_boot, n, dtype=per_prompt.dtype)
-    counts.scatter_add_(1, idx, torch.ones_like(idx, dtype=per_prompt.dtype))
-    means = counts @ per_prompt / n
+    means = _resample_counts(per_prompt.shape[0], n_boot, seed, per_prompt.dtype) @ per_prompt / per_prompt.shape[0]
     q = torch.tensor([0.05, 0.95], dtype=means.dtype)
     low, high = torch.quantile(means, q, dim=0)
     return low, high
+
+
+def ratio_interval(
+    numerator: Float[Tensor, " prompts"], denominator: Float[Tensor, " prompts"], n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """5-95% bootstrap interval of ``mean(numerator) / mean(denominator)`` over paired prompts.
+
+    The two are per-prompt errors of two predictors on the *same* prompts (an
+    :class:`EvalResult`'s ``per_prompt`` column): each resample draws prompts once
+    for both, so what the prompts share cancels, as it does in the ratio itself.
+    """
+    num = check_tensor("numerator", numerator, ndim=1).double()
+    den = check_tensor("denominator", denominator, shape=tuple(num.shape)).double()
+    n_boot = check_int("n_boot", n_boot, min_value=1)
+    counts = _resample_counts(num.shape[0], n_boot, check_int("seed", seed, min_value=0), num.dtype)
+    ratios = (counts @ num) / (counts @ den)
+    low, high = torch.quantile(ratios, torch.tensor([0.05, 0.95], dtype=ratios.dtype))
+    return float(low), float(high)
 
 
 def evaluate(

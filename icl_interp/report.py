@@ -261,9 +261,25 @@ def _bar_table(title: str, bars: dict) -> list[str]:
         return []
     lines = ["", title, "", "| model | / best ridge | / best Lasso | below ridge, n >= d/2 | below OLS, n < d | bar |",
              "|---|---|---|---|---|---|"]
-    return lines + [f"| `{v}` | {b['ratio_to_best_ridge_at_largest_n']:.3f} | {b['ratio_to_best_lasso_at_largest_n']:.3f} | "
+    return lines + [f"| `{v}` | {_ratio(b, 'ridge')} | {_ratio(b, 'lasso')} | "
                     f"{b['below_ridge_for_all_n_ge_d_half']} | {b['below_ols_for_all_n_lt_d']} | {'met' if b['meets_bar'] else 'not met'} |"
                     for v, b in bars.items()]
+
+
+def _unsettled(bar: dict) -> str:
+    """A sentence naming the ratios whose 5-95% interval straddles its bar (the verdict could flip on other prompts)."""
+    names = [name for key, name in (("ridge", "ridge"), ("lasso", "Lasso")) if bar.get(f"{key}_ratio_settled") is False]
+    if not names:
+        return ""
+    return (f" The {' and '.join(names)} ratio's 5-95% interval (paired bootstrap over the prompts) contains its bar: "
+            "on this many prompts that part of the verdict is within sampling error.")
+
+
+def _ratio(bar: dict, key: str) -> str:
+    """``0.843 (0.83-0.86)``: a quality-bar ratio with its 5-95% paired bootstrap interval where the bar has one."""
+    text = f"{bar[f'ratio_to_best_{key}_at_largest_n']:.3f}"
+    interval = bar.get(f"ratio_to_best_{key}_interval")
+    return text if interval is None else f"{text} ({interval[0]:.3f}-{interval[1]:.3f})"
 
 
 def _markdown(r: dict, model: Any) -> str:
@@ -293,9 +309,10 @@ def _markdown(r: dict, model: Any) -> str:
         "![risk curves](risk_curves.png)",
         "",
         f"Quality bar ({'met' if q['meets_bar'] else 'NOT met'}): error at n = {q['n_largest']} is "
-        f"{q['ratio_to_best_ridge_at_largest_n']:.3f}x the best ridge's (bar {cl.QUALITY_BAR_RIDGE_RATIO:g}x) and "
-        f"{q['ratio_to_best_lasso_at_largest_n']:.3f}x the best Lasso's (bar {cl.QUALITY_BAR_LASSO_RATIO:g}x); below the best ridge "
-        f"for every n >= d/2: {q['below_ridge_for_all_n_ge_d_half']}; below OLS for every 1 <= n < d: {q['below_ols_for_all_n_lt_d']}.",
+        f"{_ratio(q, 'ridge')}x the best ridge's (bar {cl.QUALITY_BAR_RIDGE_RATIO:g}x) and "
+        f"{_ratio(q, 'lasso')}x the best Lasso's (bar {cl.QUALITY_BAR_LASSO_RATIO:g}x); below the best ridge "
+        f"for every n >= d/2: {q['below_ridge_for_all_n_ge_d_half']}; below OLS for every 1 <= n < d: {q['below_ols_for_all_n_lt_d']}."
+        + _unsettled(q),
         "",
         "| n | model | best ridge | best Lasso | OLS |",
         "|---|---|---|---|---|",

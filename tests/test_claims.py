@@ -258,6 +258,21 @@ def test_quality_bar_at_the_largest_n(ridge_ratio, lasso_ratio, meets):
     assert bar["meets_bar"] is meets and bar["n_largest"] == 4 and len(bar["per_n"]) == 5
 
 
+@pytest.mark.parametrize("lasso_interval, settled", [((1.14, 1.16), False), ((1.10, 1.149), True), ((1.151, 1.2), True)])
+def test_quality_bar_carries_the_ratio_intervals_and_says_whether_they_settle_it(lasso_interval, settled):
+    """The verdict stays on the ratio; the interval says whether another draw of prompts could flip that part."""
+    risk = {"curves": {"m": {"error": [1.0, 0.6, 0.4, 0.3, 0.2]},
+                       "ridge (best alpha)": {"error": [1.0, 0.7, 0.5, 0.35, 0.25]},
+                       "Lasso (best alpha)": {"error": [1.0, 0.7, 0.45, 0.3, 0.2 / 1.151]},
+                       "OLS": {"error": [1.0, 0.9, 0.8, 5.0, 0.3]}},
+            "ratio_intervals": {"m": {"ridge (best alpha)": [0.78, 0.82], "Lasso (best alpha)": list(lasso_interval)}}}
+    bar = cl.quality_bar(risk, "m", d=4)
+    assert not bar["within_lasso_ratio"] and not bar["meets_bar"]          # 1.151 > 1.15 whatever the interval
+    assert bar["ratio_to_best_lasso_interval"] == list(lasso_interval) and bar["lasso_ratio_settled"] is settled
+    assert bar["ridge_ratio_settled"] is True
+    assert "ratio_to_best_lasso_interval" not in cl.quality_bar({"curves": risk["curves"]}, "m", d=4)
+
+
 def test_quality_bar_below_ridge_from_d_half_and_below_ols_below_d():
     risk = {"curves": {"m": {"error": [1.0, 0.95, 0.5, 0.3, 0.2]},
                        "ridge (best alpha)": {"error": [1.0, 0.9, 0.5, 0.35, 0.3]},   # n = 2 = d/2: 0.5 is not below 0.5

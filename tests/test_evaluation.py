@@ -153,3 +153,24 @@ def test_model_predictions_directly():
     preds = model_predictions(_averaging_query_only, batch)
     assert preds.shape == (3, 4) and preds.dtype == torch.float64
     assert (preds[:, 0] == 0).all()
+
+
+def test_ratio_interval_is_exact_for_a_planted_ratio_and_matches_the_delta_method():
+    """A model 1.1x the baseline on every prompt: no spread. Independent noise: the delta method's width (oracle)."""
+    from icl_interp.evaluation import ratio_interval
+
+    gen = torch.Generator().manual_seed(0)
+    base = torch.rand(500, generator=gen, dtype=torch.float64) + 0.1
+    low, high = ratio_interval(1.1 * base, base)
+    assert low == pytest.approx(1.1) and high == pytest.approx(1.1)
+    n = 4000
+    num = torch.distributions.Exponential(torch.tensor(1.0 / 1.2, dtype=torch.float64)).sample((n,))
+    den = torch.distributions.Exponential(torch.tensor(1.0, dtype=torch.float64)).sample((n,))
+    r = num.mean() / den.mean()
+    # delta method for a ratio of two independent means: var(r) = r^2 (var(x)/(n mx^2) + var(y)/(n my^2))
+    se = float(r * torch.sqrt(num.var() / (n * num.mean() ** 2) + den.var() / (n * den.mean() ** 2)))
+    low, high = ratio_interval(num, den, n_boot=4000, seed=3)
+    assert low < float(r) < high
+    assert (high - low) / 2 == pytest.approx(1.6449 * se, rel=0.1)    # a 90% interval's half width
+    with pytest.raises(ValueError, match="denominator"):
+        ratio_interval(num, den[:10])

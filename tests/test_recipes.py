@@ -42,6 +42,9 @@ def check_risk_curves(d):
     assert d["quality_bar"]["ratio_to_best_ridge_at_largest_n"] == pytest.approx(model[-1] / ridge[-1])
     assert 1.0 < d["quality_bar"]["ratio_to_best_lasso_at_largest_n"] < 1.5
     assert d["quality_bar"]["ratio_to_best_ridge_at_largest_n"] < 0.95      # the v2 default is past the ridge plateau
+    for key in ("ridge", "lasso"):                                          # paired intervals around the ratios themselves
+        low, high = d["quality_bar"][f"ratio_to_best_{key}_interval"]
+        assert low < d["quality_bar"][f"ratio_to_best_{key}_at_largest_n"] < high < 1.4 * low
     heads = sorted(ii.load_model(n).cfg.n_heads for n in family.head_counts or ("default",))
     assert sorted(map(int, d["head_counts"])) == heads
     assert d["head_counts"]["4"]["last"] == model[-1] and d["head_counts"]["4"]["mean"] == pytest.approx(sum(model[1:]) / 15)

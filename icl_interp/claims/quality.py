@@ -10,7 +10,12 @@ __all__ = ["quality_bar"]
 def quality_bar(risk: dict, model_name: str, d: int) -> dict:
     """The bar on a risk study (tuned baselines on held-out prompts): at the largest n at most
     ``QUALITY_BAR_RIDGE_RATIO`` x the best ridge's error and ``QUALITY_BAR_LASSO_RATIO`` x the best Lasso's; below the best
-    ridge at every n >= d / 2; below OLS wherever 1 <= n < d. ``meets_bar`` holds when all four do."""
+    ridge at every n >= d / 2; below OLS wherever 1 <= n < d. ``meets_bar`` holds when all four do.
+
+    Where ``risk`` carries the paired bootstrap intervals of the two ratios (``ratio_intervals``,
+    from :func:`~icl_interp.studies.risk_curves`), they are added, with ``*_ratio_settled``: the
+    whole 5-95% interval is on one side of its bar (otherwise another draw of prompts could
+    flip that part). The verdict stays on the ratios themselves."""
     curves = check_result("risk", risk, ("curves",))["curves"]
     if model_name not in curves:
         raise ValueError(f"model_name {model_name!r} has no curve in risk; got {sorted(curves)}")
@@ -25,6 +30,12 @@ def quality_bar(risk: dict, model_name: str, d: int) -> dict:
            "below_ridge_for_all_n_ge_d_half": not below_ridge, "n_not_below_ridge": below_ridge,
            "below_ols_for_all_n_lt_d": not above_ols, "n_not_below_ols": above_ols,
            "per_n": [{"n": k, "model": model[k], "ridge": ridge[k], "lasso": lasso[k], "ols": ols[k]} for k in range(len(model))]}
+    interval = risk.get("ratio_intervals", {}).get(model_name)
+    if interval is not None:
+        for key, base, limit in (("ridge", "ridge (best alpha)", QUALITY_BAR_RIDGE_RATIO), ("lasso", "Lasso (best alpha)", QUALITY_BAR_LASSO_RATIO)):
+            low, high = interval[base]
+            bar[f"ratio_to_best_{key}_interval"] = [low, high]
+            bar[f"{key}_ratio_settled"] = high <= limit or low > limit
     bar["meets_bar"] = all(bar[k] for k in ("within_ridge_ratio", "within_lasso_ratio", "below_ridge_for_all_n_ge_d_half",
                                             "below_ols_for_all_n_lt_d"))
     return bar

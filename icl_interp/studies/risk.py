@@ -6,7 +6,7 @@ from typing import Any
 
 from .. import baselines as bl
 from .. import tuning
-from ..evaluation import EvalResult, evaluate
+from ..evaluation import EvalResult, evaluate, ratio_interval
 from ..tasks import Task
 from ..validation import check_int
 from ._common import PathLike
@@ -61,12 +61,23 @@ def risk_curves(
     for name, est in baseline_suite(task, n_points, gd_steps, quick=quick).items():
         curves[name] = evaluate(est, task, n_points=n_points, n_prompts=n_prompts, seed=seed)
     data = {"task": task.to_dict(), "n_points": n_points, "n_prompts": n_prompts, "seed": seed,
-            "curves": {k: v.to_dict(per_prompt=False) for k, v in curves.items()}}
+            "curves": {k: v.to_dict(per_prompt=False) for k, v in curves.items()},
+            "ratio_intervals": _ratio_intervals(curves, list(models), seed)}
     if out is not None:
         from ..study_plots import plot_risk_study, save_figure
 
         data["figure"] = save_figure(plot_risk_study(data, highlight=list(models)), out, "risk_curves.png")
     return data
+
+
+def _ratio_intervals(curves: dict[str, EvalResult], models: list[str], seed: int) -> dict[str, dict[str, list[float]]]:
+    """Each model's error at the largest n over the best ridge's and the best Lasso's: 5-95% paired bootstrap intervals.
+
+    The quality bar's ratios are means over a finite set of prompts; these say how far
+    another draw of prompts could move them (the verdict itself stays on the ratio).
+    """
+    return {m: {b: list(ratio_interval(curves[m].per_prompt[:, -1], curves[b].per_prompt[:, -1], seed=seed))
+                for b in ("ridge (best alpha)", "Lasso (best alpha)")} for m in models}
 
 
 def head_count_summary(risk: dict, models: dict[str, Any]) -> dict[int, dict]:
