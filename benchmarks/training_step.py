@@ -24,7 +24,9 @@ CPU time at 1 thread, wall time at 2 threads), then both steps are profiled
     .venv/bin/python benchmarks/training_step.py [--full]   # 30 steps each (--full: 100, batch 256)
 """
 
+import json
 import time
+from pathlib import Path
 
 import _common as common
 import torch
@@ -115,6 +117,26 @@ def our_step(model: ii.ICLTransformer, data, norm: float, compile: bool = False)
     return lambda: step(data, 1e-3, 0).item()
 
 
+def time_to_quality(times: dict, batch_size: int, compile_seconds: float) -> str:
+    """Minutes to the shipped v2 default's quality at the measured step times (the same function: the same steps).
+
+    The steps: the first logged evaluation within 2% of the run's final error (the
+    decay phase of its schedule). The step times are per step at ``batch_size``.
+    """
+    folder = Path(ii.__file__).parent / "zoo" / "default"
+    log = json.loads((folder / "training_log.json").read_text())
+    recipe = json.loads((folder / "config.json").read_text())["training"]["train_config"]
+    evals = [e for e in log if "eval_error_last" in e]
+    final = evals[-1]["eval_error_last"]
+    steps = next(e["step"] for e in evals if e["eval_error_last"] <= 1.02 * final)
+    minutes = {name: steps * times[name] / 60 for name in ("ours", "ours_compiled", "hf")}
+    minutes["ours_compiled"] += compile_seconds / 60
+    note = "" if batch_size == recipe["batch_size"] else f" (steps timed at batch {batch_size}; the recipe's is {recipe['batch_size']}: --full)"
+    return (f"time to quality: the v2 default's log is within 2% of its final error ({final:.4f}) from step {steps:,}; "
+            f"at this step time ours {minutes['ours']:.1f} min, compiled {minutes['ours_compiled']:.1f} min (with its compile), "
+            f"GPT-2 {minutes['hf']:.1f} min{note}")
+
+
 def top_ops(prof, n: int) -> str:
     rows = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
     total = sum(e.self_cpu_time_total for e in rows)
@@ -166,7 +188,8 @@ def main() -> None:
     step_compiled = our_step(compiled, data, task.norm, compile=True)
     start = time.perf_counter()
     common.check_close("loss of the first step, compiled", step_compiled(), step_ours(), atol=1e-5)
-    print(f"compiling the step (TrainConfig(compile=True)) took {time.perf_counter() - start:.0f} s")
+    compile_seconds = time.perf_counter() - start
+    print(f"compiling the step (TrainConfig(compile=True)) took {compile_seconds:.0f} s")
     fns = {
         "ours": step_ours,
         "ours_compiled": step_compiled,
@@ -187,6 +210,7 @@ def main() -> None:
         print(f"{threads} thread(s), {batch_size} prompts x 31 tokens, median of {steps} steps, per step ({what} for the ratios):")
         for name, t in times.items():
             print(f"  {name:<14} {t}   GPT-2 / this {pick(times['hf']) / pick(t):.2f}x")
+        print("  " + time_to_quality({k: pick(t) for k, t in times.items()}, batch_size, compile_seconds))
     torch.set_num_threads(1)
 
     for name, step in (("ours", step_ours), ("GPT-2", step_hf)):
