@@ -271,7 +271,8 @@ def _unsettled(bar: dict) -> str:
     names = [name for key, name in (("ridge", "ridge"), ("lasso", "Lasso")) if bar.get(f"{key}_ratio_settled") is False]
     if not names:
         return ""
-    return (f" The {' and '.join(names)} ratio's 5-95% interval (paired bootstrap over the prompts) contains its bar: "
+    which = f"The {names[0]} ratio's 5-95% interval" if len(names) == 1 else "Both ratios' 5-95% intervals"
+    return (f" {which} (paired bootstrap over the prompts) {'contains its' if len(names) == 1 else 'contain their'} bar: "
             "on this many prompts that part of the verdict is within sampling error.")
 
 
