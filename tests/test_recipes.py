@@ -204,6 +204,12 @@ def test_report_quick(tmp_path, anchor):
     expected = {v: cl.quality_bar(report["risk"], v, 8) for v in family.head_counts if v != anchor}  # each sibling's own bar
     expected.update({family.concat_twin: cl.quality_bar(twin, "twin", 8)} if twin else {})
     assert report["quality_bar_siblings"] == expected and all(f"| `{v}` |" in text for v in expected)
+    q = report["quality_bar"]                                       # the ratios with their paired intervals, and what they mean
+    for key in ("ridge", "lasso"):
+        low, high = q[f"ratio_to_best_{key}_interval"]
+        assert f"{q[f'ratio_to_best_{key}_at_largest_n']:.3f} ({low:.3f}-{high:.3f})x" in text
+    unsettled = not (q["ridge_ratio_settled"] and q["lasso_ratio_settled"])
+    assert ("within sampling error" in text.split("## Risk")[1].split("| n |")[0]) is unsettled
     figures = ["risk_curves.png", "head_importance.png", "pruning_probing.png", "preprocessing_probes.png", "gd_steps.png"]
     figures += ["pruning_noise.png"] * present["noise_sweep"] + ["multihead.png"] * present["second_seed"]
     figures += ["multihead_settings.png"] * present["second_seed_settings"]
