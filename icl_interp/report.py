@@ -268,7 +268,7 @@ def _bar_table(title: str, bars: dict) -> list[str]:
 
 def _unsettled(bar: dict) -> str:
     """A sentence naming the ratios whose 5-95% interval straddles its bar (the verdict could flip on other prompts)."""
-    names = [name for key, name in (("ridge", "ridge"), ("lasso", "Lasso")) if bar.get(f"{key}_ratio_settled") is False]
+    names = [name for name in ("ridge", "Lasso") if bar.get(f"{name.lower()}_ratio_settled") is False]
     if not names:
         return ""
     which = f"The {names[0]} ratio's 5-95% interval" if len(names) == 1 else "Both ratios' 5-95% intervals"
