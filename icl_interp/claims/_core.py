@@ -42,6 +42,8 @@ GD_CHANCE_FRACTION = 0.5
 #: reach of the sparse estimator the seed says preprocess-then-optimize approaches)
 QUALITY_BAR_RIDGE_RATIO = 0.85
 QUALITY_BAR_LASSO_RATIO = 1.15
+#: the risk study's labels of the two tuned baselines the bar divides by (studies.risk names its curves with them)
+BEST_RIDGE, BEST_LASSO = "ridge (best alpha)", "Lasso (best alpha)"
 
 CONCAT_PREFIX = "concat_"
 LINEAR_PREFIX = "linear_"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._core import QUALITY_BAR_LASSO_RATIO, QUALITY_BAR_RIDGE_RATIO, check_result
+from ._core import BEST_LASSO, BEST_RIDGE, QUALITY_BAR_LASSO_RATIO, QUALITY_BAR_RIDGE_RATIO, check_result
 
 __all__ = ["quality_bar"]
 
@@ -19,8 +19,8 @@ def quality_bar(risk: dict, model_name: str, d: int) -> dict:
     curves = check_result("risk", risk, ("curves",))["curves"]
     if model_name not in curves:
         raise ValueError(f"model_name {model_name!r} has no curve in risk; got {sorted(curves)}")
-    model, lasso = curves[model_name]["error"], curves["Lasso (best alpha)"]["error"]
-    ridge, ols = curves["ridge (best alpha)"]["error"], curves["OLS"]["error"]
+    model, lasso = curves[model_name]["error"], curves[BEST_LASSO]["error"]
+    ridge, ols = curves[BEST_RIDGE]["error"], curves["OLS"]["error"]
     n_last = len(model) - 1
     over_ridge, over_lasso = model[-1] / ridge[-1], model[-1] / lasso[-1]
     below_ridge = [k for k in range(len(model)) if 2 * k >= d and model[k] >= ridge[k]]
@@ -32,7 +32,7 @@ def quality_bar(risk: dict, model_name: str, d: int) -> dict:
            "per_n": [{"n": k, "model": model[k], "ridge": ridge[k], "lasso": lasso[k], "ols": ols[k]} for k in range(len(model))]}
     interval = risk.get("ratio_intervals", {}).get(model_name)
     if interval is not None:
-        for key, base, limit in (("ridge", "ridge (best alpha)", QUALITY_BAR_RIDGE_RATIO), ("lasso", "Lasso (best alpha)", QUALITY_BAR_LASSO_RATIO)):
+        for key, base, limit in (("ridge", BEST_RIDGE, QUALITY_BAR_RIDGE_RATIO), ("lasso", BEST_LASSO, QUALITY_BAR_LASSO_RATIO)):
             low, high = interval[base]
             bar[f"ratio_to_best_{key}_interval"] = [low, high]
             bar[f"{key}_ratio_settled"] = high <= limit or low > limit

@@ -6,6 +6,7 @@ from typing import Any
 
 from .. import baselines as bl
 from .. import tuning
+from ..claims._core import BEST_LASSO, BEST_RIDGE
 from ..evaluation import EvalResult, evaluate, ratio_interval
 from ..tasks import Task
 from ..validation import check_int
@@ -23,8 +24,8 @@ def baseline_suite(
     kw = dict(n_prompts=n_val, seed=seed)
     return {
         "OLS": bl.OLS(),
-        "ridge (best alpha)": tuning.best_ridge(task, n_points, **kw),
-        "Lasso (best alpha)": tuning.best_lasso(task, n_points, **kw),
+        BEST_RIDGE: tuning.best_ridge(task, n_points, **kw),
+        BEST_LASSO: tuning.best_lasso(task, n_points, **kw),
         f"GD {gd_steps} steps (best lr)": tuning.best_gd(task, n_points, gd_steps, **kw),
         f"PtO {gd_steps} steps (best lr)": tuning.best_pto(task, n_points, gd_steps, pto_preprocessings, **kw),
         "oracle OLS": bl.OracleOLS(),
@@ -77,7 +78,7 @@ def _ratio_intervals(curves: dict[str, EvalResult], models: list[str], seed: int
     another draw of prompts could move them (the verdict itself stays on the ratio).
     """
     return {m: {b: list(ratio_interval(curves[m].per_prompt[:, -1], curves[b].per_prompt[:, -1], seed=seed))
-                for b in ("ridge (best alpha)", "Lasso (best alpha)")} for m in models}
+                for b in (BEST_RIDGE, BEST_LASSO)} for m in models}
 
 
 def head_count_summary(risk: dict, models: dict[str, Any]) -> dict[int, dict]:
