@@ -4,8 +4,9 @@ What it shows: the error (squared error / s) for every number n of in-context
 examples of the shipped default model (3 layers x 4 heads) and of the same recipe
 trained with 1, 2 and 8 heads, next to OLS, ridge, Lasso, k-step GD and PtO (their
 hyper-parameters tuned per n on held-out prompts), least squares on the true support
-(the oracle) and averaging. Then the core quality bar (error at the largest n within
-1.5x the best Lasso's, below OLS for n < d) and the claim `head_count_order`.
+(the oracle) and averaging. Then the quality bar (at the largest n at most 0.85x the
+best ridge's error and 1.15x the best Lasso's, below ridge for n >= d/2, below OLS for
+n < d) and the claim `head_count_order`.
 
 Run:   python recipes/risk_curves.py --out DIR [--quick]
   or:  icl-interp recipe risk_curves --out DIR [--quick]
