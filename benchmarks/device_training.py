@@ -21,6 +21,7 @@ the last line prints the compiled / eager and bfloat16 / float32 speed-ups.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from typing import Any, Callable
@@ -55,7 +56,7 @@ def make_variant(size: dict, state: dict, device: torch.device, dtype: str, comp
     cfg = ii.TrainConfig(lr=1e-4, grad_clip=1.0, dtype=dtype, compile=compile)
     step = TrainStep(model, make_optimizer(model, cfg, device), cfg, size["task"].norm, device, Dist())
     batch = size["task"].sample(size["batch"], size["points"], seed=0).to(device)
-    counter = iter(range(10**9))
+    counter = itertools.count()
     return lambda: float(step(batch, 1e-4, next(counter)))
 
 

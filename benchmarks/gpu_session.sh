@@ -2,7 +2,7 @@
 # The GPU checks of issue 13 (item 6) as one prepared command for a lent device machine, whose python3 holds a
 # CUDA torch and most of our dependencies but not transformer-lens and three packages it imports.
 #
-#   bash benchmarks/gpu_session.sh --wheels   # here, once: those four wheels into .whl/ (about 1 MB, git-ignored)
+#   bash benchmarks/gpu_session.sh --wheels   # here, once: those four wheels into .whl/ (2.4 MB, git-ignored)
 #   device run, carry [".whl"], timeout_s 540:  bash benchmarks/gpu_session.sh
 #
 # On the device it installs the wheels into /tmp/site, runs the gpu-marked tests, then
