@@ -23,14 +23,20 @@ def test_every_declared_model_is_shipped_or_a_preset_and_roles_agree():
 
 
 def test_default_siblings_in_the_shipped_zoo():
-    """The v2 default (warmup-stable-decay) is compared only with siblings trained with its recipe; the v1 siblings
-    are the v1 default's (default-v1), whose noise pairs trained 5,000 steps and so are named, not compared."""
+    """The 4-layer default is compared only with siblings trained with its recipe at its depth; the v2 (3-layer) and v1
+    siblings are their own defaults' (default-v2, default-v1); the v1 noise pairs trained 5,000 steps and so are named,
+    not compared."""
     got = siblings("default")
     retrained = [n for n in ("default-h1", "default-h2", "default-h8") if n in zoo_names()]
     assert got.head_counts == ("default", *retrained) and got.other_recipe == ()
     assert got.single_head == ("default-h1" if "default-h1" in retrained else None)
     assert set(got.missing).isdisjoint(zoo_names()) and "default-concat" in got.missing + (got.concat_twin,)
     assert len(got.second_seed) == 4 and got.linear_twin == "linear-concat" and ii.siblings is siblings
+    v2 = siblings("default-v2")
+    assert v2.head_counts == ("default-v2", "default-v2-h1", "default-v2-h2", "default-v2-h8") and v2.missing == ()
+    assert v2.noise_sweep == (("noise0.1-v2-h4", "noise0.1-v2-h1"), ("default-v2", "default-v2-h1"),
+                              ("noise1.0-v2-h4", "noise1.0-v2-h1")) and v2.concat_twin == "default-v2-concat"
+    assert v2.other_recipe == () and ii.zoo.recipe("default") != ii.zoo.recipe("default-v2")   # equal schedules, 4 vs 3 layers
     v1 = siblings("default-v1")
     assert v1.head_counts == ("default-v1", "default-v1-h1", "default-v1-h2", "default-v1-h8") and v1.missing == ()
     assert v1.single_head == "default-v1-h1" and v1.concat_twin == "default-v1-concat"
@@ -58,7 +64,8 @@ def test_only_models_of_the_zoo_in_use_count(tmp_path):
 
 def test_siblings_trained_with_another_recipe_are_left_out_and_named(tmp_path):
     """Comparisons need models trained alike: head-count/single-head/concat siblings and each noise level's all-heads
-    model share the anchor's recipe, each level's single-head model its pair's (bookkeeping fields do not count)."""
+    model share the anchor's recipe and architecture size, each level's single-head model its pair's (bookkeeping
+    fields do not count)."""
     base = ii.TrainConfig(steps=100, lr=1e-3, schedule="wsd").to_dict()
     recipes = {
         "default": base,
@@ -67,14 +74,16 @@ def test_siblings_trained_with_another_recipe_are_left_out_and_named(tmp_path):
         "default-concat": {**base, "min_points": 2},               # the twin's declared difference
         "noise0.1-h4": base, "noise0.1-h1": {**base, "lr": 3e-4},  # the pair's single head differs from its all-heads model
         "noise1.0-h4": {**base, "schedule": "cosine"}, "noise1.0-h1": {**base, "schedule": "cosine"},
+        "default-h8": base,                                        # the same schedule at another width (below)
     }
     model = ii.load_model("softmax-p8-h1")
     for name, train in recipes.items():
-        ii.save_model(model, tmp_path / name, training={"train_config": train})
+        ii.save_model(ii.load_model("softmax-p16-h1") if name == "default-h8" else model, tmp_path / name,
+                      training={"train_config": train})
     with ii.use_zoo(tmp_path):
         got = siblings("default")
         assert ii.zoo.recipe("default") == ii.zoo.recipe("default-h1") != ii.zoo.recipe("default-h2")
     assert got.head_counts == ("default", "default-h1") and got.single_head == "default-h1"
     assert got.concat_twin == "default-concat"
     assert got.noise_sweep == (("noise0.1-h4", None), ("default", "default-h1"))
-    assert got.other_recipe == ("default-h2", "noise0.1-h1", "noise1.0-h4")
+    assert got.other_recipe == ("default-h2", "default-h8", "noise0.1-h1", "noise1.0-h4")

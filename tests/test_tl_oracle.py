@@ -136,7 +136,7 @@ def test_patching_every_position_recovers_one_on_the_shipped_default(site):
     clean = model.task.sample(256, 16, seed=0)
     corrupted = ii.corrupt_batch(clean, "new_w", model.task, seed=1)
     got = ii.patch_activations(model, clean, corrupted, site, per_position=False)
-    assert torch.allclose(got.scores, torch.ones(3), atol=1e-5), got.scores
+    assert torch.allclose(got.scores, torch.ones(model.cfg.n_layers), atol=1e-5), got.scores
 
 
 WRITTEN = ["hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out", "attn.hook_z"]
