@@ -46,9 +46,10 @@ def main() -> None:
         print(f"## {name}: {common.describe(model)}, {clean.batch_size} prompts")
         print(f"{'site':<10}{'exact fwd-eq':>14}{'attr fwd-eq':>13}{'spearman':>10}{'max |err|':>11}{'wrong side':>12}")
         for site in SITES:
+            runs = (model, clean_run, corr_run, site)  # bound now: the timed calls run within this iteration
             fns = {
-                "exact": lambda s=site: ii.patch_activations(model, clean_run, corr_run, s),
-                "attribution": lambda s=site: ii.patch_activations(model, clean_run, corr_run, s, method="attribution"),
+                "exact": lambda r=runs: ii.patch_activations(*r),
+                "attribution": lambda r=runs: ii.patch_activations(*r, method="attribution"),
                 "forward": common.plain_forward(model, clean),
             }
             times, out = common.compare(fns, repeats)
