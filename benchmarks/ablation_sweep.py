@@ -72,7 +72,7 @@ def main() -> None:
     common.header("ablation_sweep")
     repeats = args.repeats or (5 if args.full else 3)
     n_prompts, n_points = (1024, 20) if args.full else (256, 16)
-    bench("default", common.default_model(), n_prompts, 16, repeats)
+    bench("default-v2", common.default_model(), n_prompts, 16, repeats)
     loop_s, ours_s = bench("4x8", common.model_4x8(max_points=20), n_prompts, n_points, repeats)
     common.ratio("ablation_sweep", loop_s, ours_s, "loop")
 

@@ -33,7 +33,7 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
 def main() -> None:
     args = common.parse_args(__doc__)
     common.header("attribution patching vs exact")
-    names = ["default"]
+    names = ["default-v1"]  # the model benchmarks/README.md and the README quote (the default when they were taken)
     if args.full:
         names += [n for n in ii.zoo_names() if n.startswith(("default-", "noise")) and not n.endswith(("-h1", "-concat"))]
     repeats = args.repeats or (3 if args.full else 2)

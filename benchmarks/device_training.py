@@ -37,7 +37,7 @@ def sizes(quick: bool) -> dict[str, dict[str, Any]]:
     """name -> task, model config, batch size, points per prompt (``quick``: small batches, for a CPU smoke run)."""
     return {
         "default": {"task": ii.SparseLinearRegression(d=8, s=2, noise_std=0.5), "points": 16, "batch": 16 if quick else 256,
-                    "model": ii.ModelConfig(d=8, n_layers=3, n_heads=4, d_model=64, max_points=16)},
+                    "model": ii.ModelConfig(d=8, n_layers=4, n_heads=4, d_model=64, max_points=16)},
         "garg-standard": {"task": ii.LinearRegression(d=20), "points": 41, "batch": 4 if quick else 64,
                           "model": ii.ModelConfig(d=20, n_layers=12, n_heads=8, d_model=256, max_points=41)},
     }

@@ -83,14 +83,14 @@ def main() -> None:
     common.header("gradient_importance")
     repeats = args.repeats or (5 if args.full else 3)
     n_prompts, n_points = (1024, 20) if args.full else (256, 16)
-    bench("default", common.default_model(), n_prompts, 16, repeats)
+    bench("default-v2", common.default_model(), n_prompts, 16, repeats)
     loop, ours = bench("4x8", common.model_4x8(max_points=20), n_prompts, n_points, repeats)
     from icl_interp.checkpoint import zoo_names
 
     print("every other shipped model with more than one head (its own task, its full context):")
     for name in zoo_names():
         model = ii.load_model(name)
-        if name == "default" or model.cfg.n_heads == 1:
+        if name == "default-v2" or model.cfg.n_heads == 1:  # default-v2: benched above
             continue
         data = model.task.sample(n_prompts, model.cfg.max_points, seed=1)
         rank_agreement(name, model, data, ii.head_importance(model, data, method="gradient"), ii.head_importance(model, data))

@@ -78,7 +78,7 @@ def main() -> None:
     common.header("patching_sweep")
     repeats = args.repeats or 3
     n_prompts = 512 if args.full else 128
-    loop, ours = bench("default", common.default_model(), n_prompts, repeats)
+    loop, ours = bench("default-v2", common.default_model(), n_prompts, repeats)
     if args.full:
         bench("4x8", common.model_4x8(max_points=16), n_prompts, repeats)
     common.ratio("patching_sweep", loop, ours, "loop")

@@ -20,8 +20,8 @@ _DEFAULT_TASK = {"name": "sparse_linear_regression", "d": 8, "s": 2, "noise_std"
 # one) the v2 default missed the Lasso ratio by 0.001; the fourth layer met the whole bar (0.769x ridge, 1.049x Lasso, zoo
 # README's attempts table) for about 1.3x the step time here.
 _DEFAULT_MODEL = {"d": 8, "n_layers": 4, "n_heads": 4, "d_model": 64, "max_points": 16, "encoding": "interleaved"}
-# The v1 and v2 zoos' model: the default with 3 layers.
-_V2_MODEL = {**_DEFAULT_MODEL, "n_layers": 3}
+# The v1 and v2 zoos' model (and linear-concat's size): the default with 3 layers.
+_MODEL_L3 = {**_DEFAULT_MODEL, "n_layers": 3}
 # The default recipe (issue 14): warmup, then a constant lr of 1e-3 for 18,000 steps and a linear decay to 2% over the
 # last 22,000 ("wsd" with decay_frac 0.55), batch 256. The v1 recipe (16,000 steps, cosine from 1e-3, batch 128) froze
 # the model on the ridge plateau; at a constant 1e-3 the error settles at about 0.91x ridge by step 12,000, and a long
@@ -96,19 +96,19 @@ PRESETS: dict[str, dict] = {
                        "train": {**_DEFAULT_TRAIN, "min_points": 2}},
     # The v2 zoo (issue 14's first recipe, shipped until the 4-layer set replaced it): the default recipe with 3 layers,
     # under the names default-v2, default-v2-h{1,2,8}, default-v2-concat and noise{0.1,1.0}-v2-h{4,1}.
-    "default-v2": {"task": _DEFAULT_TASK, "model": _V2_MODEL, "train": _DEFAULT_TRAIN},
-    **{f"default-v2-h{h}": {"task": _DEFAULT_TASK, "model": {**_V2_MODEL, "n_heads": h}, "train": _DEFAULT_TRAIN} for h in (1, 2, 8)},
-    "default-v2-concat": {"task": _DEFAULT_TASK, "model": {**_V2_MODEL, "encoding": "concatenated"},
+    "default-v2": {"task": _DEFAULT_TASK, "model": _MODEL_L3, "train": _DEFAULT_TRAIN},
+    **{f"default-v2-h{h}": {"task": _DEFAULT_TASK, "model": {**_MODEL_L3, "n_heads": h}, "train": _DEFAULT_TRAIN} for h in (1, 2, 8)},
+    "default-v2-concat": {"task": _DEFAULT_TASK, "model": {**_MODEL_L3, "encoding": "concatenated"},
                           "train": {**_DEFAULT_TRAIN, "min_points": 2}},
-    **{f"noise{sigma}-v2-h{h}": {"task": {**_DEFAULT_TASK, "noise_std": sigma}, "model": {**_V2_MODEL, "n_heads": h},
+    **{f"noise{sigma}-v2-h{h}": {"task": {**_DEFAULT_TASK, "noise_std": sigma}, "model": {**_MODEL_L3, "n_heads": h},
                                  "train": _DEFAULT_TRAIN} for sigma in (0.1, 1.0) for h in (4, 1)},
     # The v1 recipe's models, as shipped in the first zoo under the names default-v1 (the old default), default-h1/h2/h8,
     # default-concat and noise{0.1,1.0}-h{4,1} (the noise pairs on a 5,000-step schedule).
-    "default-v1": {"task": _DEFAULT_TASK, "model": _V2_MODEL, "train": _V1_TRAIN},
-    **{f"default-v1-h{h}": {"task": _DEFAULT_TASK, "model": {**_V2_MODEL, "n_heads": h}, "train": _V1_TRAIN} for h in (1, 2, 8)},
-    "default-v1-concat": {"task": _DEFAULT_TASK, "model": {**_V2_MODEL, "encoding": "concatenated"},
+    "default-v1": {"task": _DEFAULT_TASK, "model": _MODEL_L3, "train": _V1_TRAIN},
+    **{f"default-v1-h{h}": {"task": _DEFAULT_TASK, "model": {**_MODEL_L3, "n_heads": h}, "train": _V1_TRAIN} for h in (1, 2, 8)},
+    "default-v1-concat": {"task": _DEFAULT_TASK, "model": {**_MODEL_L3, "encoding": "concatenated"},
                           "train": {**_V1_TRAIN, "min_points": 2}},
-    **{f"noise{sigma}-v1-h{h}": {"task": {**_DEFAULT_TASK, "noise_std": sigma}, "model": {**_V2_MODEL, "n_heads": h},
+    **{f"noise{sigma}-v1-h{h}": {"task": {**_DEFAULT_TASK, "noise_std": sigma}, "model": {**_MODEL_L3, "n_heads": h},
                                  "train": {**_V1_TRAIN, "steps": 5000}} for sigma in (0.1, 1.0) for h in (4, 1)},
     # The seed's theory model, trained: concatenated [x; y] tokens, bidirectional linear attention (icl_interp.attention),
     # attention only, no LayerNorm, no positions (the class the constructions live in, where PtO and GD are exact),
@@ -117,7 +117,7 @@ PRESETS: dict[str, dict] = {
     # theory (von Oswald et al., Ahn et al.): linear attention is cubic in the residual per layer with no softmax to bound
     # it, and on prompts of 2 points (one example, nothing averaged) the loss spiked to 1e4-1e5 and diverged at lr 1e-3.
     "linear-concat": {"task": _DEFAULT_TASK,
-                      "model": {**_V2_MODEL, "encoding": "concatenated", "attention": "linear", "attention_dir": "bidirectional",
+                      "model": {**_MODEL_L3, "encoding": "concatenated", "attention": "linear", "attention_dir": "bidirectional",
                                 "attn_only": True, "normalization": None, "positional": "none"},
                       "train": {**_DEFAULT_TRAIN, "steps": 8000, "lr": 5e-4, "decay_frac": 0.25, "keep_log": None}},
     # The noise sweep for the pruning figure (seed Fig 5): the default architecture and recipe with 4 heads or 1 head

@@ -1,6 +1,6 @@
 """Head importance: which heads of the default model matter (the seed's Fig 1c).
 
-What it shows: for every head of the shipped default model (3 layers x 4 heads), the
+What it shows: for every head of the shipped default model (4 layers x 4 heads), the
 rise of the normalised error when that head alone is zero-ablated (exact ablation
 importance), next to Michel et al.'s gradient importance |d loss / d mask| (one
 forward and one backward), as two heatmaps; their rank agreement (Spearman); and the

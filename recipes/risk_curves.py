@@ -1,7 +1,7 @@
 """Risk curves: the default model and its head-count siblings against the tuned baselines (the seed's Fig 1b).
 
 What it shows: the error (squared error / s) for every number n of in-context
-examples of the shipped default model (3 layers x 4 heads) and of the same recipe
+examples of the shipped default model (4 layers x 4 heads) and of the same recipe
 trained with 1, 2 and 8 heads, next to OLS, ridge, Lasso, k-step GD and PtO (their
 hyper-parameters tuned per n on held-out prompts), least squares on the true support
 (the oracle) and averaging. Then the quality bar (at the largest n at most 0.85x the
