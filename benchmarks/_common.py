@@ -105,13 +105,15 @@ def ratio(name: str, usual: Timing, ours: Timing, usual_label: str = "usual") ->
 
 def default_model() -> Any:
     """The 3-layer v2 default (`default-v2`, 3 layers x 4 heads: the model benchmarks/README.md's "default" figures were
-    taken on, before the 4-layer default), or the same config freshly initialised if it is not there."""
+    taken on, before the 4-layer default), or its preset's config freshly initialised if it is not there."""
     import icl_interp as ii
 
-    if (ROOT / "icl_interp" / "zoo" / "default-v2" / "config.json").is_file():
+    if "default-v2" in ii.zoo_names():
         return ii.load_model("default-v2")
-    task = ii.SparseLinearRegression(d=8, s=2, noise_std=0.5)
-    return ii.ICLTransformer(ii.ModelConfig(d=8, n_layers=3, n_heads=4, d_model=64, max_points=16), task)
+    from icl_interp.presets import get_preset
+
+    spec = get_preset("default-v2")
+    return ii.ICLTransformer(ii.ModelConfig(**spec["model"]), ii.task_from_dict(spec["task"]))
 
 
 def model_4x8(max_points: int = 20) -> Any:

@@ -30,14 +30,16 @@ import torch
 
 import icl_interp as ii
 from icl_interp.distributed import Dist
+from icl_interp.presets import get_preset
 from icl_interp.train_step import TrainStep, make_optimizer
 
 
 def sizes(quick: bool) -> dict[str, dict[str, Any]]:
     """name -> task, model config, batch size, points per prompt (``quick``: small batches, for a CPU smoke run)."""
+    default = get_preset("default")  # the shipped default's task, size and batch
     return {
-        "default": {"task": ii.SparseLinearRegression(d=8, s=2, noise_std=0.5), "points": 16, "batch": 16 if quick else 256,
-                    "model": ii.ModelConfig(d=8, n_layers=4, n_heads=4, d_model=64, max_points=16)},
+        "default": {"task": ii.task_from_dict(default["task"]), "points": default["model"]["max_points"],
+                    "batch": 16 if quick else default["train"]["batch_size"], "model": ii.ModelConfig(**default["model"])},
         "garg-standard": {"task": ii.LinearRegression(d=20), "points": 41, "batch": 4 if quick else 64,
                           "model": ii.ModelConfig(d=20, n_layers=12, n_heads=8, d_model=256, max_points=41)},
     }

@@ -26,7 +26,6 @@ CPU time at 1 thread, wall time at 2 threads), then both steps are profiled
 
 import json
 import time
-from pathlib import Path
 
 import _common as common
 import torch
@@ -36,8 +35,14 @@ from transformers import GPT2Config, GPT2Model
 
 import icl_interp as ii
 from icl_interp import _fast
+from icl_interp.checkpoint import read_config, zoo_folder
 from icl_interp.distributed import Dist
+from icl_interp.presets import get_preset
 from icl_interp.train_step import TrainStep, make_optimizer
+
+#: the model timed, and whose shipped log gives the steps to quality: the 3-layer v2 default, the size the figures in
+#: benchmarks/README.md were taken at
+TIMED = "default-v2"
 
 
 class GargGPT2(nn.Module):
@@ -123,9 +128,8 @@ def time_to_quality(times: dict, batch_size: int, compile_seconds: float) -> str
     The steps: the first logged evaluation within 2% of the run's final error (the
     decay phase of its schedule). The step times are per step at ``batch_size``.
     """
-    folder = Path(ii.__file__).parent / "zoo" / "default-v2"  # the 3-layer model this benchmark times
-    log = json.loads((folder / "training_log.json").read_text())
-    recipe = json.loads((folder / "config.json").read_text())["training"]["train_config"]
+    log = json.loads((zoo_folder(TIMED) / "training_log.json").read_text())
+    recipe = read_config(TIMED)["training"]["train_config"]
     evals = [e for e in log if "eval_error_last" in e]
     final = evals[-1]["eval_error_last"]
     steps = next(e["step"] for e in evals if e["eval_error_last"] <= 1.02 * final)
@@ -148,13 +152,14 @@ def main() -> None:
     common.header("training_step")
     steps = args.repeats or (100 if args.full else 30)
     batch_size = 256 if args.full else 128
-    task = ii.SparseLinearRegression(d=8, s=2, noise_std=0.5)
-    ours = ii.ICLTransformer(ii.ModelConfig(d=8, n_layers=3, n_heads=4, d_model=64, max_points=16), task)
-    hf = GargGPT2(8, 64, 3, 4, ours.cfg.n_ctx)
+    spec = get_preset(TIMED)
+    task, cfg = ii.task_from_dict(spec["task"]), ii.ModelConfig(**spec["model"])
+    ours = ii.ICLTransformer(cfg, task)
+    hf = GargGPT2(cfg.d, cfg.d_model, cfg.n_layers, cfg.n_heads, ours.cfg.n_ctx)
     copy_weights(ours, hf)
     ours.train()
     hf.train()
-    data = task.sample(batch_size, 16, seed=0)
+    data = task.sample(batch_size, cfg.max_points, seed=0)
     common.check_close("token encodings", GargGPT2.combine(data.xs, data.ys), ours.tokens(data.xs, data.ys), atol=0)
     with torch.no_grad():
         common.check_close("forward outputs (same weights)", ours(data.xs, data.ys), hf(data.xs, data.ys), atol=1e-4)
@@ -178,11 +183,11 @@ def main() -> None:
     step_ours = our_step(ours, data, task.norm)
     step_hf = make_step(hf, lambda: hf(data.xs, data.ys), data, task.norm)
     common.check_close("loss of the first step", step_ours(), step_hf(), atol=1e-5)
-    hf_eager = GargGPT2(8, 64, 3, 4, ours.cfg.n_ctx)
+    hf_eager = GargGPT2(cfg.d, cfg.d_model, cfg.n_layers, cfg.n_heads, ours.cfg.n_ctx)
     hf_eager.backbone.config._attn_implementation = "eager"
     hf_eager.load_state_dict(hf.state_dict())
     hf_eager.train()
-    compiled = ii.ICLTransformer(ii.ModelConfig(d=8, n_layers=3, n_heads=4, d_model=64, max_points=16), task)
+    compiled = ii.ICLTransformer(ii.ModelConfig(**spec["model"]), task)
     compiled.load_own_state_dict(ours.own_state_dict())
     compiled.train()
     step_compiled = our_step(compiled, data, task.norm, compile=True)

@@ -104,26 +104,32 @@ _NOT_RECIPE = ("progress", "threads", "checkpoint_every", "device", "compile", "
                "eval_every", "eval_prompts", "min_points", "fast", "extra", "dtype", "init_from")
 
 
-#: model-config fields that make the architecture's size and kind; the rest a comparison varies (heads, token encoding,
-#: the task's noise) or follows from those (d_head)
-_ARCHITECTURE = ("n_layers", "d_model", "d_mlp", "attn_only", "normalization", "positional", "act_fn", "attention",
-                 "attention_dir", "max_points")
+#: model-config fields a comparison varies (heads, token encoding, the task and its noise) or that follow from those
+#: (d_head); the rest (depth, width, MLP, normalisation, positions, attention kind, context) is the architecture
+_NOT_ARCHITECTURE = ("n_heads", "d_head", "encoding", "task")
 
 
 def recipe(name: str) -> Optional[dict]:
-    """The training recipe a zoo model records: its train config without bookkeeping fields, fields it predates at their
-    defaults, and under ``"architecture"`` its depth, width and kind (None when it records no train config, e.g. a
-    hand-built construction). A 3-layer model is no head-count sibling of a 4-layer one, whatever their schedules."""
-    from dataclasses import MISSING, fields
-
+    """The training recipe a zoo model records: its train config without bookkeeping fields and, under
+    ``"architecture"``, its model config without what a comparison varies; fields a config predates at their defaults
+    (None when it records no train config, e.g. a hand-built construction). A 3-layer model is no head-count sibling of
+    a 4-layer one, whatever their schedules."""
     from ..checkpoint import read_config
+    from ..model import ModelConfig
     from ..training import TrainConfig
 
     config = read_config(name)
     train = config.get("training", {}).get("train_config")
     if train is None:
         return None
-    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
-    full = json.loads(json.dumps({**defaults, **train}))  # tuples as lists, as read from JSON
-    return {**{k: v for k, v in full.items() if k not in _NOT_RECIPE},
-            "architecture": {k: config["model"].get(k) for k in _ARCHITECTURE}}
+    return {**_recorded(TrainConfig, train, _NOT_RECIPE),
+            "architecture": _recorded(ModelConfig, config["model"], _NOT_ARCHITECTURE)}
+
+
+def _recorded(cls: type, saved: dict, skip: tuple[str, ...]) -> dict:
+    """``saved`` (a dataclass config as written to JSON) with the fields it predates at ``cls``'s defaults, less ``skip``."""
+    from dataclasses import MISSING, fields
+
+    defaults = {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+    full = json.loads(json.dumps({**defaults, **saved}))  # tuples as lists, as read from JSON
+    return {k: v for k, v in full.items() if k not in skip}
