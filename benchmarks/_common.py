@@ -110,10 +110,7 @@ def default_model() -> Any:
 
     if "default-v2" in ii.zoo_names():
         return ii.load_model("default-v2")
-    from icl_interp.presets import get_preset
-
-    spec = get_preset("default-v2")
-    return ii.ICLTransformer(ii.ModelConfig(**spec["model"]), ii.task_from_dict(spec["task"]))
+    return ii.preset_model("default-v2")
 
 
 def model_4x8(max_points: int = 20) -> Any:

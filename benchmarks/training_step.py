@@ -37,7 +37,6 @@ import icl_interp as ii
 from icl_interp import _fast
 from icl_interp.checkpoint import read_config, zoo_folder
 from icl_interp.distributed import Dist
-from icl_interp.presets import get_preset
 from icl_interp.train_step import TrainStep, make_optimizer
 
 #: the model timed, and whose shipped log gives the steps to quality: the 3-layer v2 default, the size the figures in
@@ -152,9 +151,8 @@ def main() -> None:
     common.header("training_step")
     steps = args.repeats or (100 if args.full else 30)
     batch_size = 256 if args.full else 128
-    spec = get_preset(TIMED)
-    task, cfg = ii.task_from_dict(spec["task"]), ii.ModelConfig(**spec["model"])
-    ours = ii.ICLTransformer(cfg, task)
+    ours = ii.preset_model(TIMED)
+    task, cfg = ours.task, ours.cfg
     hf = GargGPT2(cfg.d, cfg.d_model, cfg.n_layers, cfg.n_heads, ours.cfg.n_ctx)
     copy_weights(ours, hf)
     ours.train()
@@ -187,7 +185,7 @@ def main() -> None:
     hf_eager.backbone.config._attn_implementation = "eager"
     hf_eager.load_state_dict(hf.state_dict())
     hf_eager.train()
-    compiled = ii.ICLTransformer(ii.ModelConfig(**spec["model"]), task)
+    compiled = ii.preset_model(TIMED)
     compiled.load_own_state_dict(ours.own_state_dict())
     compiled.train()
     step_compiled = our_step(compiled, data, task.norm, compile=True)

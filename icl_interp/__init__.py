@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .constructions import gd_model, pto_model, build_construction
     from .training import TrainConfig, train, snapshots
     from .devices import resolve_device
-    from .presets import train_preset, retrain_zoo
+    from .presets import preset_model, train_preset, retrain_zoo
     # baselines and evaluation
     from .evaluation import evaluate, EvalResult, ratio_interval
     from .baselines import OLS, Ridge, Lasso, GD, PreprocessThenOptimize, OracleOLS, Averaging, lasso_path

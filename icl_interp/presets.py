@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence, Union
 
 from .validation import check_choice
 
-__all__ = ["PRESETS", "get_preset", "train_preset", "retrain_zoo"]
+__all__ = ["PRESETS", "get_preset", "preset_model", "train_preset", "retrain_zoo"]
 
 _DEFAULT_TASK = {"name": "sparse_linear_regression", "d": 8, "s": 2, "noise_std": 0.5}
 # 4 layers (issue 14): the seed's later layers each act like one GD step, and with 3 layers (two after the preprocessing
@@ -153,6 +153,15 @@ def get_preset(name: str) -> dict:
     return deepcopy(PRESETS[name])
 
 
+def preset_model(name: str) -> Any:
+    """Preset ``name``'s model, freshly initialised (its seed), with the preset's task as ``model.task``."""
+    from .model import ICLTransformer, ModelConfig
+    from .tasks import task_from_dict
+
+    spec = get_preset(name)
+    return ICLTransformer(ModelConfig(**spec["model"]), task_from_dict(spec["task"]))
+
+
 def train_preset(
     name: str,
     out: Union[str, Path],
@@ -165,18 +174,15 @@ def train_preset(
 
     ``overrides`` replace train-config fields (steps, lr, threads, progress...).
     """
-    from .model import ICLTransformer, ModelConfig
-    from .tasks import task_from_dict
     from .training import TrainConfig, train
 
     spec = get_preset(name)
     spec["train"].update(overrides or {})
-    task = task_from_dict(spec["task"])
-    model = ICLTransformer(ModelConfig(**spec["model"]), task)
+    model = preset_model(name)
     out = Path(out)
     if (out / "checkpoint" / "state.json").exists() and not resume:
         raise ValueError(f"out {str(out)!r} already holds a training checkpoint: resume it (--resume) or choose another folder")
-    return train(model, task, TrainConfig(**spec["train"]), out_dir=out, resume=resume, max_minutes=max_minutes)
+    return train(model, model.task, TrainConfig(**spec["train"]), out_dir=out, resume=resume, max_minutes=max_minutes)
 
 
 def retrain_zoo(

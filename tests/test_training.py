@@ -110,6 +110,22 @@ def test_cli_trains_in_chunks(tmp_path, capsys):
     assert (tmp_path / "model" / "model.safetensors").is_file()
 
 
+def test_preset_model_is_the_shipped_models_architecture_and_task_freshly_initialised():
+    from icl_interp.checkpoint import load_model, zoo_names
+    from icl_interp.presets import preset_model
+
+    if "default" not in zoo_names():
+        pytest.skip("default is not in the zoo")
+    fresh, shipped = preset_model("default"), load_model("default")
+    assert fresh.cfg.to_dict() == shipped.cfg.to_dict() and fresh.task.to_dict() == shipped.task.to_dict()
+    again = preset_model("default").own_state_dict()   # seeded: the same initial weights every time
+    assert all(torch.equal(v, again[k]) for k, v in fresh.own_state_dict().items())
+    trained = shipped.own_state_dict()
+    assert not all(torch.equal(v, trained[k]) for k, v in again.items())   # initialised, not the trained weights
+    with pytest.raises(ValueError, match="preset"):
+        preset_model("not-a-preset")
+
+
 def test_retrain_zoo_trains_presets_into_a_zoo_that_use_zoo_serves(tmp_path):
     from icl_interp.checkpoint import load_model, use_zoo, zoo_names
     from icl_interp.presets import retrain_zoo
