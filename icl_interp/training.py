@@ -75,7 +75,7 @@ class TrainConfig:
     threads: Optional[int] = None
     device: Optional[str] = None  # "auto" | "cpu" | "cuda" | "cuda:N" | "mps"; None: where the model is
     dtype: str = "float32"  # "bfloat16": the forward under autocast (parameters and analyses stay float32)
-    compile: bool = False  # torch.compile the loss (forward + backward); pays on GPUs, not on this CPU
+    compile: bool = False  # torch.compile the loss (forward + backward); on a CPU ~10% faster steps after a 0.5-1.5 min compile
     log_to: Optional[str] = None  # "wandb": the log goes to Weights & Biases too (rank 0)
     progress: bool = True
     extra: dict = field(default_factory=dict)
