@@ -48,8 +48,18 @@ def header(name: str) -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"# {name}: torch {torch.__version__}, {torch.get_num_threads()} torch thread(s), OMP_NUM_THREADS=1, "
-        f"{os.cpu_count()} CPUs, load average {load:.2f}, {platform.processor() or platform.machine()}"
+        f"{os.cpu_count()} CPUs ({cpu_model()}, torch kernels: {torch.backends.cpu.get_cpu_capability()}), "
+        f"load average {load:.2f}, {platform.processor() or platform.machine()}"
     )
+
+
+def cpu_model() -> str:
+    """The CPU's model name (figures differ by machine: the same step ran 2.8x slower on an AVX2 EPYC than on an AVX-512 Xeon)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.processor())
+    except OSError:
+        return platform.processor() or "unknown CPU"
 
 
 class Timing(NamedTuple):
