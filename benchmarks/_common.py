@@ -57,9 +57,10 @@ def cpu_model() -> str:
     """The CPU's model name (figures differ by machine: the same step ran 2.8x slower on an AVX2 EPYC than on an AVX-512 Xeon)."""
     try:
         with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.processor())
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
     except OSError:
-        return platform.processor() or "unknown CPU"
+        name = ""
+    return name or platform.processor() or "unknown CPU"
 
 
 class Timing(NamedTuple):
