@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 import icl_interp as ii
 from icl_interp.presets import get_preset
@@ -31,12 +30,9 @@ def test_a_committed_checkpoint_resumes_under_its_preset(name, tmp_path):
     step = state["step"]
     assert 0 < step < get_preset(name)["train"]["steps"]
 
-    threads = torch.get_num_threads()
-    try:  # one step: checkpoint after every step, stop at the first checkpoint (max_minutes=0)
-        result = ii.train_preset(name, tmp_path / name, resume=True, max_minutes=0,
-                                 overrides={"checkpoint_every": 1, "progress": False, "compile": False})
-    finally:
-        torch.set_num_threads(threads)
+    # one step: checkpoint after every step, stop at the first checkpoint (max_minutes=0); presets set no thread count
+    result = ii.train_preset(name, tmp_path / name, resume=True, max_minutes=0,
+                             overrides={"checkpoint_every": 1, "progress": False, "compile": False})
     assert result["stopped"] and result["step"] == step + 1
     assert result["log"][: len(saved_log)] == saved_log
     resumed = json.loads((tmp_path / name / "checkpoint" / "state.json").read_text())
