@@ -49,7 +49,7 @@ def header(name: str) -> None:
     print(
         f"# {name}: torch {torch.__version__}, {torch.get_num_threads()} torch thread(s), OMP_NUM_THREADS=1, "
         f"{os.cpu_count()} CPUs ({cpu_model()}, torch kernels: {torch.backends.cpu.get_cpu_capability()}), "
-        f"load average {load:.2f}, {platform.processor() or platform.machine()}"
+        f"load average {load:.2f}, {platform.machine()}"
     )
 
 
