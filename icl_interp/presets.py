@@ -11,7 +11,7 @@ from copy import deepcopy
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from .validation import check_choice
+from .validation import check_choice, check_int
 
 __all__ = ["PRESETS", "get_preset", "preset_model", "train_preset", "retrain_zoo"]
 
@@ -153,12 +153,18 @@ def get_preset(name: str) -> dict:
     return deepcopy(PRESETS[name])
 
 
-def preset_model(name: str) -> Any:
-    """Preset ``name``'s model, freshly initialised (its seed), with the preset's task as ``model.task``."""
+def preset_model(name: str, seed: Optional[int] = None) -> Any:
+    """Preset ``name``'s model, freshly initialised, with the preset's task as ``model.task``.
+
+    ``seed`` (a training seed) replaces the preset's initialisation seed, so that
+    ``icl-interp train --seed K`` varies both the initial weights and the data order.
+    """
     from .model import ICLTransformer, ModelConfig
     from .tasks import task_from_dict
 
     spec = get_preset(name)
+    if seed is not None:
+        spec["model"]["seed"] = check_int("seed", seed, min_value=0)
     return ICLTransformer(ModelConfig(**spec["model"]), task_from_dict(spec["task"]))
 
 
@@ -172,13 +178,14 @@ def train_preset(
 ) -> dict:
     """Train preset ``name`` into ``out`` (checkpoint/, log.json, model/); ``train``'s result.
 
-    ``overrides`` replace train-config fields (steps, lr, threads, progress...).
+    ``overrides`` replace train-config fields (steps, lr, threads, progress...);
+    a ``seed`` there is the run's training seed: the data order and the initial weights.
     """
     from .training import TrainConfig, train
 
     spec = get_preset(name)
     spec["train"].update(overrides or {})
-    model = preset_model(name)
+    model = preset_model(name, seed=(overrides or {}).get("seed"))
     out = Path(out)
     if (out / "checkpoint" / "state.json").exists() and not resume:
         raise ValueError(f"out {str(out)!r} already holds a training checkpoint: resume it (--resume) or choose another folder")

@@ -126,6 +126,21 @@ def test_preset_model_is_the_shipped_models_architecture_and_task_freshly_initia
         preset_model("not-a-preset")
 
 
+def test_a_training_seed_changes_the_initial_weights_and_the_data_order_and_is_recorded(tmp_path):
+    from icl_interp.presets import preset_model, train_preset
+
+    base, seeded = preset_model("tiny"), preset_model("tiny", seed=1)
+    assert seeded.cfg.seed == 1 and base.cfg.seed == 0
+    assert not all(torch.equal(a, b) for a, b in zip(base.parameters(), seeded.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(base.parameters(), preset_model("tiny", seed=0).parameters()))
+    with pytest.raises(ValueError, match="seed"):
+        preset_model("tiny", seed=-1)
+    res = train_preset("tiny", tmp_path / "s1", overrides={"seed": 1, "steps": 3, "progress": False})
+    assert res["log"]
+    cfg = json.loads((tmp_path / "s1" / "model" / "config.json").read_text())
+    assert cfg["model"]["seed"] == 1 and cfg["training"]["train_config"]["seed"] == 1
+
+
 def test_retrain_zoo_trains_presets_into_a_zoo_that_use_zoo_serves(tmp_path):
     from icl_interp.checkpoint import load_model, use_zoo, zoo_names
     from icl_interp.presets import retrain_zoo
