@@ -87,3 +87,22 @@ def test_siblings_trained_with_another_recipe_are_left_out_and_named(tmp_path):
     assert got.concat_twin == "default-concat"
     assert got.noise_sweep == (("noise0.1-h4", None), ("default", "default-h1"))
     assert got.other_recipe == ("default-h2", "default-h8", "noise0.1-h1", "noise1.0-h4")
+
+
+def test_seeds_lists_a_models_training_seeds_present_in_the_zoo_in_use(tmp_path, monkeypatch):
+    """index.json's "seeds" names each model's seed-k twins; only those in the zoo in use count, and a seed is no other
+    recipe: a seed-1 single-head sibling stays a sibling of a seed-1 anchor."""
+    from icl_interp import zoo
+
+    index = json.loads(INDEX.read_text())
+    index["seeds"] = {"default": {"1": "default-seed1", "2": "default-seed2"}}
+    monkeypatch.setattr(zoo, "INDEX", tmp_path / "index.json")
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    base = ii.TrainConfig(steps=100).to_dict()
+    model = ii.load_model("softmax-p8-h1")
+    for name, seed in (("default", 0), ("default-seed1", 1), ("default-h1", 0)):
+        ii.save_model(model, tmp_path / "zoo" / name, training={"train_config": {**base, "seed": seed}})
+    with ii.use_zoo(tmp_path / "zoo"):
+        assert zoo.seeds("default") == {0: "default", 1: "default-seed1"}   # seed 2 not in this zoo
+        assert zoo.seeds("default-h1") == {0: "default-h1"} and zoo.seeds("nothing") == {} and zoo.seeds(None) == {}
+        assert zoo.recipe("default") == zoo.recipe("default-seed1")   # the seed is not part of the recipe

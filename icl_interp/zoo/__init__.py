@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-__all__ = ["Siblings", "siblings", "recipe"]
+__all__ = ["Siblings", "siblings", "seeds", "recipe"]
 
 INDEX = Path(__file__).parent / "index.json"
 
@@ -90,6 +90,22 @@ def siblings(name: Any) -> Siblings:
     )
 
 
+def seeds(name: Any) -> dict[int, str]:
+    """The training seeds of zoo model ``name`` that the zoo in use holds: ``{0: name, k: its seed-k model}``.
+
+    ``index.json``'s ``"seeds"`` names, per model, the models trained with the same recipe and
+    ``--seed k`` (``icl-interp train --preset NAME --seed k``); a model without seeds, a folder or a
+    model in memory has only itself (``{0: name}``, or ``{}`` when ``name`` is not a zoo name).
+    """
+    from ..checkpoint import zoo_names
+
+    if not isinstance(name, str) or name not in zoo_names():
+        return {}
+    declared = json.loads(INDEX.read_text()).get("seeds", {}).get(name, {})
+    present = set(zoo_names())
+    return {0: name, **{int(k): n for k, n in sorted(declared.items(), key=lambda kv: int(kv[0])) if n in present}}
+
+
 def _declared(entry: dict) -> list[str]:
     """Every model name an index entry declares, in order."""
     names = [*entry.get("head_counts", []), entry.get("single_head"), *(n for pair in entry.get("noise_sweep", []) for n in pair),
@@ -98,15 +114,16 @@ def _declared(entry: dict) -> list[str]:
     return [n for n in names if n is not None]
 
 
-#: train-config fields that do not change what a model learns (bookkeeping, output, hardware), or that a comparison
-#: itself varies (``min_points``: the concatenated twin trains on shorter prompts too)
-_NOT_RECIPE = ("progress", "threads", "checkpoint_every", "device", "compile", "log_to", "keep_every", "keep_log",
+#: train-config fields that do not change what a model learns (bookkeeping, output, hardware), that a comparison
+#: itself varies (``min_points``: the concatenated twin trains on shorter prompts too), or the training seed (a recipe's
+#: seeds are samples of one recipe: :func:`seeds`)
+_NOT_RECIPE = ("seed", "progress", "threads", "checkpoint_every", "device", "compile", "log_to", "keep_every", "keep_log",
                "eval_every", "eval_prompts", "min_points", "fast", "extra", "dtype", "init_from")
 
 
 #: model-config fields a comparison varies (heads, token encoding, the task and its noise) or that follow from those
 #: (d_head); the rest (depth, width, MLP, normalisation, positions, attention kind, context) is the architecture
-_NOT_ARCHITECTURE = ("n_heads", "d_head", "encoding", "task")
+_NOT_ARCHITECTURE = ("n_heads", "d_head", "encoding", "task", "seed")
 
 
 def recipe(name: str) -> Optional[dict]:
