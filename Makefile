@@ -37,7 +37,7 @@ test3: $(VENV3)/.installed
 test: test4 test3
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check icl_interp probes recipes benchmarks tests
+	$(VENV)/bin/ruff check icl_interp probes recipes benchmarks tests docs/hooks
 
 # the documentation site (MkDocs, strict: a broken link or reference fails) into site/
 docs: $(VENV)/.installed

@@ -72,7 +72,7 @@ def claims(report_json: Path = REPORT / "report.json") -> str:
         counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
     out = [f"The shipped report on `{report['model']}` decides {len(rows)} claims: "
            + ", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-           + f" (generated from `docs/report/report.json`; the whole report: [report.md](../report/report.md)).", ""]
+           + " (generated from `docs/report/report.json`; the whole report: [report.md](../report/report.md)).", ""]
     groups: dict[str, list[dict]] = {}
     for row in rows:
         groups.setdefault(_claim_group(row["id"]), []).append(row)
