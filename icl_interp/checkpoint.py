@@ -90,11 +90,15 @@ _zoo_dirs = [ZOO]  # the last one is where zoo names resolve (use_zoo pushes ano
 
 
 def zoo_names() -> list[str]:
-    """Names of the models in the zoo: the package's, or inside ``use_zoo(folder)`` that folder's."""
+    """Names of the models in the zoo: the package's (installed or fetched on first use: :mod:`icl_interp.zoo.store`),
+    or inside ``use_zoo(folder)`` that folder's."""
     zoo = _zoo_dirs[-1]
-    if not zoo.is_dir():
-        return []
-    return sorted(p.name for p in zoo.iterdir() if (p / CONFIG).is_file() and not p.name.startswith("."))
+    here = {p.name for p in zoo.iterdir() if (p / CONFIG).is_file() and not p.name.startswith(".")} if zoo.is_dir() else set()
+    if zoo == ZOO:
+        from .zoo.store import manifest
+
+        here |= set(manifest())
+    return sorted(here)
 
 
 @contextlib.contextmanager
@@ -116,15 +120,23 @@ def _resolve(path_or_name: Union[str, Path]) -> Path:
     p = Path(path_or_name)
     if p.is_dir():
         return p
-    if isinstance(path_or_name, str) and (_zoo_dirs[-1] / path_or_name / CONFIG).is_file():
-        return _zoo_dirs[-1] / path_or_name
+    if isinstance(path_or_name, str) and path_or_name in zoo_names():
+        return zoo_folder(path_or_name)
     raise ValueError(f"path_or_name {str(path_or_name)!r} is neither a saved model folder nor a zoo name; zoo names: {zoo_names()}")
 
 
-def zoo_folder(name: str) -> Path:
-    """The folder of zoo model ``name`` (in the zoo in force: the package's, or ``use_zoo``'s)."""
+def zoo_folder(name: str, *, everything: bool = False) -> Path:
+    """The folder of zoo model ``name`` (in the zoo in force: the package's, or ``use_zoo``'s).
+
+    A package zoo model the installation does not hold is downloaded into the user cache first
+    (:func:`icl_interp.zoo.store.fetch`; ``everything``: its training snapshots too).
+    """
     if name not in zoo_names():
         raise ValueError(f"name {name!r} is not in the zoo; zoo names: {zoo_names()}")
+    if _zoo_dirs[-1] == ZOO:
+        from .zoo.store import fetch
+
+        return fetch(name, everything=everything)
     return _zoo_dirs[-1] / name
 
 

@@ -192,6 +192,15 @@ def train_preset(
     return train(model, model.task, TrainConfig(**spec["train"]), out_dir=out, resume=resume, max_minutes=max_minutes)
 
 
+def _preset_and_seed(name: str) -> Optional[tuple[str, int]]:
+    """``(preset, training seed)`` of a zoo name: a preset (seed 0) or ``PRESET-seedK`` (:func:`icl_interp.sweep.seed_name`);
+    None for anything else (a construction)."""
+    base, sep, k = name.rpartition("-seed")
+    if sep and k.isdigit() and base in PRESETS:
+        return base, int(k)
+    return (name, 0) if name in PRESETS else None
+
+
 def retrain_zoo(
     folder: Union[str, Path],
     names: Optional[Sequence[str]] = None,
@@ -211,14 +220,17 @@ def retrain_zoo(
     import json
     import time
 
-    from .checkpoint import ZOO, read_config
+    from .checkpoint import read_config
+    from .zoo.store import manifest
 
     folder = Path(folder)
-    if names is None:
-        names = sorted(p.name for p in ZOO.iterdir() if (p / "config.json").is_file())
+    if names is None:  # every model the package's zoo holds (index.json's manifest)
+        names = sorted(manifest())
     from .constructions import CONSTRUCTIONS, save_zoo_construction
 
-    names = [check_choice("names[i]", n, sorted(PRESETS) + sorted(CONSTRUCTIONS)) for n in names]
+    seeded = [f"{p}-seedK" for p in sorted(PRESETS)]
+    names = [n if _preset_and_seed(n) is not None else check_choice("names[i]", n, sorted(PRESETS) + sorted(CONSTRUCTIONS) + seeded)
+             for n in names]
     zoo, runs = folder / "zoo", folder / "runs"
     zoo.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -237,8 +249,9 @@ def retrain_zoo(
             continue
         trained = True
         run = runs / name
-        result = train_preset(name, run, resume=(run / "checkpoint" / "state.json").is_file(), max_minutes=budget,
-                              overrides={"threads": threads, "progress": progress})
+        preset, seed = _preset_and_seed(name)
+        result = train_preset(preset, run, resume=(run / "checkpoint" / "state.json").is_file(), max_minutes=budget,
+                              overrides={"threads": threads, "progress": progress, **({"seed": seed} if seed else {})})
         if result["stopped"]:
             left.append(name)
             continue

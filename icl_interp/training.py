@@ -192,7 +192,7 @@ def snapshots(out_dir: Union[str, Path]) -> list[tuple[int, Path]]:
     if not isinstance(out_dir, (str, Path)):
         raise TypeError(f"out_dir must be a str or Path, got {type(out_dir).__name__}")
     if isinstance(out_dir, str) and not Path(out_dir).is_dir() and out_dir in zoo_names():
-        out_dir = zoo_folder(out_dir)
+        out_dir = zoo_folder(out_dir, everything=True)
     folder = Path(out_dir) / "snapshots"
     if not Path(out_dir).is_dir():
         raise ValueError(f"out_dir {str(out_dir)!r} is neither a run folder nor a zoo name")

@@ -393,3 +393,19 @@ def test_a_run_extends_its_schedule_only_where_the_past_lrs_stay(tmp_path):
     train(other, task, TrainConfig(steps=20, **common), out_dir=tmp_path / "b", max_minutes=0)
     with pytest.raises(ValueError, match="another schedule"):  # step 5 had lr 3e-3; a cosine would have given less
         train(_tiny()[0], task, TrainConfig(steps=20, **{**common, "schedule": "cosine"}), out_dir=tmp_path / "b", resume=True)
+
+
+def test_retrain_zoo_trains_a_seed_name_with_its_seed_and_knows_every_shipped_name(tmp_path):
+    from icl_interp.checkpoint import read_config, use_zoo
+    from icl_interp.constructions import CONSTRUCTIONS
+    from icl_interp.presets import _preset_and_seed, retrain_zoo
+    from icl_interp.zoo.store import manifest
+
+    got = retrain_zoo(tmp_path, ["tiny-seed3"], threads=1)
+    assert got["done"] == ["tiny-seed3"]
+    with use_zoo(got["zoo"]):
+        cfg = read_config("tiny-seed3")
+    assert cfg["model"]["seed"] == 3 and cfg["training"]["train_config"]["seed"] == 3
+    assert all(_preset_and_seed(n) is not None for n in manifest() if n not in CONSTRUCTIONS)
+    with pytest.raises(ValueError, match="names\\[i\\]"):
+        retrain_zoo(tmp_path, ["tiny-seedx"])
