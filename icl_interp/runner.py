@@ -102,13 +102,14 @@ def weights_version(model: Any) -> tuple:
     ``torch.no_grad()``) bumps the version; the checksum (the parameter's bits summed
     as integers: exact, order-independent) also catches edits through ``.data``.
     """
-    params = model.parameters() if isinstance(model, torch.nn.Module) else model.hooked.parameters()
-    out = []
+    params = list(model.parameters() if isinstance(model, torch.nn.Module) else model.hooked.parameters())
+    sums = []
     for p in params:
         bits = p.detach().reshape(-1)
         bits = bits.view(_INT_OF_SIZE[bits.element_size()]) if bits.is_floating_point() else bits
-        out.append((p.data_ptr(), p._version, int(bits.sum(dtype=torch.int64))))
-    return tuple(out)
+        sums.append(bits.sum(dtype=torch.int64).cpu())
+    sums_list = torch.stack(sums).tolist() if sums else []  # one transfer, not one per parameter
+    return tuple((p.data_ptr(), p._version, c) for p, c in zip(params, sums_list))
 
 
 def hook_signature(hooked: Any) -> tuple:

@@ -21,6 +21,8 @@ from icl_interp.model import ICLTransformer, ModelConfig
 from icl_interp.runner import prepare, run_from
 from icl_interp.tasks import SparseLinearRegression
 
+pytestmark = pytest.mark.tl3   # every case here also runs under transformer-lens 3.x (about 20 s)
+
 
 def _run_cli(argv, capsys):
     code = cli.main(argv)
@@ -50,7 +52,6 @@ class _WandbCommError(Exception):
 _WandbCommError.__module__ = "wandb.errors.errors"
 
 
-@pytest.mark.tl3
 @pytest.mark.parametrize("error, code, words", [
     (PermissionError(errno.EACCES, "Permission denied", "/ro/out/model"), 2, ["'/ro/out/model'", "Permission denied", "permissions"]),
     (FileExistsError(errno.EEXIST, "File exists", "/runs/x"), 2, ["'/runs/x'", "File exists", "remove it or choose another path"]),
@@ -86,7 +87,6 @@ def test_debug_prints_the_traceback_and_the_same_line(monkeypatch, capsys):
         assert err.strip().splitlines()[-1].startswith("icl-interp evaluate: error: '/ro/x': Permission denied")
 
 
-@pytest.mark.tl3
 def test_debug_in_a_subprocess(tmp_path):
     """The real entry point: without --debug one line, with it the traceback too; status 2 both times."""
     env = {**os.environ, "PYTHONPATH": str(Path(ii.__file__).parents[1])}
@@ -175,7 +175,6 @@ def fake_wandb(monkeypatch, tmp_path):
     return mod
 
 
-@pytest.mark.tl3
 def test_wandb_without_credentials_logs_offline_and_says_how_to_sync(fake_wandb, tmp_path, capsys):
     tracker = tracking.start("wandb", tmp_path / "run", {"a": 1})
     assert tracker is not None and fake_wandb.calls[0]["mode"] == "offline"
@@ -224,7 +223,6 @@ def _unembed(model):
     return list(model.hooked.parameters())[-1]
 
 
-@pytest.mark.tl3
 @pytest.mark.parametrize("edit", ["no_grad", "data"])
 def test_a_weight_edit_after_the_self_check_is_checked_again(edit):
     model, task = _tiny()
@@ -239,7 +237,6 @@ def test_a_weight_edit_after_the_self_check_is_checked_again(edit):
         ii.head_importance(model, batch)
 
 
-@pytest.mark.tl3
 def test_a_clean_run_prepared_before_a_weight_edit_is_refused():
     model, task = _tiny()
     batch = task.sample(8, 6, seed=1)
@@ -253,7 +250,6 @@ def test_a_clean_run_prepared_before_a_weight_edit_is_refused():
     assert torch.allclose(fresh, ii.head_importance(model, batch)) and not torch.allclose(fresh, before)
 
 
-@pytest.mark.tl3
 def test_head_importance_whose_result_is_nan_names_the_head():
     model, task = _tiny()
     batch = task.sample(8, 6, seed=1)
@@ -267,7 +263,6 @@ def test_head_importance_whose_result_is_nan_names_the_head():
         ii.head_importance(model, batch, metric=metric)
 
 
-@pytest.mark.tl3
 def test_an_intervention_that_gives_nan_names_the_site():
     model, task = _tiny()
     run = prepare(model, task.sample(4, 6, seed=1))
@@ -300,7 +295,6 @@ def _edit_config(folder, fn):
     cfg.write_text(json.dumps(fn(json.loads(cfg.read_text()))))
 
 
-@pytest.mark.tl3
 def test_a_config_that_is_a_list_or_binary_names_the_file(saved):
     cfg = saved / "config.json"
     cfg.write_text("[1, 2]")
@@ -311,7 +305,6 @@ def test_a_config_that_is_a_list_or_binary_names_the_file(saved):
         load_model(saved)
 
 
-@pytest.mark.tl3
 @pytest.mark.parametrize("field, value, text", [
     ("fingerprint", None, "field 'fingerprint' must be a list of numbers"),
     ("fingerprint", "drop", "has no 'fingerprint' field"),
@@ -343,7 +336,6 @@ class _System:
         return (os.system, ("echo pickled code ran",))
 
 
-@pytest.mark.tl3
 def test_a_refused_pickle_names_the_blocked_global_and_never_advises_weights_only_false(tmp_path, capfd):
     path = tmp_path / "evil.pt"
     torch.save({"model_state_dict": {}, "extra": _System()}, path)
@@ -374,7 +366,6 @@ def test_a_training_checkpoint_json_names_the_file_and_field(tmp_path):
 # -- zoo names and folders -------------------------------------------------------------------------
 
 
-@pytest.mark.tl3
 def test_a_zoo_name_that_is_also_a_folder_is_refused_with_both_spellings(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     model, _ = _tiny(seed=3)
@@ -405,7 +396,6 @@ def test_a_report_on_zoo_prefixed_name_keeps_its_label_and_siblings(tmp_path, mo
     assert label == "default" and sib == ii.siblings("default") and sib.head_counts
 
 
-@pytest.mark.tl3
 def test_siblings_of_a_typo_raises_like_load_model():
     with pytest.raises(ValueError, match=r"'defualt' is not in the zoo; zoo names: \[.*'default'"):
         ii.siblings("defualt")
@@ -417,7 +407,6 @@ def test_siblings_of_a_typo_raises_like_load_model():
 # -- flag combinations -----------------------------------------------------------------------------
 
 
-@pytest.mark.tl3
 def test_min_points_above_what_the_run_trains_on_is_refused(tmp_path):
     model, task = _tiny()
     with pytest.raises(ValueError, match=r"min_points \(6\) exceeds n_points \(5\)"):
@@ -431,7 +420,6 @@ def test_min_points_above_what_the_run_trains_on_is_refused(tmp_path):
 # -- an attached model and its context -------------------------------------------------------------
 
 
-@pytest.mark.tl3
 @pytest.mark.parametrize("encoding, n_ctx, n_points, n_tokens, most", [("concat", 8, 12, 12, 8), ("interleaved", 15, 10, 19, 8)])
 def test_an_attached_prompt_longer_than_n_ctx_is_refused_before_transformer_lens(encoding, n_ctx, n_points, n_tokens, most):
     task = SparseLinearRegression(d=4, s=2)
