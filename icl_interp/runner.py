@@ -107,8 +107,8 @@ def weights_version(model: Any) -> tuple:
     for p in params:
         bits = p.detach().reshape(-1)
         bits = bits.view(_INT_OF_SIZE[bits.element_size()]) if bits.is_floating_point() else bits
-        sums.append(bits.sum(dtype=torch.int64).cpu())
-    sums_list = torch.stack(sums).tolist() if sums else []  # one transfer, not one per parameter
+        sums.append(bits.sum(dtype=torch.int64))
+    sums_list = torch.stack([c.to(sums[0].device) for c in sums]).tolist() if sums else []  # one transfer, not one per parameter
     return tuple((p.data_ptr(), p._version, c) for p, c in zip(params, sums_list))
 
 
