@@ -98,7 +98,7 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path) -> di
 
     def get(zoo_name: str) -> Any:  # each zoo model loaded once
         if zoo_name not in loaded:
-            loaded[zoo_name] = load_model(zoo_name)
+            loaded[zoo_name] = load_model(ZOO_PREFIX + zoo_name)
         return loaded[zoo_name]
 
     task, n = model.task, model.cfg.max_points
