@@ -1,14 +1,21 @@
 """``icl-interp``: train, evaluate, run recipes, write the report.
 
-Bad input prints one clear line (no traceback) and exits with status 2.
+Errors end in one line on stderr, ``icl-interp CMD: error: ...``, and no traceback
+(``--debug`` prints it too). Exit status 2: a problem with the input or the
+environment that the user can fix (bad values, a missing or unwritable file, a
+diverged run, a missing package, a Weights & Biases error, running out of memory);
+130: interrupted (Ctrl-C); 1: an internal error (a bug: rerun with ``--debug`` and
+report the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -42,6 +49,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
     from .evaluation import evaluate
 
+    if args.out:
+        _check_writable_file(Path(args.out), "--out")
     model = load_model(args.model, device=args.device)
     task = model.task
     if task is None:
@@ -70,9 +79,15 @@ def _report(args: argparse.Namespace) -> int:
     from .presets import retrain_zoo
     from .report import write_report
 
+    if not args.retrain:
+        given = [flag for flag, value in (("--presets", args.presets), ("--max-minutes", args.max_minutes),
+                                          ("--zoo-dir", args.zoo_dir)) if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} only apply{'' if len(given) > 1 else 'ies'} with --retrain: "
+                             f"add --retrain, or drop {' and '.join(given)}")
     zoo = contextlib.nullcontext()
     if args.retrain:
-        got = retrain_zoo(args.zoo_dir, args.presets, max_minutes=args.max_minutes, progress=True)
+        got = retrain_zoo(args.zoo_dir or "runs/retrained", args.presets, max_minutes=args.max_minutes, progress=True)
         if got["left"]:
             print(f"retrained {got['done']}; still to train: {got['left']}. Run the same command again to go on.")
             return 0
@@ -122,7 +137,8 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="icl-interp", description=__doc__)
+    p = argparse.ArgumentParser(prog="icl-interp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="on an error, print the traceback as well as the one-line message")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model from a preset recipe")
@@ -146,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="error / excess-risk curve of a saved model on its task")
-    e.add_argument("model", help="saved model folder or zoo name")
+    e.add_argument("model", help="saved model folder or zoo name (zoo:NAME or ./NAME where both exist)")
     e.add_argument("--n-points", dest="n_points", type=int)
     e.add_argument("--n-prompts", dest="n_prompts", type=int, default=2000)
     e.add_argument("--seed", type=int, default=1)
@@ -162,12 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="the main job: every analysis on the shipped zoo, as report.md")
     rep.add_argument("--out", default="report")
-    rep.add_argument("--model", default="default",
-                     help="zoo name or saved model folder (default: default, with its zoo siblings); comparisons without siblings are skipped")
+    rep.add_argument("--model", default="zoo:default",
+                     help="zoo name or saved model folder (default: zoo:default, with its zoo siblings); comparisons without "
+                          "siblings are skipped. A name that is also a folder here is refused: write zoo:NAME or ./NAME")
     rep.add_argument("--quick", action="store_true", help="small samples, seconds")
     rep.add_argument("--retrain", action="store_true",
                      help="retrain the zoo from its presets first (hours on a CPU; resumable), into --zoo-dir, and report on it")
-    rep.add_argument("--zoo-dir", dest="zoo_dir", default="runs/retrained",
+    rep.add_argument("--zoo-dir", dest="zoo_dir",
                      help="with --retrain: where runs/ and zoo/ go (default runs/retrained)")
     rep.add_argument("--presets", nargs="+", help="with --retrain: only these presets (default: every shipped model)")
     rep.add_argument("--max-minutes", dest="max_minutes", type=float,
@@ -205,16 +222,77 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--no-wait", dest="no_wait", action="store_true", help="SLURM: submit and return (check with --status)")
     sw.add_argument("--status", action="store_true", help="only show each run's state (finished / stopped / not started)")
     sw.set_defaults(func=_sweep)
+    for command in sub.choices.values():  # --debug before or after the command name
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
 
+def _check_writable_file(path: Path, flag: str) -> None:
+    """Refuse, before any work, an output file whose folder is missing or not writable, or that is a folder."""
+    if path.is_dir():
+        raise ValueError(f"{flag} {str(path)!r} is a folder; give a file path")
+    folder = path.parent
+    if not folder.is_dir():
+        raise ValueError(f"{flag} {str(path)!r}: its folder {str(folder)!r} does not exist; create it first")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{flag} {str(path)!r}: its folder {str(folder)!r} is not writable")
+
+
+_OS_ADVICE = {
+    errno.EACCES: "check its permissions or choose another path",
+    errno.EPERM: "check its permissions or choose another path",
+    errno.EROFS: "the file system is read-only: choose another path",
+    errno.ENOSPC: "free some disk space or choose another disk",
+    errno.EEXIST: "remove it or choose another path",
+    errno.ENOENT: "check the path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: check the path",
+    errno.EISDIR: "it is a folder: give a file path",
+}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _is_wandb_error(e: BaseException) -> bool:
+    return any(cls.__module__.split(".")[0] == "wandb" for cls in type(e).__mro__)
+
+
+def describe_error(e: BaseException) -> tuple[int, str]:
+    """(exit status, one-line message) for an error that ended a command."""
+    if isinstance(e, KeyboardInterrupt):
+        return 130, "interrupted; a training run goes on from its last checkpoint with --resume"
+    if _is_wandb_error(e):
+        return 2, (f"Weights & Biases: {_one_line(e) or type(e).__name__}. Log in (wandb login), run offline "
+                   f"(WANDB_MODE=offline, sync later with wandb sync), or drop --log-to wandb")
+    if isinstance(e, OSError) and e.errno is not None:
+        where = " -> ".join(repr(str(f)) for f in (e.filename, e.filename2) if f is not None)
+        advice = _OS_ADVICE.get(e.errno, "check the path and the disk")
+        return 2, f"{where + ': ' if where else ''}{e.strerror or _one_line(e)}: {advice}"
+    if isinstance(e, FloatingPointError):
+        return 2, f"{_one_line(e)} (on the command line: a smaller --lr)"
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+        return 2, f"out of memory ({_one_line(e)[:200] or type(e).__name__}): use a smaller --batch-size or another device"
+    if isinstance(e, (ValueError, TypeError, ImportError, OSError)):
+        return 2, _one_line(e) or type(e).__name__
+    return 1, (f"internal error ({type(e).__name__}: {_one_line(e)[:300]}); this is a bug: rerun with --debug "
+               f"for the traceback and report it")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run one command; every error ends in one line on stderr and an exit status (see the module docstring)."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, ImportError) as e:
-        print(f"icl-interp {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except Exception as e:  # noqa: BLE001 - the boundary: every error ends in one line
+        caught: BaseException = e
+    except KeyboardInterrupt as e:
+        caught = e
+    if args.debug:
+        traceback.print_exception(caught, file=sys.stderr)
+    code, message = describe_error(caught)
+    print(f"icl-interp {args.command}: error: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

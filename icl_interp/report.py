@@ -17,7 +17,7 @@ from typing import Any, Optional, Union
 from . import claims as cl
 from . import studies as st
 from .attention_view import attention_profile, plot_attention
-from .checkpoint import load_model, zoo_folder, zoo_names
+from .checkpoint import ZOO_PREFIX, load_model, resolve_model, zoo_folder, zoo_names
 from .evaluation import evaluate
 from .runner import prepare
 from .study_plots import plot_dynamics_study, save_figure
@@ -81,11 +81,13 @@ def _resolve(model: Any) -> tuple[str, Any, Siblings]:
         return IN_MEMORY, model, Siblings()
     if not isinstance(model, (str, Path)):
         raise TypeError(f"model must be a zoo name, a saved model folder or an ICLTransformer, got {type(model).__name__}")
-    if Path(model).is_dir():  # a folder wins over a zoo name, as in load_model
-        return str(model), load_model(model), Siblings()
-    if isinstance(model, str) and model in zoo_names():
-        return model, load_model(model), siblings(model)
-    raise ValueError(f"model {str(model)!r} is neither a saved model folder nor a zoo name; zoo names: {zoo_names()}")
+    try:
+        folder, zoo_name = resolve_model(model)  # the name rule: zoo:NAME, ./NAME, a bare name only where unambiguous
+    except ValueError as e:
+        raise ValueError(f"model: {e}") from None
+    if zoo_name is None:
+        return str(model), load_model(folder), Siblings()
+    return zoo_name, load_model(folder), siblings(ZOO_PREFIX + zoo_name)
 
 
 def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path) -> dict:
@@ -96,7 +98,7 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path) -> di
 
     def get(zoo_name: str) -> Any:  # each zoo model loaded once
         if zoo_name not in loaded:
-            loaded[zoo_name] = load_model(zoo_name)
+            loaded[zoo_name] = load_model(ZOO_PREFIX + zoo_name)
         return loaded[zoo_name]
 
     task, n = model.task, model.cfg.max_points

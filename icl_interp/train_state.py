@@ -18,7 +18,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from . import backend
-from .checkpoint import atomic_write_bytes
+from .checkpoint import atomic_write_bytes, read_json
 
 __all__ = ["STATE_FORMAT_VERSION", "save_state", "load_state", "warm_start", "check_resumable"]
 
@@ -47,14 +47,16 @@ def save_state(folder: Path, model: Any, opt: torch.optim.Optimizer, step: int, 
 
 def load_state(folder: Path, model: Any, opt: torch.optim.Optimizer) -> dict:
     """Load the train state in ``folder`` into ``model`` and ``opt``; returns its JSON (step, configs, log)."""
-    try:
-        state = json.loads((folder / "state.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"cannot read the training checkpoint {folder / 'state.json'}: {e}") from None
+    state = read_json(folder / "state.json", "the training checkpoint")
     if state.get("format_version") != STATE_FORMAT_VERSION:
         raise ValueError(f"checkpoint format_version {state.get('format_version')!r}, expected {STATE_FORMAT_VERSION}")
     if state.get("backend") != f"tl{backend.tl_major()}":
         raise ValueError(f"checkpoint was written under {state.get('backend')}, cannot resume under tl{backend.tl_major()}")
+    for key, kind in (("sha256", str), ("step", int), ("param_groups", list), ("log", list), ("train_config", dict),
+                      ("model_config", dict), ("task", dict)):
+        if not isinstance(state.get(key), kind):
+            raise ValueError(f"the training checkpoint {folder / 'state.json'}: field {key!r} is "
+                             f"{'missing' if key not in state else 'not a ' + kind.__name__}")
     raw = (folder / "state.safetensors").read_bytes()
     if hashlib.sha256(raw).hexdigest() != state["sha256"]:
         raise ValueError(f"{folder / 'state.safetensors'} does not match its recorded SHA-256 (truncated?)")

@@ -30,7 +30,7 @@ from typing import Any, Optional, Union
 import torch
 
 from . import distributed, tracking
-from .checkpoint import atomic_write_bytes, save_model, zoo_folder, zoo_names
+from .checkpoint import atomic_write_bytes, resolve_model, save_model, zoo_folder
 from .devices import DTYPES, check_device, resolve_device
 from .tasks import Curriculum, Task
 from .train_state import check_resumable, load_state, save_state, warm_start
@@ -101,6 +101,9 @@ class TrainConfig:
             check_int("n_points", self.n_points, min_value=1)
         if self.min_points is not None:
             check_int("min_points", self.min_points, min_value=1)
+            if self.n_points is not None and self.min_points > self.n_points:
+                raise ValueError(f"min_points ({self.min_points}) exceeds n_points ({self.n_points}), the longest prompt "
+                                 "of the run: it would never be used; lower min_points")
         check_int("eval_every", self.eval_every, min_value=1)
         check_int("eval_prompts", self.eval_prompts, min_value=1)
         check_int("checkpoint_every", self.checkpoint_every, min_value=1)
@@ -191,11 +194,13 @@ def snapshots(out_dir: Union[str, Path]) -> list[tuple[int, Path]]:
     """``[(step, folder)]`` of the snapshots a run kept (or a zoo model carries), in step order; each loads with ``load_model``."""
     if not isinstance(out_dir, (str, Path)):
         raise TypeError(f"out_dir must be a str or Path, got {type(out_dir).__name__}")
-    if isinstance(out_dir, str) and not Path(out_dir).is_dir() and out_dir in zoo_names():
-        out_dir = zoo_folder(out_dir, everything=True)
-    folder = Path(out_dir) / "snapshots"
-    if not Path(out_dir).is_dir():
-        raise ValueError(f"out_dir {str(out_dir)!r} is neither a run folder nor a zoo name")
+    try:
+        out_dir, name = resolve_model(out_dir)  # a run folder, or a zoo model (the name rule of load_model)
+    except ValueError as e:
+        raise ValueError(f"out_dir: {e}") from None
+    if name is not None:  # a zoo model's snapshots may still have to be fetched
+        out_dir = zoo_folder(name, everything=True)
+    folder = out_dir / "snapshots"
     found = []
     for p in folder.glob("step_*") if folder.is_dir() else []:
         if p.name[5:].isdigit() and (p / "config.json").is_file():
@@ -257,6 +262,9 @@ def train(
     curriculum = _curriculum(cfg, model, task)
     if curriculum.points_end > model.cfg.max_points:
         raise ValueError(f"n_points ({curriculum.points_end}) exceeds the model's max_points ({model.cfg.max_points})")
+    if cfg.min_points is not None and cfg.min_points > curriculum.points_end:
+        raise ValueError(f"min_points ({cfg.min_points}) exceeds the longest prompt of the run ({curriculum.points_end}: "
+                         f"n_points, the curriculum's end, else the model's max_points): it would never be used; lower it")
     if curriculum.dims_end > task.d:
         raise ValueError(f"curriculum dims_end ({curriculum.dims_end}) exceeds the task's d ({task.d})")
     if resume and out_dir is None:

@@ -44,7 +44,7 @@ def test_default_siblings_in_the_shipped_zoo():
     assert set(v1.other_recipe) == {"noise0.1-v1-h4", "noise1.0-v1-h4"}
 
 
-@pytest.mark.parametrize("name", ["default-v1-h1", "no-such-model", None, 3])
+@pytest.mark.parametrize("name", ["default-v1-h1", "./default", None, 3])
 def test_models_that_are_no_anchor_have_no_siblings(name):
     assert siblings(name) == Siblings()
 

@@ -47,14 +47,21 @@ class Siblings:
 def siblings(name: Any) -> Siblings:
     """The relatives of zoo model ``name`` that the current zoo holds (``use_zoo`` respected); none for a non-anchor.
 
-    ``name`` is a zoo name; anything else (a folder, a model in memory, None) has no siblings.
+    ``name`` is a zoo name (``"default"`` or ``"zoo:default"``: siblings are the zoo's, so a bare name here
+    is always the zoo's); a path (a ``Path``, a str with a slash), a model in memory or None has no siblings.
+    A name neither in the zoo nor declared in its index raises a ValueError listing the zoo names, as
+    ``load_model`` does.
     """
-    from ..checkpoint import zoo_names
+    from ..checkpoint import ZOO_PREFIX, _is_path_like, zoo_names
 
-    if not isinstance(name, str):
+    if not isinstance(name, str) or _is_path_like(name):
         return Siblings()
-    entry = json.loads(INDEX.read_text())["siblings"].get(name)
+    name = name[len(ZOO_PREFIX):] if name.startswith(ZOO_PREFIX) else name
+    index = json.loads(INDEX.read_text())
     present = set(zoo_names())
+    if name not in present and name not in _every_declared(index):
+        raise ValueError(f"name {name!r} is not in the zoo; zoo names: {sorted(present)}")
+    entry = index["siblings"].get(name)
     if entry is None or name not in present:
         return Siblings()
 
@@ -97,13 +104,21 @@ def seeds(name: Any) -> dict[int, str]:
     ``--seed k`` (``icl-interp train --preset NAME --seed k``); a model without seeds, a folder or a
     model in memory has only itself (``{0: name}``, or ``{}`` when ``name`` is not a zoo name).
     """
-    from ..checkpoint import zoo_names
+    from ..checkpoint import ZOO_PREFIX, zoo_names
 
+    if isinstance(name, str) and name.startswith(ZOO_PREFIX):
+        name = name[len(ZOO_PREFIX):]
     if not isinstance(name, str) or name not in zoo_names():
         return {}
     declared = json.loads(INDEX.read_text()).get("seeds", {}).get(name, {})
     present = set(zoo_names())
     return {0: name, **{int(k): n for k, n in sorted(declared.items(), key=lambda kv: int(kv[0])) if n in present}}
+
+
+def _every_declared(index: dict) -> set[str]:
+    """Every model name the index knows: the anchors and all they declare (trained or not)."""
+    seeds = {n for model, declared in index.get("seeds", {}).items() for n in (model, *declared.values())}
+    return seeds | {n for anchor, entry in index["siblings"].items() for n in (anchor, *_declared(entry))}
 
 
 def _declared(entry: dict) -> list[str]:
@@ -131,11 +146,11 @@ def recipe(name: str) -> Optional[dict]:
     ``"architecture"``, its model config without what a comparison varies; fields a config predates at their defaults
     (None when it records no train config, e.g. a hand-built construction). A 3-layer model is no head-count sibling of
     a 4-layer one, whatever their schedules."""
-    from ..checkpoint import read_config
+    from ..checkpoint import ZOO_PREFIX, read_config
     from ..model import ModelConfig
     from ..training import TrainConfig
 
-    config = read_config(name)
+    config = read_config(name if name.startswith(ZOO_PREFIX) else ZOO_PREFIX + name)
     train = config.get("training", {}).get("train_config")
     if train is None:
         return None
