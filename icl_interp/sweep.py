@@ -11,7 +11,8 @@ on a cluster ``OUT`` must be on a file system the nodes share.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -124,7 +125,7 @@ def sweep(
     *,
     executor: str = "auto",
     parallel: Optional[int] = None,
-    threads: Optional[int] = 1,
+    threads: Optional[int] = None,
     device: str = "auto",
     timeout_min: float = 24 * 60,
     max_minutes: Optional[float] = None,
@@ -134,7 +135,8 @@ def sweep(
     """Train every preset in ``presets`` with every training seed in ``seeds``, one folder each under ``out``.
 
     ``executor``: one of :data:`EXECUTORS`. ``parallel``: how many runs at once (local: default 1, since runs share
-    the machine's cores; SLURM: the job array's parallelism, default all). ``timeout_min``: each job's time limit
+    the machine's cores; SLURM: the job array's parallelism, default all). ``threads``: torch threads per run (default:
+    locally the machine's cores divided by ``parallel``; on SLURM torch's default, the job's CPUs). ``timeout_min``: each job's time limit
     (a SLURM job past it requeues itself and resumes). ``max_minutes``: each job stops at its first checkpoint after
     that much training (the next sweep goes on). ``slurm``: further submitit parameters, e.g. ``{"slurm_partition":
     "gpu", "gpus_per_node": 1}``. Returns one row per run (its state, and with ``wait`` the job's result).
@@ -165,6 +167,9 @@ def sweep(
     ex = submitit.AutoExecutor(folder=out / "_submitit", cluster=None if executor == "auto" else executor)
     params: dict[str, Any] = {"timeout_min": int(math.ceil(timeout_min)), "name": "icl-interp-sweep"}
     on_slurm = ex.cluster == "slurm"
+    if threads is None and not on_slurm:  # local runs share the machine's cores
+        threads = max(1, (os.cpu_count() or 1) // (parallel or 1))
+        todo = [replace(r, threads=threads) for r in todo]
     if on_slurm and parallel is not None:
         params["slurm_array_parallelism"] = parallel
     try:
