@@ -3,10 +3,11 @@
 A saved model is a folder with ``model.safetensors`` (our layers plus the core in
 HookedTransformer layout, loadable under transformer-lens 3.x and 4.x) and
 ``config.json`` (format version, ModelConfig, task, the weights' SHA-256 and a
-fingerprint: the model's predictions on a fixed prompt). Files are written
-atomically; loading refuses a truncated file, a hash mismatch, an unknown format
-version, weights that do not fit the config, or a fingerprint that does not
-reproduce, instead of returning a silently different model.
+fingerprint: the model's predictions on a fixed prompt). The folder is replaced
+as one unit (:func:`icl_interp.atomic.atomic_write_folder`); loading refuses a
+truncated file, a hash mismatch, an unknown format version, weights that do not
+fit the config, or a fingerprint that does not reproduce, instead of returning a
+silently different model.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
@@ -23,8 +22,10 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from .atomic import atomic_write_bytes, atomic_write_folder, recover_set_aside
 from .devices import resolve_device
 from .model import ICLTransformer, ModelConfig
+from .validation import check_json
 
 __all__ = ["save_model", "load_model", "zoo_names", "zoo_folder", "use_zoo", "atomic_write_bytes", "FORMAT_VERSION"]
 
@@ -34,23 +35,7 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 ZOO = Path(__file__).parent / "zoo"
 _FINGERPRINT_TOL = 1e-4
-
-
-def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+_RESERVED = ("format", "format_version", "model", "weights_sha256", "fingerprint")  # config.json's own fields
 
 
 def _fingerprint_batch(d: int, n_points: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,10 +52,21 @@ def _fingerprint(model: Any) -> list:
 
 
 def save_model(model: Any, path: Union[str, Path], **extra: Any) -> Path:
-    """Save ``model`` (an ICLTransformer) into folder ``path``; ``extra`` goes into config.json."""
+    """Save ``model`` (an ICLTransformer) into folder ``path``; ``extra`` (JSON values) goes into config.json.
+
+    Over an existing model the new folder is written beside it and switched in by renames: a failure or a kill
+    at any point leaves the old model loadable (its other files, such as ``snapshots/``, are kept).
+    """
     if not isinstance(model, ICLTransformer):
         raise TypeError(f"model must be an ICLTransformer, got {type(model).__name__}")
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"path must be a folder path (str or Path), got {type(path).__name__}")
     path = Path(path)
+    reserved = sorted(set(extra) & set(_RESERVED))
+    if reserved:
+        raise ValueError(f"extra fields {reserved} would overwrite config.json's own fields {list(_RESERVED)}: rename them")
+    for key, value in extra.items():  # before anything is written
+        check_json(f"extra[{key!r}]", value)
     weights = st_save({k: v.detach().cpu().contiguous() for k, v in model.own_state_dict().items()})
     config = {
         "format": FORMAT,
@@ -80,11 +76,7 @@ def save_model(model: Any, path: Union[str, Path], **extra: Any) -> Path:
         "fingerprint": _fingerprint(model),
         **extra,
     }
-    # weights first, config last: a config always describes complete weights
-    atomic_write_bytes(path / WEIGHTS, weights)
-    atomic_write_bytes(path / CONFIG, json.dumps(config, indent=1).encode())
-    return path
-
+    return atomic_write_folder(path, {WEIGHTS: weights, CONFIG: json.dumps(config, indent=1).encode()})
 
 _zoo_dirs = [ZOO]  # the last one is where zoo names resolve (use_zoo pushes another)
 
@@ -113,10 +105,10 @@ def use_zoo(folder: Union[str, Path]) -> Iterator[Path]:
 def _resolve(path_or_name: Union[str, Path]) -> Path:
     if not isinstance(path_or_name, (str, Path)):
         raise TypeError(f"path_or_name must be a str or Path, got {type(path_or_name).__name__}")
-    p = Path(path_or_name)
+    p = recover_set_aside(path_or_name)  # an interrupted save_model's set-aside copy is moved back
     if p.is_dir():
         return p
-    if isinstance(path_or_name, str) and (_zoo_dirs[-1] / path_or_name / CONFIG).is_file():
+    if isinstance(path_or_name, str) and (recover_set_aside(_zoo_dirs[-1] / path_or_name) / CONFIG).is_file():
         return _zoo_dirs[-1] / path_or_name
     raise ValueError(f"path_or_name {str(path_or_name)!r} is neither a saved model folder nor a zoo name; zoo names: {zoo_names()}")
 

@@ -39,9 +39,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from .atomic import atomic_write_bytes, writable_file
     from .checkpoint import load_model
     from .evaluation import evaluate
 
+    out = writable_file(args.out, "--out") if args.out else None  # its folder is created; checked before the evaluation
     model = load_model(args.model, device=args.device)
     task = model.task
     if task is None:
@@ -49,8 +51,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     n = args.n_points or model.cfg.max_points
     res = evaluate(model, task, n_points=n, n_prompts=args.n_prompts, seed=args.seed)
     text = json.dumps(res.to_dict(per_prompt=False), indent=1)
-    if args.out:
-        Path(args.out).write_text(text)
+    if out is not None:
+        atomic_write_bytes(out, text.encode())
     print(text if not args.out else f"wrote {args.out}")
     return 0
 
@@ -132,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n-points", dest="n_points", type=int)
     e.add_argument("--n-prompts", dest="n_prompts", type=int, default=2000)
     e.add_argument("--seed", type=int, default=1)
-    e.add_argument("--out", help="write the JSON here")
+    e.add_argument("--out", help="write the JSON to this file (its folder is created if missing)")
     e.add_argument("--device", default="cpu", help=f"where the model runs: {DEVICE_HELP} (default cpu)")
     e.set_defaults(func=_evaluate)
 
