@@ -54,9 +54,9 @@ class DiskFaults:
         for name in ("replace", "rename", "link", "fsync"):
             wrap(name)
 
-    def index(self, prefix, contains=""):
-        """1-based index of the first recorded op starting with ``prefix`` whose argument contains ``contains``."""
-        return next(i for i, op in enumerate(self.ops, 1) if op.startswith(prefix) and contains in op)
+    def index(self, prefix, contains="", default=None):
+        """1-based index of the first recorded op starting with ``prefix`` whose argument contains ``contains`` (else ``default``)."""
+        return next((i for i, op in enumerate(self.ops, 1) if op.startswith(prefix) and contains in op), default)
 
 
 class _HalfWriter:
