@@ -246,6 +246,9 @@ def train(
     the next call with ``resume=True`` goes on, bitwise as if never stopped.
     ``cfg.device`` moves the model there (it stays there); under torchrun every
     process trains its slice of each batch (:mod:`icl_interp.distributed`).
+    Before the model is touched: ``out_dir`` is created and written to once, the
+    configs are checked as JSON, and a resume is refused or accepted from the
+    checkpoint's JSON and its verified tensors (a refused resume leaves the model as it was).
     """
     from .model import ICLTransformer
 
