@@ -379,6 +379,18 @@ def test_the_report_fails_at_every_write_and_the_previous_report_stays_whole(tmp
     assert n >= 12 and r_json < r_md < n  # the figure, then report.json, report.md: a write, a replace, two fsyncs each
 
 
+def test_a_report_into_a_file_fails_before_the_analyses(tmp_path, monkeypatch):
+    import icl_interp.report as report
+
+    def never(*a, **k):
+        raise AssertionError("the analyses ran before out was checked")
+
+    monkeypatch.setattr(report, "_collect", never)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="out .* is a file"):
+        report.write_report(tmp_path / "file", model=preset_model("tiny"), quick=True)
+
+
 def test_atomic_write_bytes_syncs_the_file_then_the_folder(tmp_path, monkeypatch):
     faults = DiskFaults(monkeypatch)
     atomic_write_bytes(tmp_path / "a.bin", b"123")
