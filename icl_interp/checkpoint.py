@@ -3,11 +3,11 @@
 A saved model is a folder with ``model.safetensors`` (our layers plus the core in
 HookedTransformer layout, loadable under transformer-lens 3.x and 4.x) and
 ``config.json`` (format version, ModelConfig, task, the weights' SHA-256 and a
-fingerprint: the model's predictions on a fixed prompt). Files are written
-atomically; loading refuses a truncated file, a hash mismatch, an unknown format
-version, weights that do not fit the config, or a fingerprint that does not
-reproduce, instead of returning a silently different model; every refusal names
-the file and the field.
+fingerprint: the model's predictions on a fixed prompt). The folder is replaced
+as one unit (:func:`icl_interp.atomic.atomic_write_folder`); loading refuses a
+truncated file, a hash mismatch, an unknown format version, weights that do not
+fit the config, or a fingerprint that does not reproduce, instead of returning a
+silently different model; every refusal names the file and the field.
 
 Names and folders (:func:`resolve_model`): a ``Path``, or a str with a slash
 (``./default``, ``runs/x/model``), is always a folder; ``zoo:NAME`` is always the
@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
@@ -29,8 +28,10 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from .atomic import atomic_write_bytes, atomic_write_folder, recover_set_aside
 from .devices import resolve_device
 from .model import ICLTransformer, ModelConfig
+from .validation import check_json
 
 __all__ = ["save_model", "load_model", "zoo_names", "zoo_folder", "use_zoo", "atomic_write_bytes", "FORMAT_VERSION",
            "resolve_model", "read_json", "ZOO_PREFIX"]
@@ -43,23 +44,7 @@ ZOO = Path(__file__).parent / "zoo"
 #: ``zoo:NAME`` always means the zoo's model NAME, whatever folders the working directory holds
 ZOO_PREFIX = "zoo:"
 _FINGERPRINT_TOL = 1e-4
-
-
-def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+_RESERVED = ("format", "format_version", "model", "weights_sha256", "fingerprint")  # config.json's own fields
 
 
 def _fingerprint_batch(d: int, n_points: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,10 +61,21 @@ def _fingerprint(model: Any) -> list:
 
 
 def save_model(model: Any, path: Union[str, Path], **extra: Any) -> Path:
-    """Save ``model`` (an ICLTransformer) into folder ``path``; ``extra`` goes into config.json."""
+    """Save ``model`` (an ICLTransformer) into folder ``path``; ``extra`` (JSON values) goes into config.json.
+
+    Over an existing model the new folder is written beside it and switched in by renames: a failure or a kill
+    at any point leaves the old model loadable (its other files, such as ``snapshots/``, are kept).
+    """
     if not isinstance(model, ICLTransformer):
         raise TypeError(f"model must be an ICLTransformer, got {type(model).__name__}")
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"path must be a folder path (str or Path), got {type(path).__name__}")
     path = Path(path)
+    reserved = sorted(set(extra) & set(_RESERVED))
+    if reserved:
+        raise ValueError(f"extra fields {reserved} would overwrite config.json's own fields {list(_RESERVED)}: rename them")
+    for key, value in extra.items():  # before anything is written
+        check_json(f"extra[{key!r}]", value)
     weights = st_save({k: v.detach().cpu().contiguous() for k, v in model.own_state_dict().items()})
     config = {
         "format": FORMAT,
@@ -89,11 +85,7 @@ def save_model(model: Any, path: Union[str, Path], **extra: Any) -> Path:
         "fingerprint": _fingerprint(model),
         **extra,
     }
-    # weights first, config last: a config always describes complete weights
-    atomic_write_bytes(path / WEIGHTS, weights)
-    atomic_write_bytes(path / CONFIG, json.dumps(config, indent=1).encode())
-    return path
-
+    return atomic_write_folder(path, {WEIGHTS: weights, CONFIG: json.dumps(config, indent=1).encode()})
 
 _zoo_dirs = [ZOO]  # the last one is where zoo names resolve (use_zoo pushes another)
 
@@ -141,7 +133,7 @@ def resolve_model(path_or_name: Union[str, Path]) -> tuple[Path, Optional[str]]:
         if name not in zoo_names():
             raise ValueError(f"path_or_name {path_or_name!r}: {name!r} is not in the zoo; zoo names: {zoo_names()}")
         return zoo_folder(name), name
-    p = Path(path_or_name)
+    p = recover_set_aside(path_or_name)  # an interrupted save_model's set-aside copy is moved back
     if isinstance(path_or_name, Path) or _is_path_like(path_or_name):
         if not p.is_dir():
             raise ValueError(f"path_or_name {str(path_or_name)!r} is not a folder (a Path or a str with a slash is always "
@@ -176,7 +168,7 @@ def zoo_folder(name: str, *, everything: bool = False) -> Path:
         from .zoo.store import fetch
 
         return fetch(name, everything=everything)
-    return _zoo_dirs[-1] / name
+    return recover_set_aside(_zoo_dirs[-1] / name)
 
 
 def read_json(path: Union[str, Path], what: str = "file") -> dict:

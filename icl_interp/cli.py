@@ -34,7 +34,7 @@ def _train(args: argparse.Namespace) -> int:
         if scaled != warmup:
             overrides["warmup_steps"] = scaled
             print(f"--steps {args.steps}: the preset's warmup of {warmup} of {preset['steps']} steps scaled to {scaled} "
-                  f"(give --warmup-steps to choose)", file=sys.stderr)
+                  f"(give --warmup-steps to choose)")
     if args.no_progress:
         overrides["progress"] = False
     if args.compile:
@@ -54,24 +54,22 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from .atomic import atomic_write_bytes, writable_file
     from .checkpoint import load_model
     from .evaluation import evaluate
 
-    if args.out:
-        _check_writable_file(Path(args.out), "--out")
+    out = writable_file(args.out, "--out") if args.out else None  # its folder is created; checked before the evaluation
     model = load_model(args.model, device=args.device)
     task = model.task
     if task is None:
         raise ValueError(f"model {args.model!r} records no task to evaluate on")
     n = args.n_points or model.cfg.max_points
     res = evaluate(model, task, n_points=n, n_prompts=args.n_prompts, seed=args.seed)
-    if args.out:
-        from .checkpoint import atomic_write_bytes
-
-        atomic_write_bytes(Path(args.out), json.dumps(res.to_dict(per_prompt=False), indent=1).encode())
+    if out is not None:
+        atomic_write_bytes(out, json.dumps(res.to_dict(per_prompt=False), indent=1).encode())
     print(_summary(res, args))
-    if args.out:
-        print(f"wrote {args.out}")
+    if out is not None:
+        print(f"wrote {out}")
     return 0
 
 
@@ -217,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n-points", dest="n_points", type=int, help="prompt length (default: the model's max_points)")
     e.add_argument("--n-prompts", dest="n_prompts", type=int, default=2000, help="prompts to average over (default 2000)")
     e.add_argument("--seed", type=int, default=1, help="the prompts' seed (default 1)")
-    e.add_argument("--out", help="also write the whole result (per-position errors, intervals, baselines) as JSON here")
+    e.add_argument("--out", help="also write the whole result (per-position errors, intervals, baselines) as JSON to this file (its folder is created if missing)")
     _compute_flags(e, "where the model runs")
     e.set_defaults(func=_evaluate)
 
@@ -278,17 +276,6 @@ def build_parser() -> argparse.ArgumentParser:
     for command in sub.choices.values():  # --debug before or after the command name
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
-
-
-def _check_writable_file(path: Path, flag: str) -> None:
-    """Refuse, before any work, an output file whose folder is missing or not writable, or that is a folder."""
-    if path.is_dir():
-        raise ValueError(f"{flag} {str(path)!r} is a folder; give a file path")
-    folder = path.parent
-    if not folder.is_dir():
-        raise ValueError(f"{flag} {str(path)!r}: its folder {str(folder)!r} does not exist; create it first")
-    if not os.access(folder, os.W_OK):
-        raise ValueError(f"{flag} {str(path)!r}: its folder {str(folder)!r} is not writable")
 
 
 _OS_ADVICE = {

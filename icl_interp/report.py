@@ -16,6 +16,7 @@ from typing import Any, Optional, Union
 
 from . import claims as cl
 from . import studies as st
+from .atomic import atomic_write_bytes, writable_folder
 from .attention_view import attention_profile, plot_attention
 from .checkpoint import ZOO_PREFIX, load_model, resolve_model, zoo_folder, zoo_names
 from .evaluation import evaluate
@@ -186,13 +187,14 @@ def write_report(out: Union[str, Path], *, model: Any = "default", quick: bool =
         raise TypeError(f"quick must be a bool, got {type(quick).__name__}")
     t0 = time.perf_counter()
     name, net, sib = _resolve(model)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    results = _collect(name, net, sib, quick, out)
+    out = writable_folder(out, "out")  # before minutes of analyses
+    results = _collect(name, net, sib, quick, out)  # writes the figures
     results["claims"] = [c.to_dict() for c in cl.decide(results)]
     results["seconds"] = round(time.perf_counter() - t0, 1)
-    (out / "report.json").write_text(json.dumps(results, indent=1))
-    (out / "report.md").write_text(_markdown(results, net))
+    markdown = _markdown(results, net)
+    # after the figures, each file replaced as one unit: a failed write leaves the previous report whole
+    atomic_write_bytes(out / "report.json", json.dumps(results, indent=1).encode())
+    atomic_write_bytes(out / "report.md", markdown.encode())
     return results
 
 

@@ -72,8 +72,9 @@ def start(log_to: Optional[str], out_dir: Optional[Path], config: dict) -> Optio
             run_id = id_file.read_text().strip()
         else:
             run_id = secrets.token_hex(4)
-            id_file.parent.mkdir(parents=True, exist_ok=True)
-            id_file.write_text(run_id)
+            from .atomic import atomic_write_bytes
+
+            atomic_write_bytes(id_file, run_id.encode())
     where = os.environ.get("WANDB_DIR") or (str(out_dir) if out_dir is not None else None)
     files = Path(where or ".") / "wandb"
     offline = "offline-run-*"

@@ -51,7 +51,7 @@ def test_evaluate_prints_a_summary_table_and_writes_the_json_on_request(tmp_path
 def test_steps_with_a_preset_scales_its_warmup_and_says_so(tmp_path, capsys):
     preset = get_preset("tiny")["train"]
     assert main(["train", "--preset", "tiny", "--steps", "12", "--out", str(tmp_path / "r"), "--no-progress"]) == 0
-    err = capsys.readouterr().err
+    err = capsys.readouterr().out
     scaled = round(preset["warmup_steps"] * 12 / preset["steps"])
     assert f"warmup of {preset['warmup_steps']} of {preset['steps']} steps scaled to {scaled}" in err
     import json

@@ -15,16 +15,17 @@ import pytest
 
 import icl_interp as ii
 from icl_interp.presets import get_preset
+from icl_interp.train_state import has_checkpoint, read_state
 
 COMMITTED = Path(__file__).resolve().parent.parent / "checkpoints"
-RUNS = sorted(p.name for p in COMMITTED.iterdir() if (p / "checkpoint" / "state.json").is_file()) if COMMITTED.is_dir() else []
+RUNS = sorted(p.name for p in COMMITTED.iterdir() if has_checkpoint(p / "checkpoint")) if COMMITTED.is_dir() else []
 
 
 @pytest.mark.skipif(not RUNS, reason="no training checkpoint is committed in checkpoints/")
 @pytest.mark.parametrize("name", RUNS)
 def test_a_committed_checkpoint_resumes_under_its_preset(name, tmp_path):
     shutil.copytree(COMMITTED / name, tmp_path / name)
-    state = json.loads((tmp_path / name / "checkpoint" / "state.json").read_text())
+    state = read_state(tmp_path / name / "checkpoint")
     saved_log = json.loads((tmp_path / name / "log.json").read_text())
     assert saved_log == state["log"], "log.json is not the checkpoint's log"
     step = state["step"]
@@ -35,6 +36,6 @@ def test_a_committed_checkpoint_resumes_under_its_preset(name, tmp_path):
                              overrides={"checkpoint_every": 1, "progress": False, "compile": False})
     assert result["stopped"] and result["step"] == step + 1
     assert result["log"][: len(saved_log)] == saved_log
-    resumed = json.loads((tmp_path / name / "checkpoint" / "state.json").read_text())
+    resumed = read_state(tmp_path / name / "checkpoint")
     assert resumed["step"] == step + 1
     assert not (tmp_path / name / "model").exists()

@@ -114,11 +114,13 @@ def test_an_output_path_under_a_file_ends_in_one_line(tmp_path, capsys):
     assert str(tmp_path / "file") in _one_line(err, "build-construction")
 
 
-def test_evaluate_out_into_a_missing_folder_is_refused_before_the_work(tmp_path, capsys, monkeypatch):
+def test_evaluate_out_that_cannot_be_a_file_is_refused_before_the_work(tmp_path, capsys, monkeypatch):
+    """--out's missing folders are created (test_cli_help); a path under a file, or a folder, is refused before loading."""
     monkeypatch.setattr("icl_interp.checkpoint.load_model", lambda *a, **k: pytest.fail("loaded before checking --out"))
-    got, err = _run_cli(["evaluate", "default", "--out", str(tmp_path / "missing" / "e.json")], capsys)
-    assert got == 2
-    assert "does not exist" in _one_line(err, "evaluate")
+    (tmp_path / "file").write_text("")
+    for out, named in ((tmp_path / "file" / "e.json", tmp_path / "file"), (tmp_path, tmp_path)):
+        got, err = _run_cli(["evaluate", "default", "--out", str(out)], capsys)
+        assert got == 2 and str(named) in _one_line(err, "evaluate")
 
 
 @pytest.mark.parametrize("flags", [["--presets", "default"], ["--max-minutes", "5"], ["--zoo-dir", "z"],
@@ -353,13 +355,19 @@ def test_a_training_checkpoint_json_names_the_file_and_field(tmp_path):
     model, task = _tiny()
     opt = torch.optim.AdamW(model.parameters())
     meta = {"train_config": {}, "model_config": model.cfg.to_dict(), "task": task.to_dict(), "log": []}
-    save_state(tmp_path, model, opt, 3, meta)
-    state = json.loads((tmp_path / "state.json").read_text())
-    (tmp_path / "state.json").write_text(json.dumps({k: v for k, v in state.items() if k != "sha256"}))
-    with pytest.raises(ValueError, match=r"state.json: field 'sha256' is missing"):
+    save_state(tmp_path, model, opt, 3, meta)   # one file: the JSON rides in the safetensors header
+    from safetensors.torch import load as st_load
+    from safetensors.torch import save as st_save
+
+    from icl_interp.train_state import _META_KEY, read_state
+
+    path = tmp_path / "state.safetensors"
+    state, tensors = read_state(tmp_path), st_load(path.read_bytes())
+    path.write_bytes(st_save(tensors, metadata={_META_KEY: json.dumps({k: v for k, v in state.items() if k != "sha256"})}))
+    with pytest.raises(ValueError, match=r"state.safetensors: field 'sha256' is missing"):
         load_state(tmp_path, model, opt)
-    (tmp_path / "state.json").write_text("[]")
-    with pytest.raises(ValueError, match=r"state.json must hold a JSON object"):
+    path.write_bytes(st_save(tensors, metadata={_META_KEY: "[]"}))
+    with pytest.raises(ValueError, match=r"state.safetensors has format_version 'list'"):
         load_state(tmp_path, model, opt)
 
 
