@@ -42,12 +42,19 @@ def _write_synced(fd_or_path: Union[int, Path], data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Union[str, Path], data: bytes) -> None:
     """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one (and the new one survives a power cut)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # the permissions of a file written with open(), not mkstemp's 0600
         _write_synced(fd, data)
         os.replace(tmp, path)
     except BaseException:

@@ -396,3 +396,18 @@ def test_atomic_write_bytes_syncs_the_file_then_the_folder(tmp_path, monkeypatch
     atomic_write_bytes(tmp_path / "a.bin", b"123")
     assert [op.split()[0] for op in faults.ops] == ["open", "fsync", "replace", "fsync"]
     assert (tmp_path / "a.bin").read_bytes() == b"123"
+
+
+def test_atomic_writes_get_the_permissions_of_an_ordinary_file(tmp_path):
+    """mkstemp's temporary files are 0600; a model or report written atomically must be readable as open() would leave it."""
+    import os
+
+    from icl_interp.atomic import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "a.json", b"{}")
+        (tmp_path / "b.json").write_bytes(b"{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == (tmp_path / "b.json").stat().st_mode & 0o777 == 0o644
