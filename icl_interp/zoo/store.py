@@ -147,7 +147,7 @@ def file_records(folder: Union[str, Path]) -> dict[str, dict]:
 
 def refresh_manifest(zoo: Union[str, Path] = HERE) -> dict[str, Any]:
     """Record every model folder of ``zoo`` (a checkout's zoo) in index.json's ``"files"``; returns the new manifest."""
-    from ..checkpoint import atomic_write_bytes
+    from ..atomic import atomic_write_bytes
 
     zoo = Path(zoo)
     index_path = zoo / INDEX_NAME
