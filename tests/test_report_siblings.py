@@ -122,3 +122,24 @@ def test_every_declared_seed_is_shipped_and_trained_by_its_preset_with_that_seed
             cfg = read_config(name)
             assert name == f"{base}-seed{k}" and cfg["training"]["train_config"]["seed"] == int(k) == cfg["model"]["seed"]
             assert zoo.recipe(name) == zoo.recipe(base)
+
+
+def test_a_model_outside_the_index_gets_the_siblings_a_file_declares(tmp_path):
+    """An imported or locally trained model: its relatives in a JSON file (paths from the file's folder, or zoo names)."""
+    from icl_interp.zoo import siblings_from
+
+    runs = tmp_path / "runs"
+    ii.save_model(ii.load_model("softmax-p16-h4"), runs / "h4")
+    ii.save_model(ii.load_model("softmax-p16-h1"), runs / "h1")
+    (tmp_path / "sib.json").write_text(json.dumps({"head_counts": ["runs/h4", "runs/h1"], "single_head": "runs/h1",
+                                                   "concat_twin": "runs/not-trained", "linear_twin": "zoo:linear-concat"}))
+    anchor = str(runs / "h4")
+    got = siblings_from(anchor, tmp_path / "sib.json")
+    h1 = str((runs / "h1").resolve())
+    assert got.head_counts == (anchor, h1) and got.single_head == h1 and got.concat_twin is None
+    assert got.missing == (str((runs / "not-trained").resolve()),) and got.linear_twin == "zoo:linear-concat"
+    assert siblings_from(anchor, {"single_head": h1}).single_head == h1
+    with pytest.raises(ValueError, match="unknown roles \\['single_heads'\\]"):
+        siblings_from(anchor, {"single_heads": h1})
+    with pytest.raises(ValueError, match="not a readable JSON file"):
+        siblings_from(anchor, tmp_path / "none.json")
