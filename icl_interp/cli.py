@@ -78,7 +78,7 @@ def _report(args: argparse.Namespace) -> int:
             return 0
         zoo = use_zoo(got["zoo"])
     with zoo:
-        res = write_report(args.out, model=args.model, quick=args.quick)
+        res = write_report(args.out, model=args.model, quick=args.quick, prompt_seed=args.prompt_seed)
     for claim in res["claims"]:
         print(f"[{claim['verdict']}] {claim['id']}: {claim['claim']}  ({claim['number']})")
     print(f"wrote {Path(args.out) / 'report.md'} in {res['seconds']} s")
@@ -147,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--model", default="default",
                      help="zoo name or saved model folder (default: default, with its zoo siblings); comparisons without siblings are skipped")
     rep.add_argument("--quick", action="store_true", help="small samples, seconds")
+    rep.add_argument("--prompt-seed", dest="prompt_seed", type=int, default=0,
+                     help="draw every study's prompts from this seed (default 0: the shipped report's prompts)")
     rep.add_argument("--retrain", action="store_true",
                      help="retrain the zoo from its presets first (hours on a CPU; resumable), into --zoo-dir, and report on it")
     rep.add_argument("--zoo-dir", dest="zoo_dir", default="runs/retrained",

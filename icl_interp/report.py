@@ -26,6 +26,23 @@ from .zoo import Siblings, siblings
 __all__ = ["write_report", "single_model_studies"]
 
 IN_MEMORY = "model (in memory)"
+
+#: every prompt set of one report, by use, as an offset added to ``prompt_seed * PROMPT_SEED_STRIDE``: prompt seed 0 keeps
+#: the shipped report's draws. "study": the head, attention, probe and GD studies (the anchor, its concatenated and linear
+#: twins, the noise sweep); "risk": the risk curves and the quality bar; "tuning": the baselines' held-out tuning prompts;
+#: "gd_tuning": the GD study's tuned algorithms (its figure); "second_seed" and "prior": the second seed's c / D fits and
+#: prior probe (which adds D to its seed per context length)
+PROMPT_SETS = {"study": 7, "risk": 1, "tuning": 10_000, "gd_tuning": 20_000, "second_seed": 5, "prior": 11}
+#: the gap between two prompt seeds' sets (above every offset plus what a study adds to its seed)
+PROMPT_SEED_STRIDE = 100_000
+
+
+def prompt_seeds(prompt_seed: int = 0) -> dict[str, int]:
+    """The sampling seed of each prompt set (:data:`PROMPT_SETS`) of the report drawn with ``prompt_seed``."""
+    if isinstance(prompt_seed, bool) or not isinstance(prompt_seed, int) or prompt_seed < 0:
+        raise ValueError(f"prompt_seed must be an int >= 0, got {prompt_seed!r}")
+    return {k: v + prompt_seed * PROMPT_SEED_STRIDE for k, v in PROMPT_SETS.items()}
+
 _SKIP_NOTES = {
     "head_counts": "no head-count siblings: the head-count comparison (Fig 1b, `head_count_order`) is skipped",
     "single_head": "no trained single-head sibling: `multihead_beats_single` is skipped",
@@ -88,8 +105,10 @@ def _resolve(model: Any) -> tuple[str, Any, Siblings]:
     raise ValueError(f"model {str(model)!r} is neither a saved model folder nor a zoo name; zoo names: {zoo_names()}")
 
 
-def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path) -> dict:
-    """Run every study that applies to ``model`` (and its siblings) on the same prompts; the results by study."""
+def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path, seeds: dict[str, int]) -> dict:
+    """Run every study that applies to ``model`` (and its siblings) on the same prompts; the results by study.
+
+    ``seeds``: each prompt set's sampling seed (:func:`prompt_seeds`)."""
     import torch
 
     loaded = {name: model}
@@ -101,11 +120,11 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path) -> di
 
     task, n = model.task, model.cfg.max_points
     n_prompts = 256 if quick else 2000
-    data = prepare(model, task.sample(n_prompts, n, seed=7))  # one validated batch and clean forward for every study
-    r: dict[str, Any] = {"model": name, "model_config": model.cfg.to_dict(), "quick": quick}
+    data = prepare(model, task.sample(n_prompts, n, seed=seeds["study"]))  # one validated batch and clean forward for every study
+    r: dict[str, Any] = {"model": name, "model_config": model.cfg.to_dict(), "quick": quick, "prompt_seeds": seeds}
     variants = {v: get(v) for v in sib.head_counts}
     variants.setdefault(name, model)
-    r["risk"] = st.risk_curves(variants, task, n, n_prompts=n_prompts, seed=1, quick=quick, out=out)
+    r["risk"] = st.risk_curves(variants, task, n, n_prompts=n_prompts, seed=seeds["risk"], tuning_seed=seeds["tuning"], quick=quick, out=out)
     r["quality_bar"] = cl.quality_bar(r["risk"], name, task.d)
     # the head-count siblings (and below the concatenated twin) share the task, so the same tuned baselines: each one's bar
     # (issue 14: the comparison models reach the bar too, or the report says which do not)
@@ -114,41 +133,44 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path) -> di
     r["importance"] = st.importance_study(model, data, out=out)
     r["attention"] = _attention(model, data, out)
     single = get(sib.single_head) if sib.single_head else None
-    r["pruning"] = st.pruning_study(model, data, single_head=single, importance=torch.tensor(r["importance"]["ablation"]), out=out)
+    importances = {k: torch.tensor(v["ablation"]) for k, v in r["importance"]["by_ablation"].items()}  # each kind's own mask
+    r["pruning"] = st.pruning_study(model, data, single_head=single, importance=importances, out=out)
     pairs = {}
     for full, one in sib.noise_sweep:
         pairs[float(get(full).task.noise_std)] = (get(full), get(one) if one else None)
     if len(pairs) > 1:
         known = {float(task.noise_std): r["pruning"]}  # the same model, prompts and seed: not run again
-        r["pruning_noise"] = st.noise_pruning_study(pairs, n_prompts=n_prompts, quick=quick, known=known, out=out)
+        r["pruning_noise"] = st.noise_pruning_study(pairs, n_prompts=n_prompts, seed=seeds["study"], quick=quick, known=known, out=out)
         r["quality_bar_noise"] = {}  # each other level's pair against its own task's tuned baselines
         for full, one in sib.noise_sweep:
             if full != name:
                 level = {m: get(m) for m in (full, one) if m}
-                risk = st.risk_curves(level, get(full).task, n, n_prompts=n_prompts, seed=1, quick=quick)
+                risk = st.risk_curves(level, get(full).task, n, n_prompts=n_prompts, seed=seeds["risk"], tuning_seed=seeds["tuning"],
+                                      quick=quick)
                 r["quality_bar_noise"].update({m: cl.quality_bar(risk, m, task.d) for m in level})
     r["preprocessing"] = st.preprocessing_study(model, data, out=out)
-    r["gd"] = st.gd_study(model, data, out=out)
+    r["gd"] = st.gd_study(model, data, tuning_seed=seeds["gd_tuning"], out=out)
     if sib.concat_twin:  # the same questions where one token holds x_i and y_i together
         twin = get(sib.concat_twin)
-        tdata = prepare(twin, twin.task.sample(n_prompts, twin.cfg.max_points, seed=7))
-        curve = evaluate(twin, twin.task, n_points=twin.cfg.max_points, n_prompts=r["risk"]["n_prompts"], seed=1)  # the risk prompts
+        tdata = prepare(twin, twin.task.sample(n_prompts, twin.cfg.max_points, seed=seeds["study"]))
+        curve = evaluate(twin, twin.task, n_points=twin.cfg.max_points, n_prompts=r["risk"]["n_prompts"], seed=seeds["risk"])  # the risk prompts
         r["concat"] = {"model": sib.concat_twin, "error": curve.error.tolist(),
-                       "preprocessing": st.preprocessing_study(twin, tdata), "gd": st.gd_study(twin, tdata)}
+                       "preprocessing": st.preprocessing_study(twin, tdata), "gd": st.gd_study(twin, tdata, tuning_seed=seeds["gd_tuning"])}
         if twin.task.to_dict() == task.to_dict() and len(curve.error) == len(r["risk"]["curves"][name]["error"]):  # same prompts
             with_twin = {"curves": {**r["risk"]["curves"], sib.concat_twin: {"error": r["concat"]["error"]}}}
             r["quality_bar_siblings"][sib.concat_twin] = cl.quality_bar(with_twin, sib.concat_twin, task.d)
     if sib.linear_twin:  # the same task in the seed's theory class (bidirectional linear attention): every single-model claim
-        r["linear"] = single_model_studies(get(sib.linear_twin), n_prompts=n_prompts, name=sib.linear_twin)
+        r["linear"] = st.single_model_studies(get(sib.linear_twin), n_prompts=n_prompts, seed=seeds["study"], name=sib.linear_twin,
+                                              risk_seed=seeds["risk"], tuning_seed=seeds["gd_tuning"])
     if sib.second_seed:
         softmax = {v: get(v) for v in sib.second_seed}
-        r["multihead"] = st.multihead_study(softmax, next(iter(softmax.values())).task, quick=quick, out=out)
+        r["multihead"] = st.multihead_study(softmax, next(iter(softmax.values())).task, seed=seeds["second_seed"], quick=quick, out=out)
     dyn = _stored_dynamics(name, out)
     if dyn is not None:
         r["dynamics"] = dyn
     if sib.second_seed_settings:  # the seed's other settings (our definitions: README)
         r["seed2_settings"] = st.settings_study({s: {v: get(v) for v in names} for s, names in sib.second_seed_settings},
-                                                quick=quick, out=out)
+                                                seed=seeds["second_seed"], prior_seed=seeds["prior"], quick=quick, out=out)
     have = {"head_counts": len(variants) > 1, "single_head": single is not None, "noise_sweep": len(pairs) > 1,
             "concat_twin": bool(sib.concat_twin), "linear_twin": bool(sib.linear_twin), "second_seed": bool(sib.second_seed),
             "second_seed_settings": bool(sib.second_seed_settings)}
@@ -170,23 +192,26 @@ def single_model_studies(model: Any, *, n_prompts: int = 2000, seed: int = 7, na
     return st.single_model_studies(net, n_prompts=n_prompts, seed=seed, name=label if name is None else name)
 
 
-def write_report(out: Union[str, Path], *, model: Any = "default", quick: bool = False) -> dict:
+def write_report(out: Union[str, Path], *, model: Any = "default", quick: bool = False, prompt_seed: int = 0) -> dict:
     """Run every analysis on ``model`` and write ``out/report.md`` (with its figures) and ``out/report.json``.
 
     ``model``: a zoo name (its siblings in the zoo index join the comparisons), a
     saved model folder or an ``ICLTransformer`` in memory (no siblings: those
     comparisons are skipped with a note). ``quick``: 256 prompts instead of 2,000.
-    Returns the results; ``results["claims"]`` lists each claim with its stable ``id``.
+    ``prompt_seed``: every study's prompts are drawn from it (:func:`prompt_seeds`; 0: the
+    shipped report's prompts). Returns the results; ``results["claims"]`` lists each claim
+    with its stable ``id``, verdict, value and 5-95% interval.
     """
     if not isinstance(out, (str, Path)):
         raise TypeError(f"out must be a folder path (str or Path), got {type(out).__name__}")
     if not isinstance(quick, bool):
         raise TypeError(f"quick must be a bool, got {type(quick).__name__}")
+    seeds = prompt_seeds(prompt_seed)
     t0 = time.perf_counter()
     name, net, sib = _resolve(model)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    results = _collect(name, net, sib, quick, out)
+    results = _collect(name, net, sib, quick, out, seeds)
     results["claims"] = [c.to_dict() for c in cl.decide(results)]
     results["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "report.json").write_text(json.dumps(results, indent=1))
@@ -283,6 +308,33 @@ def _ratio(bar: dict, key: str) -> str:
     return text if interval is None else f"{text} ({interval[0]:.3f}-{interval[1]:.3f})"
 
 
+_VERDICT_RULE = (
+    "A claim is **reproduced** when the {lo}-{hi}% interval of its deciding statistic (a paired bootstrap over the prompts, "
+    "{n_boot} resamples, every per-prompt number that enters it resampled together; no model rerun) clears every threshold; "
+    "**not reproduced** when it lies wholly on the wrong side; **undecided** when it straddles one; **mixed** when its parts "
+    "(heads, layers, noise levels) disagree, named in its row. A claim without an interval (\"point\") is decided on its value. "
+    "Head claims are decided under zero, mean and resample ablation (the reference of the last two: the study's own prompts); "
+    "the headline verdict and numbers are **{headline}** ablation's, and a row says which kind changes its verdict. "
+    "The study prompts were drawn with seed {seed} (`icl-interp report --prompt-seed K`)."
+)
+
+
+def _num(value: Any) -> str:
+    return "-" if not isinstance(value, (int, float)) else f"{value:.3f}"
+
+
+def _interval(interval: Any) -> str:
+    return "point" if not interval else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def _kinds_cell(claim: dict) -> str:
+    """``zero: reproduced, 0.630 [0.601, 0.660]; mean: ...`` for a head claim, "-" for the others."""
+    by = claim.get("by_ablation")
+    if not by:
+        return "-"
+    return "; ".join(f"{k}: {v['verdict']}, {_num(v['value'])} {_interval(v['interval'])}" for k, v in by.items())
+
+
 def _markdown(r: dict, model: Any) -> str:
     c = model.cfg
     q = r["quality_bar"]
@@ -294,12 +346,15 @@ def _markdown(r: dict, model: Any) -> str:
         "",
         "## Claims",
         "",
-        "Each claim is decided in `icl_interp/claims/` (thresholds named there); `report.json` lists them by `id`.",
+        "Each claim is decided in `icl_interp/claims/` (thresholds named there); `report.json` lists them by `id`. "
+        + _VERDICT_RULE.format(lo=round(100 * cl.INTERVAL_QUANTILES[0]), hi=round(100 * cl.INTERVAL_QUANTILES[1]), n_boot=cl.N_BOOT,
+                               headline=cl.HEADLINE_ABLATION, seed=r.get("prompt_seeds", {}).get("study", "?")),
         "",
-        "| id | claim | verdict | the number that decides |",
-        "|---|---|---|---|",
+        "| id | claim | verdict | value | 5-95% interval | seeds | prompts | by ablation kind | the number that decides |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| `{x['id']}` | {x['claim']} | **{x['verdict']}** | {x['number']} |" for x in r["claims"]]
+    lines += [f"| `{x['id']}` | {x['claim']} | **{x['verdict']}** | {_num(x.get('value'))} | {_interval(x.get('interval'))} | "
+              f"{x.get('seeds', 1)} | {x.get('n_prompts') or '-'} | {_kinds_cell(x)} | {x['number']} |" for x in r["claims"]]
     if r["skipped"]:
         lines += ["", "Skipped (siblings are declared in the zoo index, `icl_interp/zoo/index.json`):", ""]
         lines += [f"- {note}" for note in r["skipped"].values()]

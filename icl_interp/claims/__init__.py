@@ -17,21 +17,23 @@ from ._core import (  # the thresholds are part of the public face: each claim's
     CONCAT_PREFIX,
     GD_CHANCE_FRACTION,
     GD_CLOSE,
-    GD_LOOSE,
     HEAD_COUNT_GAIN,
     HEAD_COUNT_SLACK,
     HEAD_ESSENTIAL_RISE,
+    HEADLINE_ABLATION,
+    INTERVAL_QUANTILES,
     LINEAR_PREFIX,
-    PARTIAL_ERROR_RATIO,
+    N_BOOT,
     PREPROCESS_R2_GAIN,
-    PREPROCESS_R2_HINT,
     QUALITY_BAR_LASSO_RATIO,
     QUALITY_BAR_RIDGE_RATIO,
     SEED2_C_RATIO,
     TOP_HEAD_MAJORITY,
     VERDICTS,
     Claim,
+    Test,
     check_result,
+    interval_verdict,
 )
 from .quality import quality_bar
 from .seed1 import (
@@ -59,8 +61,9 @@ from .seed2 import (
 )
 
 __all__ = [
-    "CLEAR_ERROR_RATIO", "CONCAT_PREFIX", "GD_CHANCE_FRACTION", "GD_CLOSE", "GD_LOOSE", "HEAD_COUNT_GAIN", "HEAD_COUNT_SLACK", "HEAD_ESSENTIAL_RISE", "LINEAR_PREFIX", "PARTIAL_ERROR_RATIO", "PREPROCESS_R2_GAIN", "PREPROCESS_R2_HINT", "QUALITY_BAR_LASSO_RATIO", "QUALITY_BAR_RIDGE_RATIO", "SEED2_C_RATIO", "TOP_HEAD_MAJORITY",
-    "Claim", "VERDICTS", "decide", "quality_bar", "check_result",
+    "CLEAR_ERROR_RATIO", "CONCAT_PREFIX", "GD_CHANCE_FRACTION", "GD_CLOSE", "HEAD_COUNT_GAIN", "HEAD_COUNT_SLACK", "HEAD_ESSENTIAL_RISE", "LINEAR_PREFIX", "PREPROCESS_R2_GAIN", "QUALITY_BAR_LASSO_RATIO", "QUALITY_BAR_RIDGE_RATIO", "SEED2_C_RATIO", "TOP_HEAD_MAJORITY",
+    "HEADLINE_ABLATION", "INTERVAL_QUANTILES", "N_BOOT",
+    "Claim", "Test", "VERDICTS", "interval_verdict", "decide", "quality_bar", "check_result",
     "layer0_all_heads", "later_single_head", "pruning_preserves", "layer0_preprocesses", "later_gd_steps",
     "steps_on_preprocessed", "multihead_beats_single", "head_count_order", "noise_pruning", "noise_single_head",
     "seed2_wide", "seed2_narrow", "seed2",

@@ -93,9 +93,10 @@ def preprocessing_study(model: Any, data: Any, *, out: PathLike = None) -> dict:
 
 # -- later layers as GD steps -------------------------------------------------------------------
 
-def _tuned_risks(task: Any, batch: Any, steps: tuple, norm: float) -> dict[str, list[float]]:
-    """Risk at the query of the best t-step GD and PtO (step size, and for PtO the candidate, of the lowest validation error)."""
-    val = task.sample(TUNING_PROMPTS, batch.n_points, seed=TUNING_SEED)
+def _tuned_risks(task: Any, batch: Any, steps: tuple, norm: float, seed: int = TUNING_SEED) -> dict[str, list[float]]:
+    """Risk at the query of the best t-step GD and PtO (step size, and for PtO the candidate, of the lowest validation error
+    on prompts of ``seed``)."""
+    val = task.sample(TUNING_PROMPTS, batch.n_points, seed=seed)
     curves: dict[str, list[float]] = {"gd": [], "pto": []}
     for t in steps:
         for kind in curves:
@@ -130,7 +131,7 @@ def _control_model(model: Any) -> Any:
     return ICLTransformer(ModelConfig(**{**model.cfg.to_dict(), "seed": model.cfg.seed + 1}), model.task)
 
 
-def gd_study(model: Any, data: Any, *, steps: tuple = (1, 2, 3, 4, 6, 8), out: PathLike = None) -> dict:
+def gd_study(model: Any, data: Any, *, steps: tuple = (1, 2, 3, 4, 6, 8), tuning_seed: int = TUNING_SEED, out: PathLike = None) -> dict:
     """Later layers against t-step GD and PtO runs: their iterates read off the layers (the claims), risks and alignment.
 
     ``iterates``: :func:`~icl_interp.studies.iterates.layer_iterates` (per algorithm and
@@ -139,7 +140,7 @@ def gd_study(model: Any, data: Any, *, steps: tuple = (1, 2, 3, 4, 6, 8), out: P
     model's and the random model's mean gap to the closest GD and PtO run, the deciding
     numbers of the GD-step claims (None for a one-layer model). For the figure: the
     P-probing risk per layer (``probe_risk_per_layer``, and the random model's) and the risk
-    of the best t-step GD and PtO for t in ``steps``; ``alignment``: :func:`~icl_interp.gd.gd_alignment`.
+    of the best t-step GD and PtO for t in ``steps`` (tuned on prompts of ``tuning_seed``); ``alignment``: :func:`~icl_interp.gd.gd_alignment`.
     """
     from ..gd import gd_alignment
     from ..model import ICLTransformer
@@ -154,7 +155,7 @@ def gd_study(model: Any, data: Any, *, steps: tuple = (1, 2, 3, 4, 6, 8), out: P
     data = run.batch
     align = gd_alignment(model, run, steps=steps)
     norm = model_norm(model)
-    curves = _tuned_risks(task, data, steps, norm)
+    curves = _tuned_risks(task, data, steps, norm, check_int("tuning_seed", tuning_seed, min_value=0))
     iterates, table = layer_iterates(model, run)
     rows = [table.get(l, "resid_post", "y_query") for l in range(-1, model.hooked.cfg.n_layers)]
     result = {"steps": list(steps), "probe_risk_per_layer": [r.mse / norm for r in rows], "probe_risk_per_layer_control": None,
