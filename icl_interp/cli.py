@@ -103,6 +103,24 @@ def _build_construction(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from .sweep import sweep, sweep_status
+
+    if args.status:
+        rows = sweep_status(args.presets, args.seeds, args.out)
+    else:
+        slurm = {k: v for k, v in (("slurm_partition", args.slurm_partition), ("gpus_per_node", args.gpus_per_node)) if v is not None}
+        rows = sweep(args.presets, args.seeds, args.out, executor=args.executor, parallel=args.parallel, threads=args.threads,
+                     device=args.device, timeout_min=args.timeout_min, max_minutes=args.max_minutes, slurm=slurm, wait=not args.no_wait)
+    for r in rows:
+        extra = "".join(f"  {k}={r[k]}" for k in ("step", "eval_error_last", "job_id", "error", "log") if r.get(k) is not None)
+        print(f"{r['preset']:>24} seed {r['seed']:<3} {r['state']:<16} {r['out']}{extra}")
+    left = [r for r in rows if r["state"] not in ("finished", "finished before")]
+    if left and not args.status:
+        print(f"{len(left)} of {len(rows)} runs not finished: run the same command again to go on")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="icl-interp", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -170,6 +188,25 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("name", help="construction-gd or construction-pto (icl_interp.constructions.CONSTRUCTIONS)")
     c.add_argument("--out", required=True, help="output folder for the saved model")
     c.set_defaults(func=_build_construction)
+    sw = sub.add_parser("sweep", help="train presets x training seeds through submitit (SLURM on a cluster, local processes here)",
+                        description="One folder per run under --out (NAME or NAME-seedK); run the same command again to resume.")
+    sw.add_argument("--presets", nargs="+", required=True, help="preset names (icl-interp train --help lists them)")
+    sw.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (default: 0)")
+    sw.add_argument("--out", required=True, help="the sweep's folder (on a cluster: a file system the nodes share)")
+    sw.add_argument("--executor", default="auto", choices=["auto", "local", "slurm", "debug"],
+                    help="auto: SLURM when srun is on the PATH, else local processes (default auto)")
+    sw.add_argument("--parallel", type=int, help="runs at once (local default 1; SLURM: the array's parallelism, default all)")
+    sw.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    sw.add_argument("--device", default="auto", help=f"where each run trains: {DEVICE_HELP}")
+    sw.add_argument("--timeout-min", dest="timeout_min", type=float, default=24 * 60,
+                    help="each job's time limit in minutes (a SLURM job past it requeues itself and resumes; default 1440)")
+    sw.add_argument("--max-minutes", dest="max_minutes", type=float,
+                    help="each run stops at its first checkpoint after this many minutes (run the sweep again to go on)")
+    sw.add_argument("--slurm-partition", dest="slurm_partition", help="SLURM partition")
+    sw.add_argument("--gpus-per-node", dest="gpus_per_node", type=int, help="GPUs per SLURM job")
+    sw.add_argument("--no-wait", dest="no_wait", action="store_true", help="SLURM: submit and return (check with --status)")
+    sw.add_argument("--status", action="store_true", help="only show each run's state (finished / stopped / not started)")
+    sw.set_defaults(func=_sweep)
     return p
 
 

@@ -106,3 +106,19 @@ def test_seeds_lists_a_models_training_seeds_present_in_the_zoo_in_use(tmp_path,
         assert zoo.seeds("default") == {0: "default", 1: "default-seed1"}   # seed 2 not in this zoo
         assert zoo.seeds("default-h1") == {0: "default-h1"} and zoo.seeds("nothing") == {} and zoo.seeds(None) == {}
         assert zoo.recipe("default") == zoo.recipe("default-seed1")   # the seed is not part of the recipe
+
+
+def test_every_declared_seed_is_shipped_and_trained_by_its_preset_with_that_seed():
+    """index.json's seeds: each one in the zoo, trained with its base model's recipe (ii.zoo.recipe) and the
+    declared seed for both the data order and the initial weights (icl-interp train --preset NAME --seed K)."""
+    from icl_interp import zoo
+    from icl_interp.checkpoint import read_config
+
+    declared = json.loads(INDEX.read_text()).get("seeds", {})
+    for base, by_seed in declared.items():
+        assert base in zoo_names() and base in PRESETS
+        assert zoo.seeds(base) == {0: base, **{int(k): n for k, n in by_seed.items()}}
+        for k, name in by_seed.items():
+            cfg = read_config(name)
+            assert name == f"{base}-seed{k}" and cfg["training"]["train_config"]["seed"] == int(k) == cfg["model"]["seed"]
+            assert zoo.recipe(name) == zoo.recipe(base)
