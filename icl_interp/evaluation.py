@@ -155,6 +155,9 @@ def ratio_interval(
     return float(low), float(high)
 
 
+_COUNTS_CELLS = 1 << 22
+
+
 def paired_bootstrap(
     per_prompt: Float[Tensor, "prompts k"], statistic: Callable[[Tensor], Tensor], n_boot: int = 2000, seed: int = 0
 ) -> tuple[Tensor, Tensor]:
@@ -170,9 +173,15 @@ def paired_bootstrap(
     table = check_tensor("per_prompt", per_prompt, ndim=2).double()
     if not callable(statistic):
         raise TypeError(f"statistic must be a callable on the means [..., k], got {type(statistic).__name__}")
-    n_boot = check_int("n_boot", n_boot, min_value=1)
-    counts = _resample_counts(table.shape[0], n_boot, check_int("seed", seed, min_value=0), table.dtype)
-    return statistic(table.mean(0)), statistic(counts @ table / table.shape[0])
+    n_boot, n = check_int("n_boot", n_boot, min_value=1), table.shape[0]
+    gen = torch.Generator().manual_seed(check_int("seed", seed, min_value=0))
+    chunk = max(1, min(n_boot, _COUNTS_CELLS // n))  # resamples per block: at most about 4M counts in memory at once
+    draws = []
+    for start in range(0, n_boot, chunk):
+        idx = torch.randint(n, (min(chunk, n_boot - start), n), generator=gen)
+        counts = torch.zeros(idx.shape, dtype=table.dtype).scatter_add_(1, idx, torch.ones_like(idx, dtype=table.dtype))
+        draws.append(statistic(counts @ table / n))
+    return statistic(table.mean(0)), torch.cat(draws)
 
 
 def evaluate(

@@ -22,6 +22,7 @@ from .evaluation import evaluate
 from .runner import prepare
 from .study_plots import plot_dynamics_study, save_figure
 from .zoo import Siblings, siblings
+from .zoo import seeds as zoo_seeds
 
 __all__ = ["write_report", "single_model_studies"]
 
@@ -165,6 +166,11 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path, seeds
     if sib.second_seed:
         softmax = {v: get(v) for v in sib.second_seed}
         r["multihead"] = st.multihead_study(softmax, next(iter(softmax.values())).task, seed=seeds["second_seed"], quick=quick, out=out)
+        r["multihead"]["seeds"] = {}  # the same study on each training seed k that every one of these models has
+        by_seed = [zoo_seeds(v) for v in sib.second_seed]
+        for k in sorted(set.intersection(*(set(s) for s in by_seed)) - {0}):
+            twins = {s[k]: get(s[k]) for s in by_seed}
+            r["multihead"]["seeds"][str(k)] = st.multihead_study(twins, next(iter(twins.values())).task, seed=seeds["second_seed"], quick=quick)
     dyn = _stored_dynamics(name, out)
     if dyn is not None:
         r["dynamics"] = dyn
@@ -439,7 +445,8 @@ def _markdown(r: dict, model: Any) -> str:
     if "multihead" in r:
         lines += ["", "## Second seed: single- vs multi-head one-layer softmax attention", "", "![multihead](multihead.png)", "",
                   "| model | p | h | p/h | fitted c | fitted e |", "|---|---|---|---|---|---|"]
-        lines += [f"| {n} | {m['p']} | {m['h']} | {m['p_over_h']:g} | {m['c']:.3f} | {m['e']:.4f} |" for n, m in r["multihead"]["models"].items()]
+        studies = [r["multihead"], *r["multihead"].get("seeds", {}).values()]  # the shipped models, then each training seed's
+        lines += [f"| {n} | {m['p']} | {m['h']} | {m['p_over_h']:g} | {m['c']:.3f} | {m['e']:.4f} |" for st_ in studies for n, m in st_["models"].items()]
     if "dynamics" in r:
         lines += _dynamics_lines(r["dynamics"])
     if "seed2_settings" in r:

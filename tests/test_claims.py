@@ -528,3 +528,37 @@ def test_noise_claims_take_the_worst_level_with_a_joint_interval():
     assert pruned.verdict == R and pruned.value == pytest.approx(max(p["value"] for p in pruned.parts.values()))
     assert pruned.by_ablation["mean"]["verdict"] == N and single.verdict == R and single.n_prompts == 400
     assert single.value == pytest.approx(1.25)
+
+
+# -- training seeds (issue 26) ----------------------------------------------------------------------------
+
+def test_across_seeds_every_seed_or_an_across_seed_interval_that_clears():
+    one = lambda r: cl.seed2(cmp(r, True))  # noqa: E731  (point values: reproduced when c ratio <= 0.9)
+    every = cl.across_seeds({"0": one(0.8), "1": one(0.85), "2": one(0.7)})
+    assert every.verdict == R and every.seeds == 3 and list(every.per_seed) == ["0", "1", "2"] and every.value == 0.8
+    assert "on every one of 3 training seeds" in every.number
+    split = cl.across_seeds({"0": one(0.85), "1": one(0.95), "2": one(0.85)})       # mean 0.883 -+ 2.92 x 0.033: straddles 0.9
+    assert split.verdict == U and split.value == pytest.approx(0.8833, abs=1e-4) and split.interval[0] < 0.9 < split.interval[1]
+    assert split.per_seed["1"]["verdict"] == N
+    most = cl.across_seeds({str(k): one(r) for k, r in enumerate((0.8, 0.8, 0.8, 0.8, 0.91))})   # one seed over, the mean clears
+    assert most.verdict == R and most.interval[1] < 0.9 and most.seeds == 5
+    assert cl.across_seeds({"0": one(0.8)}).seeds == 1 and cl.across_seeds({"0": one(0.8)}).per_seed is None
+    with pytest.raises(ValueError, match="at least one training seed"):
+        cl.across_seeds({})
+
+
+def test_seed_interval_is_the_t_interval_of_the_mean():
+    stats = pytest.importorskip("scipy.stats")
+    values = [0.71, 0.75, 0.69, 0.8, 0.73]
+    mean, se = sum(values) / 5, stats.sem(values)
+    assert cl._core.seed_interval(values) == pytest.approx([mean - stats.t.ppf(0.95, 4) * se, mean + stats.t.ppf(0.95, 4) * se], rel=1e-3)
+    with pytest.raises(ValueError, match="at least two seeds"):
+        cl._core.seed_interval([0.7])
+
+
+def test_decide_decides_the_second_seed_on_every_training_seed():
+    r = _results(full=False)
+    r["multihead"] = {"comparisons": [cmp(0.7, True)], "seeds": {"1": {"comparisons": [cmp(0.8, True)]}, "2": {"comparisons": [cmp(0.95, True)]}}}
+    (claim,) = [c for c in cl.decide(r) if c.id == "seed2_wide"]
+    assert claim.seeds == 3 and [v["verdict"] for v in claim.per_seed.values()] == [R, R, N]
+    assert claim.value == pytest.approx(0.8167, abs=1e-4) and claim.verdict == U

@@ -32,6 +32,7 @@ from ._core import (  # the thresholds are part of the public face: each claim's
     VERDICTS,
     Claim,
     Test,
+    across_seeds,
     check_result,
     interval_verdict,
 )
@@ -63,7 +64,7 @@ from .seed2 import (
 __all__ = [
     "CLEAR_ERROR_RATIO", "CONCAT_PREFIX", "GD_CHANCE_FRACTION", "GD_CLOSE", "HEAD_COUNT_GAIN", "HEAD_COUNT_SLACK", "HEAD_ESSENTIAL_RISE", "LINEAR_PREFIX", "PREPROCESS_R2_GAIN", "QUALITY_BAR_LASSO_RATIO", "QUALITY_BAR_RIDGE_RATIO", "SEED2_C_RATIO", "TOP_HEAD_MAJORITY",
     "HEADLINE_ABLATION", "INTERVAL_QUANTILES", "N_BOOT",
-    "Claim", "Test", "VERDICTS", "interval_verdict", "decide", "quality_bar", "check_result",
+    "Claim", "Test", "VERDICTS", "interval_verdict", "across_seeds", "decide", "quality_bar", "check_result",
     "layer0_all_heads", "later_single_head", "pruning_preserves", "layer0_preprocesses", "later_gd_steps",
     "steps_on_preprocessed", "multihead_beats_single", "head_count_order", "noise_pruning", "noise_single_head",
     "seed2_wide", "seed2_narrow", "seed2",
@@ -92,6 +93,9 @@ def decide(results: dict) -> list[Claim]:
         claims += [noise_pruning(results["pruning_noise"]), noise_single_head(results["pruning_noise"])]
     if len(results.get("head_counts", {})) > 1:
         claims.append(head_count_order(results["head_counts"]))
-    claims += [seed2(cmp) for cmp in results.get("multihead", {}).get("comparisons", [])]
+    multihead = results.get("multihead", {})
+    for cmp in multihead.get("comparisons", []):  # each comparison on every training seed of its models (the study's "seeds")
+        same = {k: c for k, study in multihead.get("seeds", {}).items() for c in study["comparisons"] if (c["p"], c["h"]) == (cmp["p"], cmp["h"])}
+        claims.append(across_seeds({"0": seed2(cmp), **{k: seed2(c) for k, c in same.items()}}))
     claims += seed2_settings(results["seed2_settings"]) if "seed2_settings" in results else []
     return [c for c in claims if c is not None]

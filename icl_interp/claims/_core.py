@@ -158,6 +158,12 @@ def bootstrap(columns: Mapping[str, Any], statistic: Callable[[dict], torch.Tens
     return value, torch.quantile(draws, torch.tensor(INTERVAL_QUANTILES, dtype=draws.dtype), dim=0)
 
 
+def percentiles(draws: Any) -> list[float]:
+    """The [5%, 95%] interval (:data:`INTERVAL_QUANTILES`) of a statistic's bootstrap draws."""
+    t = torch.as_tensor(draws, dtype=torch.float64)
+    return torch.quantile(t, torch.tensor(INTERVAL_QUANTILES, dtype=t.dtype)).tolist()
+
+
 def tests_from(value: torch.Tensor, interval: torch.Tensor, threshold: float, direction: str) -> list[Test]:
     """One :class:`Test` per entry of a bootstrapped statistic ``[m]`` (or a scalar: a list of one)."""
     v, lo, hi = value.reshape(-1).tolist(), interval[0].reshape(-1).tolist(), interval[1].reshape(-1).tolist()
@@ -250,6 +256,48 @@ def across_ablations(claims: Mapping[str, Claim]) -> Claim:
     elif len(claims) > 1:
         head.number += f"; the same verdict under {', '.join(claims)} ablation"
     return head
+
+
+#: one-sided 95% quantiles of Student's t by degrees of freedom (the across-seed interval of a mean over a few seeds)
+_T95 = {1: 6.314, 2: 2.920, 3: 2.353, 4: 2.132, 5: 2.015, 6: 1.943, 7: 1.895, 8: 1.860, 9: 1.833, 10: 1.812}
+
+
+def seed_interval(values: Sequence[float]) -> list[float]:
+    """The 5-95% interval of the mean of a statistic over training seeds: mean -+ t(0.95, k - 1) x its standard error."""
+    v = [float(x) for x in values]
+    if len(v) < 2:
+        raise ValueError(f"values must hold the statistic on at least two seeds, got {values!r}")
+    mean = sum(v) / len(v)
+    se = math.sqrt(sum((x - mean) ** 2 for x in v) / (len(v) - 1) / len(v))
+    t = _T95.get(len(v) - 1, 1.645 + 1.6 / (len(v) - 1))
+    return [mean - t * se, mean + t * se]
+
+
+def across_seeds(claims: Mapping[Any, Claim]) -> Claim:
+    """One claim decided on every training seed of its model(s) (``{seed: claim}``, seed 0 the shipped model first).
+
+    The verdict holds across seeds: reproduced (not reproduced) when every seed's is, else the interval rule on the
+    across-seed interval of the seeds' values (:func:`seed_interval`), which then becomes the claim's value and interval;
+    ``per_seed`` holds each seed's value, interval and verdict, ``seeds`` their number. One seed: that claim unchanged.
+    """
+    if not claims:
+        raise ValueError("claims must map at least one training seed to its claim")
+    first = next(iter(claims.values()))
+    if len(claims) == 1:
+        return first
+    first.per_seed = {str(k): {"value": c.value, "interval": c.interval, "verdict": c.verdict} for k, c in claims.items()}
+    first.seeds = len(claims)
+    verdicts = {c.verdict for c in claims.values()}
+    values = [c.value for c in claims.values()]
+    words = ", ".join(f"seed {k}: {c.verdict} ({interval_text(Test(c.value, c.interval, 0.0, ABOVE), '.2f')})" for k, c in claims.items())
+    if len(verdicts) == 1 and verdicts <= {REPRODUCED, NOT_REPRODUCED}:
+        first.number += f"; on every one of {len(claims)} training seeds ({words})"
+        return first
+    interval = seed_interval(values)
+    first.value, first.interval = sum(values) / len(values), interval
+    first.verdict = interval_verdict(interval, first.threshold, first.direction)
+    first.number += f"; across {len(claims)} training seeds the mean is {interval_text(Test(first.value, interval, 0.0, ABOVE))} ({words})"
+    return first
 
 
 def check_result(name: str, result: Any, keys: Sequence[str]) -> dict:

@@ -277,12 +277,23 @@ def _twin(twin: Optional[str], kind: str = "concat") -> tuple[str, str]:
 
 def layer0_preprocesses(pre: dict, twin: Optional[str] = None, kind: str = "concat") -> Claim:
     """Layer 0's output encodes a preprocessed x_i better than the input and a random model (best candidate, every token):
-    R2 gain over the input above PREPROCESS_R2_GAIN, and over the random model's R2 too. Decided on the point values (the
-    probes' held-out R2; no per-prompt interval yet)."""
+    R2 gain over the input above PREPROCESS_R2_GAIN, and over the random model's R2 too. The interval: a paired bootstrap
+    over the probes' test prompts of the three probes' per-prompt squared errors (``best_per_prompt``; the fitted probes
+    held fixed); without them, the point values."""
     p = check_result("pre", pre, ("best_candidate", "best_gain_over_input", "best_layer0_r2", "best_input_r2", "best_control_r2"))
     control = p["best_control_r2"] if p["best_control_r2"] is not None else float("nan")
-    gain = Test(p["best_gain_over_input"], None, PREPROCESS_R2_GAIN, ABOVE)
-    over_control = Test(p["best_layer0_r2"] - control, None, PREPROCESS_R2_GAIN, ABOVE)
+    pp, n_prompts = p.get("best_per_prompt"), None
+    if pp is not None and "sse_control" in pp:
+        def stat(m: dict) -> torch.Tensor:
+            r2 = {k: (1 - m[f"sse_{k}"] / m["sst"]).mean(-1) for k in ("input", "layer0", "control")}
+            return torch.stack([r2["layer0"] - r2["input"], r2["layer0"] - r2["control"]], -1)
+
+        value, interval = bootstrap({k: pp[k] for k in ("sst", "sse_input", "sse_layer0", "sse_control")}, stat)
+        gain, over_control = tests_from(value, interval, PREPROCESS_R2_GAIN, ABOVE)
+        n_prompts = pp["n_test"]
+    else:
+        gain = Test(p["best_gain_over_input"], None, PREPROCESS_R2_GAIN, ABOVE)
+        over_control = Test(p["best_layer0_r2"] - control, None, PREPROCESS_R2_GAIN, ABOVE)
     ident, prefix = _twin(twin, kind)
     seen = f" (r over {p['view_words']})" if p.get("view_words") else ""
     return decided(ident + "layer0_preprocesses",
@@ -291,8 +302,9 @@ def layer0_preprocesses(pre: dict, twin: Optional[str] = None, kind: str = "conc
                    gain, {"best_candidate": p["best_candidate"], "gain_over_input": gain.value, "layer0_r2": p["best_layer0_r2"],
                           "control_r2": p["best_control_r2"]},
                    f"best candidate {p['best_candidate']}{seen}: R2 {p['best_layer0_r2']:.3f} after layer 0 vs {p['best_input_r2']:.3f} "
-                   f"at the input and {control:.3f} for the random-model control",
-                   gates=[(over_control, None)])
+                   f"at the input and {control:.3f} for the random-model control; gain over the input {interval_text(gain)}, "
+                   f"over the random model {interval_text(over_control)}",
+                   n_prompts=n_prompts, gates=[(over_control, None)])
 
 
 def _distances(gd: dict) -> Optional[dict]:

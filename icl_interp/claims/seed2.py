@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+import torch
+
 from ._core import (
     ABOVE,
     BELOW,
@@ -16,6 +18,7 @@ from ._core import (
     check_result,
     decided,
     interval_text,
+    percentiles,
     tests_from,
 )
 
@@ -95,10 +98,11 @@ def _prior(cmp: dict) -> tuple[Test, Optional[int], dict, str]:
 
 
 def seed2_prior_strong(cmp: dict) -> Claim:
-    """Strong prior: two parts, multi-head learns theta_0 (distance at most PRIOR_LEARNED; a point value: the fit over
-    the prompts has no per-prompt interval) and beats single-head (c ratio below SEED2_C_RATIO)."""
+    """Strong prior: two parts, multi-head learns theta_0 (distance at most PRIOR_LEARNED) and beats single-head (c ratio
+    at most SEED2_C_RATIO); the distance's interval from the prior study's bootstrap draws (``distance_draws``)."""
     ratio, n_prompts, p, number = _prior(cmp)
-    learned = Test(p["distance_multi"], None, PRIOR_LEARNED, BELOW)
+    draws = p.get("distance_draws")
+    learned = Test(p["distance_multi"], percentiles(draws["multi"]) if draws else None, PRIOR_LEARNED, BELOW)
     return decided("seed2_prior_strong", "Second seed, strong prior (sigma^2 = O(1/D)): multi-head attention learns the prior mean "
                    "theta_0 and beats single-head (smaller c).", learned, {"distance_multi": p["distance_multi"], "c_multi_over_single": ratio.value},
                    number, n_prompts=n_prompts, parts={"learns theta_0": learned, "smaller c": ratio})
@@ -106,12 +110,20 @@ def seed2_prior_strong(cmp: dict) -> Claim:
 
 def seed2_prior_weak(cmp: dict) -> Claim:
     """Weak prior: multi-head learns theta_0 no better than single-head: distances within CLEAR_ERROR_RATIO, each floored
-    at the Bayes predictor's, whose true distance is 0 (the probe's resolution). A point value (no per-prompt interval)."""
+    at the Bayes predictor's, whose true distance is 0 (the probe's resolution); the interval from the prior study's paired
+    bootstrap draws of the three distances (``distance_draws``)."""
     _, _, p, number = _prior(cmp)
     floor = max(p["distance_bayes"], 1e-12)
-    ratio = Test(max(p["distance_single"], floor) / max(p["distance_multi"], floor), None, CLEAR_ERROR_RATIO, BELOW)
+    value = max(p["distance_single"], floor) / max(p["distance_multi"], floor)
+    draws = p.get("distance_draws")
+    if draws:  # the same ratio on each paired bootstrap resample of the prior study's prompts
+        multi, single, bayes = (torch.tensor(draws[k], dtype=torch.float64) for k in ("multi", "single", "bayes"))
+        low = bayes.clamp(min=1e-12)
+        interval = percentiles(torch.maximum(single, low) / torch.maximum(multi, low))
+    ratio = Test(value, interval if draws else None, CLEAR_ERROR_RATIO, BELOW)
     return decided("seed2_prior_weak", "Second seed, weak prior (sigma^2 = Theta(1)): multi-head attention learns theta_0 no better "
-                   "than single-head.", ratio, {"single_over_multi_distance": ratio.value}, number)
+                   "than single-head.", ratio, {"single_over_multi_distance": ratio.value}, number + f"; single / multi distance {interval_text(ratio)}",
+                   n_prompts=p.get("n_prompts"))
 
 
 def seed2_settings(study: dict) -> list[Claim]:

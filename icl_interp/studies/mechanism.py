@@ -25,7 +25,7 @@ from ..baselines import GD_LRS
 from ..probing import probe_all_layers
 from ..runner import model_norm, prepare
 from ..validation import check_int
-from ._common import PathLike
+from ._common import PathLike, per_prompt_list
 from .iterates import AlgorithmRun, algorithms, closest, gd_distance, layer_iterates
 
 __all__ = ["PREPROCESSING_TARGETS", "OTHER_TARGETS", "seen_view", "preprocessing_study", "gd_study", "gd_distance"]
@@ -53,14 +53,27 @@ def seen_view(model: Any) -> str:
     return "through" if getattr(cfg, "encoding", None) == "concatenated" else "before"
 
 
-def _probe_rows(model: Any, data: Any, targets: list[str], positions: str) -> dict:
+def _probe_rows(model: Any, data: Any, targets: list[str], positions: str) -> tuple[dict, Any]:
+    """(the input's, layer 0's and the random model's R2 per target, the probe table)."""
     table = probe_all_layers(model, data, targets=targets, positions=positions, control=hasattr(model, "cfg"))
     rows = {}
     for t in targets:
         embed, layer0 = table.get(-1, "embed", t), table.get(0, "resid_post", t)
         rows[t] = {"input_r2": embed.r2, "layer0_r2": layer0.r2, "control_r2": getattr(layer0, "control_r2", None),
                    "gain_over_input": layer0.r2 - embed.r2}
-    return rows
+    return rows, table
+
+
+def _probe_per_prompt(table: Any, target: str) -> dict:
+    """Per test prompt and output of one target's probes (fitted probes held fixed): the squared errors of the input's,
+    layer 0's and the random model's probe and the squared deviations (``[k][n_test]`` lists), from which
+    ``R2 = mean_k(1 - mean(sse_k) / mean(sst_k))``: the claims' paired bootstrap over the test prompts."""
+    embed, layer0 = table.get(-1, "embed", target), table.get(0, "resid_post", target)
+    out = {"n_test": layer0.n_test, "sst": [per_prompt_list(c) for c in layer0.sst.T],
+           "sse_input": [per_prompt_list(c) for c in embed.sse.T], "sse_layer0": [per_prompt_list(c) for c in layer0.sse.T]}
+    if layer0.control_sse is not None:
+        out["sse_control"] = [per_prompt_list(c) for c in layer0.control_sse.T]
+    return out
 
 
 def preprocessing_study(model: Any, data: Any, *, out: PathLike = None) -> dict:
@@ -70,20 +83,22 @@ def preprocessing_study(model: Any, data: Any, *, out: PathLike = None) -> dict:
     whole context, plus r, X^T X, w, y), and at every token (candidates applied to each
     x_i with r over the examples the token can see, :func:`seen_view`, recorded as
     ``view``). The ``best_*`` numbers use the every-token reading; identity is the raw
-    input, not a candidate.
+    input, not a candidate. ``best_per_prompt``: the best candidate's per-test-prompt
+    squared errors (:func:`_probe_per_prompt`), for the claim's interval.
     """
     view = seen_view(model)
     r_name, example_targets = probes.example_target_names(view)
     suffix = probes.VIEWS[view][1]
     run = prepare(model, data)  # one clean forward for both readings
-    rows = _probe_rows(model, run, list(PREPROCESSING_TARGETS + OTHER_TARGETS), "query")
-    rows_all = _probe_rows(model, run, example_targets + [r_name], "all")
+    rows, _ = _probe_rows(model, run, list(PREPROCESSING_TARGETS + OTHER_TARGETS), "query")
+    rows_all, table = _probe_rows(model, run, example_targets + [r_name], "all")
     cands = {t: rows_all[t + suffix] for t in PREPROCESSING_TARGETS if t != "pre_identity"}
     best = max(cands, key=lambda t: cands[t]["gain_over_input"])
     result = {"view": view, "view_words": _VIEW_WORDS[view], "rows": rows, "rows_all_positions": rows_all,
               "best_candidate": best, "best_target": best + suffix,
               "best_gain_over_input": cands[best]["gain_over_input"], "best_layer0_r2": cands[best]["layer0_r2"],
-              "best_input_r2": cands[best]["input_r2"], "best_control_r2": cands[best]["control_r2"]}
+              "best_input_r2": cands[best]["input_r2"], "best_control_r2": cands[best]["control_r2"],
+              "best_per_prompt": _probe_per_prompt(table, best + suffix)}
     if out is not None:
         from ..study_plots import plot_preprocessing_study, save_figure
 

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import torch
 
-from ..evaluation import evaluate
+from ..evaluation import evaluate, paired_bootstrap
 from ..tasks import Task
 from ..validation import check_int
 from ._common import PathLike, per_prompt_list
@@ -119,7 +119,9 @@ def prior_study(models: dict[str, Any], task: Task, *, ds: Optional[list[int]] =
     must estimate all of w from D < d examples (min-norm least squares at D = 1: 1 - 1/d).
     Prompts of D + 1 <= d + 1 points are cheap, hence 20,000 by default: at 2,000 the
     distance's sampling error (about 0.013 for |theta_0| = 2) is as large as the margins
-    the prior claims are decided on.
+    the prior claims are decided on. ``theta0_distance_draws``: at the smallest D, each
+    predictor's distance on the same bootstrap resamples of the prompts (the prior claims'
+    intervals).
     """
     if not isinstance(task, Task) or task.w_mean is None:
         raise ValueError(f"task must be a Task with a prior mean (w_mean), got {task!r}")
@@ -135,6 +137,7 @@ def prior_study(models: dict[str, Any], task: Task, *, ds: Optional[list[int]] =
             "no-prior ridge": lambda x, y, q: (_posterior_mean(x, y, 0 * theta0, var + float(theta0 @ theta0) / task.d,
                                                                noise_var) * q).sum(-1)}
     rows: dict[str, dict] = {name: {"error": [], "theta0_distance": []} for name in [*models, *refs]}
+    draws: dict[str, list[float]] = {}
     for k in ds:
         batch = task.sample(n_prompts, k + 1, seed=seed + k)
         xs, ys = batch.xs.double(), batch.ys.double()
@@ -145,13 +148,38 @@ def prior_study(models: dict[str, Any], task: Task, *, ds: Optional[list[int]] =
             u = torch.linalg.lstsq(q, pred.unsqueeze(1)).solution[:, 0]
             rows[name]["error"].append(float(((pred - target) ** 2).mean()) / task.norm)
             rows[name]["theta0_distance"].append(float((u - theta0).norm() / theta0.norm()))
-    return {"D": ds, "theta_0": theta0.tolist(), "w_std": task.w_std, "rows": rows}
+        if k == ds[0]:
+            draws = _distance_draws(q, preds, theta0)
+    return {"D": ds, "theta_0": theta0.tolist(), "w_std": task.w_std, "n_prompts": n_prompts, "rows": rows, "theta0_distance_draws": draws}
+
+
+def _distance_draws(q: torch.Tensor, preds: dict[str, torch.Tensor], theta0: torch.Tensor) -> dict[str, list[float]]:
+    """Each predictor's theta_0 distance on the same bootstrap resamples of the prompts (claims.N_BOOT, BOOT_SEED):
+    u solves the resample's normal equations, mean(q q^T) u = mean(q pred), so the per-prompt q q^T and q pred are all it
+    needs; paired, so the prior claims' ratios of distances get intervals."""
+    from ..claims._core import BOOT_SEED, N_BOOT
+
+    d, names = q.shape[1], list(preds)
+    table = torch.cat([(q[:, :, None] * q[:, None, :]).reshape(len(q), -1)] + [q * preds[n].reshape(-1, 1) for n in names], 1)
+
+    def stat(means: torch.Tensor) -> torch.Tensor:
+        gram = means[..., : d * d].unflatten(-1, (d, d))
+        rhs = means[..., d * d :].unflatten(-1, (len(names), d)).transpose(-1, -2)
+        u = torch.linalg.solve(gram, rhs).transpose(-1, -2)
+        return (u - theta0).norm(dim=-1) / theta0.norm()
+
+    _, boot = paired_bootstrap(table, stat, N_BOOT, BOOT_SEED)
+    return {n: per_prompt_list(boot[:, i]) for i, n in enumerate(names)}
 
 
 def _prior_comparison(prior: dict, multi: str, single: str) -> dict:
-    """The prior study's numbers at its smallest D for one (multi-head, single-head) pair: what the prior claims read."""
+    """The prior study's numbers at its smallest D for one (multi-head, single-head) pair: what the prior claims read
+    (``distance_draws``: the pair's and the Bayes predictor's distances on the same bootstrap resamples)."""
     at = {name: {key: row[key][0] for key in ("error", "theta0_distance")} for name, row in prior["rows"].items()}
-    return {"D": prior["D"][0], "distance_multi": at[multi]["theta0_distance"], "distance_single": at[single]["theta0_distance"],
+    draws = prior.get("theta0_distance_draws", {})
+    paired = {"distance_draws": {"multi": draws[multi], "single": draws[single], "bayes": draws["Bayes (knows theta_0)"]},
+              "n_prompts": prior["n_prompts"]} if draws else {}
+    return {**paired, "D": prior["D"][0], "distance_multi": at[multi]["theta0_distance"], "distance_single": at[single]["theta0_distance"],
             "distance_bayes": at["Bayes (knows theta_0)"]["theta0_distance"], "distance_no_prior": at["no-prior ridge"]["theta0_distance"],
             "error_multi": at[multi]["error"], "error_single": at[single]["error"], "error_bayes": at["Bayes (knows theta_0)"]["error"],
             "error_prior_only": at["theta_0 . x_q"]["error"], "error_zero": at["predict 0"]["error"]}
