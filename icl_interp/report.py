@@ -160,9 +160,17 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path, seeds
         if twin.task.to_dict() == task.to_dict() and len(curve.error) == len(r["risk"]["curves"][name]["error"]):  # same prompts
             with_twin = {"curves": {**r["risk"]["curves"], sib.concat_twin: {"error": r["concat"]["error"]}}}
             r["quality_bar_siblings"][sib.concat_twin] = cl.quality_bar(with_twin, sib.concat_twin, task.d)
+    def seed_studies(zoo_name: str) -> dict:  # the single-model studies of each training seed k >= 1 the zoo holds
+        return {str(k): st.single_model_studies(get(v), n_prompts=n_prompts, seed=seeds["study"], name=v, risk_seed=seeds["risk"],
+                                                tuning_seed=seeds["gd_tuning"]) for k, v in zoo_seeds(zoo_name).items() if k}
+
+    if seed_studies_of := seed_studies(name):  # the model's own training seeds: its claims decided on every one
+        r["seeds"] = seed_studies_of
     if sib.linear_twin:  # the same task in the seed's theory class (bidirectional linear attention): every single-model claim
         r["linear"] = st.single_model_studies(get(sib.linear_twin), n_prompts=n_prompts, seed=seeds["study"], name=sib.linear_twin,
                                               risk_seed=seeds["risk"], tuning_seed=seeds["gd_tuning"])
+        if lin_seeds := seed_studies(sib.linear_twin):
+            r["linear"]["seeds"] = lin_seeds
     if sib.second_seed:
         softmax = {v: get(v) for v in sib.second_seed}
         r["multihead"] = st.multihead_study(softmax, next(iter(softmax.values())).task, seed=seeds["second_seed"], quick=quick, out=out)

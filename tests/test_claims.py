@@ -562,3 +562,13 @@ def test_decide_decides_the_second_seed_on_every_training_seed():
     (claim,) = [c for c in cl.decide(r) if c.id == "seed2_wide"]
     assert claim.seeds == 3 and [v["verdict"] for v in claim.per_seed.values()] == [R, R, N]
     assert claim.value == pytest.approx(0.8167, abs=1e-4) and claim.verdict == U
+
+
+def test_decide_decides_a_models_claims_on_each_of_its_training_seeds():
+    r = _results(full=False)
+    r["seeds"] = {"1": {"importance": importance(), "pruning": pruning(1.3), "preprocessing": pre(0.1), "gd": gd(0.1, 0.3)}}
+    found = {c.id: c for c in cl.decide(r)}
+    assert found["layer0_all_heads"].seeds == 2 and found["layer0_all_heads"].verdict == R
+    prune = found["pruning_preserves"]                                  # 1.05 on seed 0, 1.3 on seed 1: the seeds' mean decides
+    assert prune.per_seed == {"0": {"value": 1.05, "interval": None, "verdict": R}, "1": {"value": pytest.approx(1.3), "interval": None, "verdict": N}}
+    assert prune.value == pytest.approx(1.175) and prune.verdict == U and prune.interval[0] < 1.1 < prune.interval[1]

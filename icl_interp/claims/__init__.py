@@ -10,7 +10,7 @@ the thresholds are the module-level constants below, each with its reason.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 from ._core import (  # the thresholds are part of the public face: each claim's reason
     CLEAR_ERROR_RATIO,
@@ -72,21 +72,37 @@ __all__ = [
 ]
 
 
+def _single_model(sub: dict, twin: Optional[str] = None, kind: str = "concat", heads: bool = True) -> list[Optional[Claim]]:
+    """The single-model claims on one model's studies (``importance``, ``pruning``, ``preprocessing``, ``gd``); ``heads``:
+    the three head claims too (a concatenated twin's studies have none)."""
+    out = [layer0_all_heads(sub["importance"], twin, kind), later_single_head(sub["importance"], twin, kind),
+           pruning_preserves(sub["pruning"], twin, kind)] if heads else []
+    return out + [layer0_preprocesses(sub["preprocessing"], twin, kind), later_gd_steps(sub["gd"], twin, kind),
+                  steps_on_preprocessed(sub["gd"], twin, kind)]
+
+
+def _on_seeds(make: Callable[[dict], list[Optional[Claim]]], sub: dict) -> list[Optional[Claim]]:
+    """``make``'s claims on ``sub`` and on each training seed's studies in ``sub["seeds"]`` (``{k: studies}``), each claim
+    decided across the seeds (:func:`across_seeds`)."""
+    base, others = make(sub), {str(k): make(s) for k, s in sub.get("seeds", {}).items()}
+    return [None if c is None else across_seeds({"0": c, **{k: o[i] for k, o in others.items() if o[i] is not None}})
+            for i, c in enumerate(base)]
+
+
 def decide(results: dict) -> list[Claim]:
-    """Every claim whose study results are in ``results`` (the report's layout), in the report's order."""
+    """Every claim whose study results are in ``results`` (the report's layout), in the report's order.
+
+    Where the model (``results["seeds"]``), its linear twin (``results["linear"]["seeds"]``) or the second seed's models
+    (``results["multihead"]["seeds"]``) carry their training seeds' studies (``{k: studies}``), each claim on them is
+    decided on every seed (:func:`across_seeds`)."""
     check_result("results", results, ("importance", "pruning", "preprocessing", "gd"))
-    claims: list[Optional[Claim]] = [layer0_all_heads(results["importance"]), later_single_head(results["importance"]),
-                                     pruning_preserves(results["pruning"])]
-    for sub, twin in ((results, None), (results.get("concat"), (results.get("concat") or {}).get("model"))):
-        if sub is not None:
-            claims += [layer0_preprocesses(sub["preprocessing"], twin), later_gd_steps(sub["gd"], twin),
-                       steps_on_preprocessed(sub["gd"], twin)]
+    claims: list[Optional[Claim]] = _on_seeds(_single_model, results)
+    concat = results.get("concat")
+    if concat is not None:
+        claims += _single_model(concat, concat.get("model"), heads=False)
     lin = results.get("linear")
     if lin is not None:  # the same task in the seed's theory class: every single-model claim
-        name = lin["model"]
-        claims += [layer0_all_heads(lin["importance"], name, "linear"), later_single_head(lin["importance"], name, "linear"),
-                   pruning_preserves(lin["pruning"], name, "linear"), layer0_preprocesses(lin["preprocessing"], name, "linear"),
-                   later_gd_steps(lin["gd"], name, "linear"), steps_on_preprocessed(lin["gd"], name, "linear")]
+        claims += _on_seeds(lambda sub: _single_model(sub, lin["model"], "linear"), lin)
     if "error_single_head" in results["pruning"]:
         claims.append(multihead_beats_single(results["pruning"]))
     if results.get("pruning_noise", {}).get("levels"):
