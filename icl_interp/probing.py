@@ -79,12 +79,8 @@ class ProbeResult:
     test_prompts: Tensor = field(repr=False)
     control_r2: Optional[float] = None
     control_mse: Optional[float] = None
-    #: per test prompt and output ``[n_test, k]``: the squared errors summed over the prompt's positions, and the squared
-    #: deviations from the test rows' mean (R2 per output = 1 - sum(sse) / sum(sst)): what a bootstrap over the test
-    #: prompts needs, the fitted probe held fixed (``control_sse``: the random model's probe)
-    sse: Optional[Tensor] = field(default=None, repr=False)
-    sst: Optional[Tensor] = field(default=None, repr=False)
-    control_sse: Optional[Tensor] = field(default=None, repr=False)
+    #: ``{"sse", "sst", "control_sse"}``, each ``[n_test, k]`` summed over a test prompt's positions: R2 per output = 1 - sum(sse) / sum(sst)
+    per_prompt: dict = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
         return {
@@ -280,15 +276,12 @@ def _values(target: probes.Target, data: ICLBatch, plan: _Plan) -> Tensor:
 
 
 def _fit_score(probe: Any, acts: Tensor, values: Tensor, train: Tensor, test: Tensor) -> tuple[Any, Tensor, float, Tensor, Tensor]:
-    """Fit on the train prompts' rows, return (probe, R2 per output, MSE, per-prompt SSE, per-prompt SST) on the test
-    prompts' rows (the last two ``[n_test, k]``, summed over each prompt's positions)."""
+    """Fit on the train prompts' rows; (probe, R2 per output, MSE, SSE and SST per test prompt ``[n_test, k]``) on the test rows."""
     f, k = acts.shape[-1], values.shape[-1]
     probe = _new_probe(probe).fit(acts[train].reshape(-1, f), values[train].reshape(-1, k))
     y_test = values[test].reshape(-1, k).double()
     pred = probe.predict(acts[test].reshape(-1, f)).reshape(-1, k).double()
-    n_test = len(test)
-    sse = ((pred - y_test) ** 2).reshape(n_test, -1, k).sum(1)
-    sst = ((y_test - y_test.mean(0)) ** 2).reshape(n_test, -1, k).sum(1)
+    sse, sst = (((a - b) ** 2).reshape(len(test), -1, k).sum(1) for a, b in ((pred, y_test), (y_test, y_test.mean(0))))
     return probe, r2_score(y_test, pred), float(((pred - y_test) ** 2).mean()), sse, sst
 
 
@@ -335,12 +328,10 @@ def _probe_many(
     for t in targets:
         for layer, site in layer_sites:
             fitted, r2s, mse, sse, sst = _fit_score(probe, acts[0][(layer, site)], values[t.name], train, test)
-            row = ProbeResult(
-                t.name, layer, site, plan.label, float(r2s.mean()), mse, r2s.float(), fitted, len(train), len(test), train, test,
-                sse=sse, sst=sst,
-            )
+            row = ProbeResult(t.name, layer, site, plan.label, float(r2s.mean()), mse, r2s.float(), fitted, len(train), len(test),
+                              train, test, per_prompt={"sse": sse, "sst": sst})
             if control:
-                _, c_r2s, row.control_mse, row.control_sse, _ = _fit_score(probe, acts[1][(layer, site)], values[t.name], train, test)
+                _, c_r2s, row.control_mse, row.per_prompt["control_sse"], _ = _fit_score(probe, acts[1][(layer, site)], values[t.name], train, test)
                 row.control_r2 = float(c_r2s.mean())
             rows.append(row)
     return rows

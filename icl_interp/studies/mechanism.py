@@ -69,11 +69,10 @@ def _probe_per_prompt(table: Any, target: str) -> dict:
     layer 0's and the random model's probe and the squared deviations (``[k][n_test]`` lists), from which
     ``R2 = mean_k(1 - mean(sse_k) / mean(sst_k))``: the claims' paired bootstrap over the test prompts."""
     embed, layer0 = table.get(-1, "embed", target), table.get(0, "resid_post", target)
-    out = {"n_test": layer0.n_test, "sst": [per_prompt_list(c) for c in layer0.sst.T],
-           "sse_input": [per_prompt_list(c) for c in embed.sse.T], "sse_layer0": [per_prompt_list(c) for c in layer0.sse.T]}
-    if layer0.control_sse is not None:
-        out["sse_control"] = [per_prompt_list(c) for c in layer0.control_sse.T]
-    return out
+    columns = {"sst": layer0.per_prompt["sst"], "sse_input": embed.per_prompt["sse"], "sse_layer0": layer0.per_prompt["sse"]}
+    if "control_sse" in layer0.per_prompt:
+        columns["sse_control"] = layer0.per_prompt["control_sse"]
+    return {"n_test": layer0.n_test, **{k: [per_prompt_list(c) for c in v.T] for k, v in columns.items()}}
 
 
 def preprocessing_study(model: Any, data: Any, *, out: PathLike = None) -> dict:
