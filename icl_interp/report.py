@@ -9,6 +9,8 @@ sweep, the concatenated-token twin, the second seed) use the zoo index
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any, Optional, Union
 from . import claims as cl
 from . import studies as st
 from .attention_view import attention_profile, plot_attention
-from .checkpoint import load_model, zoo_folder, zoo_names
+from .checkpoint import atomic_write_bytes, load_model, zoo_folder, zoo_names
 from .evaluation import evaluate
 from .report_markdown import markdown
 from .runner import prepare
@@ -25,7 +27,7 @@ from .study_plots import plot_dynamics_study, save_figure
 from .zoo import Siblings, siblings
 from .zoo import seeds as zoo_seeds
 
-__all__ = ["write_report", "single_model_studies"]
+__all__ = ["write_report", "load_report", "single_model_studies", "prompt_seeds"]
 
 IN_MEMORY = "model (in memory)"
 
@@ -119,8 +121,8 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path, seeds
     r["importance"] = st.importance_study(model, data, out=out)
     r["attention"] = _attention(model, data, out)
     single = get(sib.single_head) if sib.single_head else None
-    importances = {k: torch.tensor(v["ablation"]) for k, v in r["importance"]["by_ablation"].items()}  # each kind's own mask
-    r["pruning"] = st.pruning_study(model, data, single_head=single, importance=importances, out=out)
+    # every ablation kind removes the same heads, those zero ablation's importance prunes (so at every noise level)
+    r["pruning"] = st.pruning_study(model, data, single_head=single, importance=torch.tensor(r["importance"]["ablation"]), out=out)
     pairs = {}
     for full, one in sib.noise_sweep:
         pairs[float(get(full).task.noise_std)] = (get(full), get(one) if one else None)
@@ -213,6 +215,69 @@ def write_report(out: Union[str, Path], *, model: Any = "default", quick: bool =
     results = _collect(name, net, sib, quick, out, seeds)
     results["claims"] = [c.to_dict() for c in cl.decide(results)]
     results["seconds"] = round(time.perf_counter() - t0, 1)
-    (out / "report.json").write_text(json.dumps(results, indent=1))
-    (out / "report.md").write_text(markdown(results, net))
+    _save(results, out)
+    atomic_write_bytes(out / "report.md", markdown(results, net).encode())
     return results
+
+
+# -- report.json and its per-prompt numbers ------------------------------------------------------------
+
+#: the keys whose values are per-prompt numbers or bootstrap draws: what the claims' intervals are computed from. They
+#: would make report.json megabytes, so they go to a gzipped file beside it (:func:`load_report` puts them back)
+PER_PROMPT_KEYS = frozenset({"per_prompt", "per_prompt_last", "per_prompt_c_multi", "per_prompt_c_single", "best_per_prompt",
+                             "theta0_distance_draws", "distance_draws"})
+
+
+def _split(obj: Any) -> tuple[Any, Any]:
+    """(``obj`` without :data:`PER_PROMPT_KEYS`, what was taken out at the same paths; list items as ``"#i"``)."""
+    if isinstance(obj, dict):
+        slim, heavy = {}, {}
+        for k, v in obj.items():
+            if k in PER_PROMPT_KEYS:
+                heavy[k] = v
+            else:
+                slim[k], h = _split(v)
+                if h is not None:
+                    heavy[k] = h
+        return slim, heavy or None
+    if isinstance(obj, list):
+        parts = [_split(v) for v in obj]
+        heavy = {f"#{i}": h for i, (_, h) in enumerate(parts) if h is not None}
+        return [p[0] for p in parts], heavy or None
+    return obj, None
+
+
+def _merge(slim: Any, heavy: Any) -> Any:
+    """The inverse of :func:`_split`."""
+    if heavy is None:
+        return slim
+    if isinstance(slim, list):
+        return [_merge(v, heavy.get(f"#{i}")) for i, v in enumerate(slim)]
+    return {**{k: _merge(v, heavy.get(k)) for k, v in slim.items()}, **{k: v for k, v in heavy.items() if k not in slim}}
+
+
+def _save(results: dict, out: Path) -> None:
+    """``report.json`` without the per-prompt numbers, which go to ``per_prompt-<hash>.json.gz`` (named in report.json as
+    ``per_prompt_file``). The gz file is written first under a name of its content, then report.json is replaced, then
+    older gz files go: a kill at any point leaves a report.json whose per-prompt file is there."""
+    slim, heavy = _split(results)
+    data = gzip.compress(json.dumps(heavy).encode(), mtime=0)
+    name = f"per_prompt-{hashlib.sha256(data).hexdigest()[:12]}.json.gz"
+    atomic_write_bytes(out / name, data)
+    atomic_write_bytes(out / "report.json", json.dumps({**slim, "per_prompt_file": name}, indent=1).encode())
+    for old in out.glob("per_prompt-*.json.gz"):
+        if old.name != name:
+            old.unlink()
+
+
+def load_report(folder: Union[str, Path]) -> dict:
+    """A written report's results with their per-prompt numbers put back: ``claims.decide(load_report(folder))`` gives
+    ``report.json``'s claims again."""
+    folder = Path(folder)
+    if not (folder / "report.json").is_file():
+        raise ValueError(f"folder must hold a report.json (icl-interp report --out FOLDER), got {str(folder)!r}")
+    slim = json.loads((folder / "report.json").read_text())
+    name = slim.pop("per_prompt_file", None)
+    if name is None:
+        return slim
+    return _merge(slim, json.loads(gzip.decompress((folder / name).read_bytes())))

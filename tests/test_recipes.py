@@ -193,6 +193,13 @@ def _check_report(report, text):
         assert not re.search(r"\b\d{3,}\.\d%", claim["number"])      # no share of the skill over 100%: "breaks the model"
 
 
+def _keys(obj):
+    """Every dict key anywhere in a parsed JSON document."""
+    if isinstance(obj, dict):
+        return [k for key, v in obj.items() for k in (key, *_keys(v))]
+    return [k for v in obj for k in _keys(v)] if isinstance(obj, list) else []
+
+
 #: the claims each sibling role makes possible: without the role (report["skipped"]) they are not decided
 NEEDS = {"head_counts": ["head_count_order"], "single_head": ["multihead_beats_single"],
          "noise_sweep": ["noise_pruning", "noise_single_head"], "concat_twin": [i for i in FULL_IDS if i.startswith("concat_")],
@@ -207,7 +214,12 @@ def test_report_quick(tmp_path, anchor):
 
     assert main(["report", "--out", str(tmp_path), "--quick", "--model", anchor]) == 0
     text = (tmp_path / "report.md").read_text()
-    report = json.loads((tmp_path / "report.json").read_text())
+    from icl_interp.report import PER_PROMPT_KEYS, load_report
+
+    slim = json.loads((tmp_path / "report.json").read_text())         # report.json without the per-prompt numbers
+    assert not PER_PROMPT_KEYS & set(_keys(slim)) and [p.name for p in tmp_path.glob("per_prompt-*.json.gz")] == [slim["per_prompt_file"]]
+    report = load_report(tmp_path)                                    # they come back beside it: the claims decide again
+    assert "per_prompt" in report["importance"] and report["claims"] == slim["claims"] and "per_prompt_file" not in report
     family = ii.siblings(anchor)
     present = {"head_counts": len(family.head_counts) > 1, "single_head": bool(family.single_head),
                "noise_sweep": len(family.noise_sweep) > 1, "concat_twin": bool(family.concat_twin),

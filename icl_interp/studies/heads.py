@@ -129,21 +129,24 @@ def pruning_study(
     (``by_ablation``: its mask, by that kind's importance, its error and per-prompt
     errors); the top-level ``mask`` and ``error_pruned`` are zero ablation's.
     ``importance``: the ablation importance ``[layers, heads]`` (zero ablation's) or a
-    dict kind -> importance; a kind not given is computed. ``per_prompt``: the full
-    model's, the context-free and the single-head model's per-prompt errors.
+    dict kind -> importance (computed, zero ablation's, when not given); a kind without
+    its own importance removes the heads the headline kind's importance prunes (no
+    extra sweep: the noise levels' studies). ``per_prompt``: the full model's, the
+    context-free and the single-head model's per-prompt errors.
     """
     kinds = _check_ablations(ablations)
     run = prepare(model, data)  # shared by every unmasked tool call below
     data = run.batch
-    given = importance if isinstance(importance, dict) else ({} if importance is None else {"zero": importance})
+    given = dict(importance) if isinstance(importance, dict) else ({} if importance is None else {"zero": importance})
+    head_kind = _headline(kinds)
+    if given.get(head_kind) is None:
+        given[head_kind] = head_importance(model, run, ablation=head_kind)
     norm = model_norm(model)
     full_pp = per_prompt_list(normalised_error(run.preds, data, norm, per_prompt=True))
     full = _mean(full_pp)
     by = {}
     for kind in kinds:
-        imp = given.get(kind)
-        imp = head_importance(model, run, ablation=kind) if imp is None else torch.as_tensor(imp)
-        mask = prune_heads(imp, keep={0: "all", "rest": 1})
+        mask = prune_heads(torch.as_tensor(given.get(kind, given[head_kind])), keep={0: "all", "rest": 1})
         errs = per_prompt_list(normalised_error(mask_heads(model, run, mask, ablation=kind), data, norm, per_prompt=True))
         by[kind] = {"mask": mask.tolist(), "error_pruned": _mean(errs), "pruned_over_full": _mean(errs) / full, "per_prompt": errs}
     head = by[_headline(kinds)]

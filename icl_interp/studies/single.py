@@ -29,6 +29,5 @@ def single_model_studies(model: Any, *, n_prompts: int = 2000, seed: int = 7, na
     curve = evaluate(model, model.task, n_points=model.cfg.max_points, n_prompts=n_prompts, seed=risk_seed)
     imp = importance_study(model, data, ablations=ablations)
     return {"model": name, "error": curve.error.tolist(), "importance": imp,
-            "pruning": pruning_study(model, data, importance={k: torch.tensor(v["ablation"]) for k, v in imp["by_ablation"].items()},
-                                     ablations=ablations),
+            "pruning": pruning_study(model, data, importance=torch.tensor(imp["ablation"]), ablations=ablations),
             "preprocessing": preprocessing_study(model, data), "gd": gd_study(model, data, tuning_seed=tuning_seed)}
