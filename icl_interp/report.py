@@ -39,6 +39,9 @@ IN_MEMORY = "model (in memory)"
 PROMPT_SETS = {"study": 7, "risk": 1, "tuning": 10_000, "gd_tuning": 20_000, "second_seed": 5, "prior": 11}
 #: the gap between two prompt seeds' sets (above every offset plus what a study adds to its seed)
 PROMPT_SEED_STRIDE = 100_000
+#: prompts per study on a model's other training seeds (the shipped model's studies keep theirs): across seeds the
+#: seeds' spread, not the prompts', dominates, and every seed's studies cost as much as the model's own
+SEED_PROMPTS = 500
 
 
 def prompt_seeds(prompt_seed: int = 0) -> dict[str, int]:
@@ -148,7 +151,7 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path, seeds
             with_twin = {"curves": {**r["risk"]["curves"], sib.concat_twin: {"error": r["concat"]["error"]}}}
             r["quality_bar_siblings"][sib.concat_twin] = cl.quality_bar(with_twin, sib.concat_twin, task.d)
     def seed_studies(zoo_name: str) -> dict:  # the single-model studies of each training seed k >= 1 the zoo holds
-        return {str(k): st.single_model_studies(get(v), n_prompts=n_prompts, seed=seeds["study"], name=v, risk_seed=seeds["risk"],
+        return {str(k): st.single_model_studies(get(v), n_prompts=min(n_prompts, SEED_PROMPTS), seed=seeds["study"], name=v, risk_seed=seeds["risk"],
                                                 tuning_seed=seeds["gd_tuning"]) for k, v in zoo_seeds(zoo_name).items() if k}
 
     if seed_studies_of := seed_studies(name):  # the model's own training seeds: its claims decided on every one
@@ -165,7 +168,8 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path, seeds
         by_seed = [zoo_seeds(v) for v in sib.second_seed]
         for k in sorted(set.intersection(*(set(s) for s in by_seed)) - {0}):
             twins = {s[k]: get(s[k]) for s in by_seed}
-            r["multihead"]["seeds"][str(k)] = st.multihead_study(twins, next(iter(twins.values())).task, seed=seeds["second_seed"], quick=quick)
+            r["multihead"]["seeds"][str(k)] = st.multihead_study(twins, next(iter(twins.values())).task, n_prompts=SEED_PROMPTS,
+                                                                 seed=seeds["second_seed"], quick=quick)
     dyn = _stored_dynamics(name, out)
     if dyn is not None:
         r["dynamics"] = dyn
