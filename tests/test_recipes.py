@@ -177,13 +177,13 @@ def _check_report(report, text):
     assert report["claims"] == [c.to_dict() for c in cl.decide(report)]
     for claim in report["claims"]:
         assert f"| `{claim['id']}` | {claim['claim']} | **{claim['verdict']}** |" in text
-        assert claim["verdict"] in cl.VERDICTS and claim["seeds"] == 1 and claim["threshold"] is not None
+        assert claim["verdict"] in cl.VERDICTS and claim["seeds"] == len(claim.get("per_seed") or [0]) and claim["threshold"] is not None
         interval = claim["interval"]
         if interval is not None:                                     # the interval rule, applied once more here
             assert interval[0] <= interval[1]
             if claim["verdict"] in ("reproduced", "not reproduced") and not claim.get("conditions") and not claim.get("parts"):
                 assert cl.interval_verdict(interval, claim["threshold"], claim["direction"]) == claim["verdict"]
-            row = f"| {claim['value']:.3f} | [{interval[0]:.3f}, {interval[1]:.3f}] | 1 | {claim['n_prompts']} |"
+            row = f"| {claim['value']:.3f} | [{interval[0]:.3f}, {interval[1]:.3f}] | {claim['seeds']} | {claim['n_prompts']} |"
             assert row in text.split(f"| `{claim['id']}` |")[1].split("\n")[0]
         if claim["id"].removeprefix("linear_") in HEAD_CLAIMS:
             assert claim["ablation"] == "zero" and list(claim["by_ablation"]) == ["zero", "mean", "resample"]
