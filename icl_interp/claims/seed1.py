@@ -318,6 +318,33 @@ def _distances(gd: dict) -> Optional[dict]:
             "control_pto": inf if dist["control_pto"] is None else dist["control_pto"]}
 
 
+_RUNS = ("gd", "pto", "control_gd", "control_pto")
+
+
+def _distance_tests(d: dict, stat: Callable[[dict], torch.Tensor], thresholds: list[tuple[float, str]]) -> Optional[list[Test]]:
+    """Tests of a statistic of the four runs' distances (``gd``, ``pto``, ``control_gd``, ``control_pto``, each ``[...]``)
+    on the GD study's per-prompt gap numbers (``d["per_prompt"]``, :func:`~icl_interp.studies.iterates.gap_columns`), one
+    paired bootstrap; None without them. A run's distance is its mean gap over the later layers, as in the study."""
+    pp = d.get("per_prompt")
+    if not pp or set(pp) != set(_RUNS):
+        return None
+    cols = {f"{run}|{k}": v for run in _RUNS for k, v in pp[run].items()}
+    earlier = d["layers"][:-1]
+
+    def distances(m: dict) -> dict:
+        out = {}
+        for run in _RUNS:
+            var = m[f"{run}|p2"] - m[f"{run}|p"] ** 2
+            last = (m[f"{run}|sq"] / var.clamp(min=1e-300)).sqrt().clamp(max=1.0)
+            gaps = [(m[f"{run}|sse:{l}"] / m[f"{run}|sst:{l}"]).clamp(0.0, 1.0).sqrt() if f"{run}|sse:{l}" in m
+                    else torch.ones_like(last) for l in earlier]
+            out[run] = torch.stack([*gaps, last], -1).mean(-1)
+        return out
+
+    value, interval = bootstrap(cols, lambda m: stat(distances(m)))
+    return [tests_from(value[..., i], interval[..., i], t, side)[0] for i, (t, side) in enumerate(thresholds)]
+
+
 def _over(distance: float, chance: float) -> float:
     """The model's distance over a random model's (0 when chance is infinitely far; inf when chance is at 0)."""
     return distance / chance if chance > 0 else math.inf
@@ -335,19 +362,25 @@ def later_gd_steps(gd: dict, twin: Optional[str] = None, kind: str = "concat") -
     if d is None:
         return None
     best, chance = min(d["gd"], d["pto"]), min(d["control_gd"], d["control_pto"])
+    tests = _distance_tests(d, lambda r: torch.stack([torch.minimum(r["gd"], r["pto"]), torch.minimum(r["gd"], r["pto"])
+                                                      / torch.minimum(r["control_gd"], r["control_pto"])], -1),
+                            [(GD_CLOSE, BELOW), (GD_CHANCE_FRACTION, BELOW)]) or [
+        Test(best, None, GD_CLOSE, BELOW), Test(_over(best, chance), None, GD_CHANCE_FRACTION, BELOW)]
     ident, prefix = _twin(twin, kind)
     layers = d["layers"]
     cand = f"{d['pto_candidate']}" if d.get("pto_candidate") else "best candidate"
     return decided(ident + "later_gd_steps",
                    prefix + "Each later layer acts like one gradient-descent step (after layer l the residual stream holds the "
                             "prediction of l + t0 steps of GD or PtO, t0 in {0, 1} the steps layer 0 takes, much better than a random model's does).",
-                   Test(best, None, GD_CLOSE, BELOW),
+                   tests[0],
                    {"distance_gd": d["gd"], "distance_pto": d["pto"], "control_gd": d["control_gd"], "control_pto": d["control_pto"],
                     "t0_gd": d.get("gd_t0"), "t0_pto": d.get("pto_t0"), "pto_candidate": d.get("pto_candidate")},
                    f"gap to the (l + t0)-step prediction (relative RMS; the last layer: the output), mean over layers {layers[0]}..{layers[-1]}: "
                    f"GD {d['gd']:.2f}{_t0(d, 'gd')}; PtO {d['pto']:.2f} ({cand}{_t0(d, 'pto')}); "
-                   f"a random model of the same config: GD {d['control_gd']:.2f}, PtO {d['control_pto']:.2f}",
-                   gates=[(Test(_over(best, chance), None, GD_CHANCE_FRACTION, BELOW), None)])
+                   f"a random model of the same config: GD {d['control_gd']:.2f}, PtO {d['control_pto']:.2f}"
+                   + (f"; the closest run's gap {interval_text(tests[0], '.2f')}" if tests[0].interval else ""),
+                   n_prompts=len(d["per_prompt"]["gd"]["sq"]) if tests[0].interval else None,
+                   gates=[(tests[1], None)])
 
 
 def steps_on_preprocessed(gd: dict, twin: Optional[str] = None, kind: str = "concat") -> Optional[Claim]:
@@ -357,10 +390,15 @@ def steps_on_preprocessed(gd: dict, twin: Optional[str] = None, kind: str = "con
     if d is None:
         return None
     d_gd, d_pto, c_gd, c_pto = d["gd"], d["pto"], d["control_gd"], d["control_pto"]
+    tests = _distance_tests(d, lambda r: torch.stack([r["pto"], r["gd"] - r["pto"], r["pto"] / r["control_pto"]], -1),
+                            [(GD_CLOSE, BELOW), (0.0, ABOVE), (GD_CHANCE_FRACTION, BELOW)]) or [
+        Test(d_pto, None, GD_CLOSE, BELOW), Test(d_gd - d_pto, None, 0.0, ABOVE), Test(_over(d_pto, c_pto), None, GD_CHANCE_FRACTION, BELOW)]
     ident, prefix = _twin(twin, kind)
     cand = f" ({d['pto_candidate']})" if d.get("pto_candidate") else ""
     return decided(ident + "steps_on_preprocessed",
                    prefix + "The steps run on preprocessed data: the later layers hold PtO's iterates better than those of GD on the raw data.",
-                   Test(d_pto, None, GD_CLOSE, BELOW), {"distance_gd": d_gd, "distance_pto": d_pto, "control_gd": c_gd, "control_pto": c_pto},
-                   f"gap to PtO's iterates{cand} {d_pto:.2f} vs GD's {d_gd:.2f} (smaller is closer; random model: PtO {c_pto:.2f}, GD {c_gd:.2f})",
-                   gates=[(Test(d_gd - d_pto, None, 0.0, ABOVE), None), (Test(_over(d_pto, c_pto), None, GD_CHANCE_FRACTION, BELOW), None)])
+                   tests[0], {"distance_gd": d_gd, "distance_pto": d_pto, "control_gd": c_gd, "control_pto": c_pto},
+                   f"gap to PtO's iterates{cand} {d_pto:.2f} vs GD's {d_gd:.2f} (smaller is closer; random model: PtO {c_pto:.2f}, GD {c_gd:.2f})"
+                   + (f"; GD's gap minus PtO's {interval_text(tests[1], '.2f')}" if tests[1].interval else ""),
+                   n_prompts=len(d["per_prompt"]["gd"]["sq"]) if tests[0].interval else None,
+                   gates=[(tests[1], None), (tests[2], None)])

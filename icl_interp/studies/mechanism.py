@@ -26,7 +26,7 @@ from ..probing import probe_all_layers
 from ..runner import model_norm, prepare
 from ..validation import check_int
 from ._common import PathLike, per_prompt_list
-from .iterates import AlgorithmRun, algorithms, closest, gd_distance, layer_iterates
+from .iterates import AlgorithmRun, algorithms, closest, gap_columns, gd_distance, layer_iterates
 
 __all__ = ["PREPROCESSING_TARGETS", "OTHER_TARGETS", "seen_view", "preprocessing_study", "gd_study", "gd_distance"]
 
@@ -152,7 +152,8 @@ def gd_study(model: Any, data: Any, *, steps: tuple = (1, 2, 3, 4, 6, 8), tuning
     t0, the step size matched to the model's output and each later layer's gap), and
     ``iterates_control`` the same on a random model of the same config; ``distance``: the
     model's and the random model's mean gap to the closest GD and PtO run, the deciding
-    numbers of the GD-step claims (None for a one-layer model). For the figure: the
+    numbers of the GD-step claims (None for a one-layer model), with ``per_prompt``: the four
+    runs' per-prompt gap numbers (:func:`~icl_interp.studies.iterates.gap_columns`). For the figure: the
     P-probing risk per layer (``probe_risk_per_layer``, and the random model's) and the risk
     of the best t-step GD and PtO for t in ``steps`` (tuned on prompts of ``tuning_seed``); ``alignment``: :func:`~icl_interp.gd.gd_alignment`.
     """
@@ -177,11 +178,16 @@ def gd_study(model: Any, data: Any, *, steps: tuple = (1, 2, 3, 4, 6, 8), tuning
               "alignment": align.to_dict()}
     if isinstance(model, ICLTransformer):  # a random model of the same config: how close does chance come?
         ctrl = _control_model(model)
-        ctrl_iterates, ctrl_table = layer_iterates(ctrl, prepare(ctrl, data))
+        ctrl_run = prepare(ctrl, data)
+        ctrl_iterates, ctrl_table = layer_iterates(ctrl, ctrl_run)
         result["iterates_control"] = ctrl_iterates
         result["probe_risk_per_layer_control"] = [ctrl_table.get(l, "resid_post", "y_query").mse / norm
                                                   for l in range(-1, model.hooked.cfg.n_layers)]
     result["distance"] = _distances(iterates, result["iterates_control"])
+    if result["distance"] is not None and isinstance(model, ICLTransformer):  # the claims' intervals: the four runs' per-prompt gaps
+        d, runs = result["distance"], {"": (run, iterates, table), "control_": (ctrl_run, ctrl_iterates, ctrl_table)}
+        d["per_prompt"] = {f"{who}{alg}": gap_columns(r, its, tab, "gd" if alg == "gd" else "pto:" + d[f"{who}pto_candidate"], d[f"{who}{alg}_t0"])
+                           for who, (r, its, tab) in runs.items() for alg in ("gd", "pto")}
     if out is not None:
         from ..study_plots import plot_gd_study, save_figure
 
