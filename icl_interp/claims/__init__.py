@@ -36,18 +36,16 @@ from ._core import (  # the thresholds are part of the public face: each claim's
     check_result,
     interval_verdict,
 )
+from .mechanism import later_gd_steps, layer0_preprocesses, steps_on_preprocessed
 from .quality import quality_bar
 from .seed1 import (
     head_count_order,
-    later_gd_steps,
     later_single_head,
     layer0_all_heads,
-    layer0_preprocesses,
     multihead_beats_single,
     noise_pruning,
     noise_single_head,
     pruning_preserves,
-    steps_on_preprocessed,
 )
 from .seed2 import (
     PRIOR_LEARNED,
