@@ -119,7 +119,7 @@ def _report(args: argparse.Namespace) -> int:
             return 0
         zoo = use_zoo(got["zoo"])
     with zoo:
-        res = write_report(args.out, model=args.model, quick=args.quick)
+        res = write_report(args.out, model=args.model, quick=args.quick, prompt_seed=args.prompt_seed, siblings=args.siblings)
     for claim in res["claims"]:
         print(f"[{claim['verdict']}] {claim['id']}: {claim['claim']}  ({claim['number']})")
     print(f"wrote {Path(args.out) / 'report.md'} in {res['seconds']} s")
@@ -231,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--model", default="zoo:default",
                      help="zoo name or saved model folder (default: zoo:default, with its zoo siblings); comparisons without siblings are skipped")
     rep.add_argument("--quick", action="store_true", help="small samples (256 prompts): about a minute, rough numbers")
+    rep.add_argument("--prompt-seed", dest="prompt_seed", type=int, default=0,
+                     help="draw every study's prompts from this seed (default 0: the shipped report's prompts)")
+    rep.add_argument("--siblings", help="for a model outside the zoo's index: a JSON file declaring its relatives "
+                     "(index.json's roles: head_counts, single_head, noise_sweep, concat_twin, linear_twin, ...; docs/science/index.md)")
     rep.add_argument("--retrain", action="store_true",
                      help="retrain the zoo from its presets first (hours on a CPU; resumable), into --zoo-dir, and report on it")
     rep.add_argument("--zoo-dir", dest="zoo_dir",

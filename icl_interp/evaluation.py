@@ -28,7 +28,7 @@ from .tasks import ICLBatch, Task
 from .tuning import prefix_predictions
 from .validation import check_int, check_tensor
 
-__all__ = ["EvalResult", "evaluate", "model_predictions", "ratio_interval"]
+__all__ = ["EvalResult", "evaluate", "model_predictions", "ratio_interval", "paired_bootstrap"]
 
 _CURVES = ("error", "excess_risk", "error_low", "error_high", "excess_low", "excess_high")
 
@@ -153,6 +153,35 @@ def ratio_interval(
     ratios = (counts @ num) / (counts @ den)
     low, high = torch.quantile(ratios, torch.tensor([0.05, 0.95], dtype=ratios.dtype))
     return float(low), float(high)
+
+
+_COUNTS_CELLS = 1 << 22
+
+
+def paired_bootstrap(
+    per_prompt: Float[Tensor, "prompts k"], statistic: Callable[[Tensor], Tensor], n_boot: int = 2000, seed: int = 0
+) -> tuple[Tensor, Tensor]:
+    """A statistic of the means over prompts, and its value on ``n_boot`` paired bootstrap resamples.
+
+    ``per_prompt`` holds k per-prompt quantities scored on the *same* prompts (one column
+    each: the clean error, each masked head's error, ...). Every resample draws prompts
+    once for all columns, so what the prompts share cancels in the statistic.
+    ``statistic`` maps means ``[..., k]`` to ``[..., m]`` (or ``[...]``), vectorised over the
+    leading dimensions. Returns (the statistic on the means, ``[n_boot, ...]`` draws);
+    :func:`ratio_interval` is the case ``mean(a) / mean(b)``.
+    """
+    table = check_tensor("per_prompt", per_prompt, ndim=2).double()
+    if not callable(statistic):
+        raise TypeError(f"statistic must be a callable on the means [..., k], got {type(statistic).__name__}")
+    n_boot, n = check_int("n_boot", n_boot, min_value=1), table.shape[0]
+    gen = torch.Generator().manual_seed(check_int("seed", seed, min_value=0))
+    chunk = max(1, min(n_boot, _COUNTS_CELLS // n))  # resamples per block: at most about 4M counts in memory at once
+    draws = []
+    for start in range(0, n_boot, chunk):
+        idx = torch.randint(n, (min(chunk, n_boot - start), n), generator=gen)
+        counts = torch.zeros(idx.shape, dtype=table.dtype).scatter_add_(1, idx, torch.ones_like(idx, dtype=table.dtype))
+        draws.append(statistic(counts @ table / n))
+    return statistic(table.mean(0)), torch.cat(draws)
 
 
 def evaluate(

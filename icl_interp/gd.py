@@ -207,7 +207,7 @@ def gd_alignment(
     task_choice = {v: err(g, y, train).argmin(-1) for v, g in gd.items()}  # [T] lr index per t
     fitted, probe_pred, probe_mse = {}, {}, {}
     for key in layer_sites:
-        fitted[key], _, _ = _fit_score(probe, acts[key], y[..., None], train, test)
+        fitted[key] = _fit_score(probe, acts[key], y[..., None], train, test)[0]
         b, p, f = acts[key].shape
         probe_pred[key] = fitted[key].predict(acts[key].reshape(-1, f)).reshape(b, p).double()
         probe_mse[key] = float(err(probe_pred[key], y, test))

@@ -79,6 +79,8 @@ class ProbeResult:
     test_prompts: Tensor = field(repr=False)
     control_r2: Optional[float] = None
     control_mse: Optional[float] = None
+    #: ``{"sse", "sst", "control_sse"}``, each ``[n_test, k]`` summed over a test prompt's positions: R2 per output = 1 - sum(sse) / sum(sst)
+    per_prompt: dict = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
         return {
@@ -273,13 +275,14 @@ def _values(target: probes.Target, data: ICLBatch, plan: _Plan) -> Tensor:
     return vals[:, plan.examples.to(vals.device)]
 
 
-def _fit_score(probe: Any, acts: Tensor, values: Tensor, train: Tensor, test: Tensor) -> tuple[Any, Tensor, float]:
-    """Fit on the train prompts' rows, return (probe, R2 per output, MSE) on the test prompts' rows."""
+def _fit_score(probe: Any, acts: Tensor, values: Tensor, train: Tensor, test: Tensor) -> tuple[Any, Tensor, float, Tensor, Tensor]:
+    """Fit on the train prompts' rows; (probe, R2 per output, MSE, SSE and SST per test prompt ``[n_test, k]``) on the test rows."""
     f, k = acts.shape[-1], values.shape[-1]
     probe = _new_probe(probe).fit(acts[train].reshape(-1, f), values[train].reshape(-1, k))
     y_test = values[test].reshape(-1, k).double()
     pred = probe.predict(acts[test].reshape(-1, f)).reshape(-1, k).double()
-    return probe, r2_score(y_test, pred), float(((pred - y_test) ** 2).mean())
+    sse, sst = (((a - b) ** 2).reshape(len(test), -1, k).sum(1) for a, b in ((pred, y_test), (y_test, y_test.mean(0))))
+    return probe, r2_score(y_test, pred), float(((pred - y_test) ** 2).mean()), sse, sst
 
 
 def _control_model(model: Any) -> Any:
@@ -324,12 +327,11 @@ def _probe_many(
     rows = []
     for t in targets:
         for layer, site in layer_sites:
-            fitted, r2s, mse = _fit_score(probe, acts[0][(layer, site)], values[t.name], train, test)
-            row = ProbeResult(
-                t.name, layer, site, plan.label, float(r2s.mean()), mse, r2s.float(), fitted, len(train), len(test), train, test
-            )
+            fitted, r2s, mse, sse, sst = _fit_score(probe, acts[0][(layer, site)], values[t.name], train, test)
+            row = ProbeResult(t.name, layer, site, plan.label, float(r2s.mean()), mse, r2s.float(), fitted, len(train), len(test),
+                              train, test, per_prompt={"sse": sse, "sst": sst})
             if control:
-                _, c_r2s, row.control_mse = _fit_score(probe, acts[1][(layer, site)], values[t.name], train, test)
+                _, c_r2s, row.control_mse, row.per_prompt["control_sse"], _ = _fit_score(probe, acts[1][(layer, site)], values[t.name], train, test)
                 row.control_r2 = float(c_r2s.mean())
             rows.append(row)
     return rows

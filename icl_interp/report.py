@@ -9,6 +9,8 @@ sweep, the concatenated-token twin, the second seed) use the zoo index
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -18,15 +20,37 @@ from . import claims as cl
 from . import studies as st
 from .atomic import atomic_write_bytes, writable_folder
 from .attention_view import attention_profile, plot_attention
-from .checkpoint import ZOO_PREFIX, load_model, resolve_model, zoo_folder, zoo_names
+from .checkpoint import ZOO_PREFIX, _is_path_like, load_model, resolve_model, zoo_folder, zoo_names
 from .evaluation import evaluate
+from .report_markdown import markdown
 from .runner import prepare
 from .study_plots import plot_dynamics_study, save_figure
-from .zoo import Siblings, siblings
+from .zoo import Siblings, siblings, siblings_from
+from .zoo import seeds as zoo_seeds
 
-__all__ = ["write_report", "single_model_studies"]
+__all__ = ["write_report", "load_report", "single_model_studies", "prompt_seeds"]
 
 IN_MEMORY = "model (in memory)"
+
+#: every prompt set of one report, by use, as an offset added to ``prompt_seed * PROMPT_SEED_STRIDE``: prompt seed 0 keeps
+#: the shipped report's draws. "study": the head, attention, probe and GD studies (the anchor, its concatenated and linear
+#: twins, the noise sweep); "risk": the risk curves and the quality bar; "tuning": the baselines' held-out tuning prompts;
+#: "gd_tuning": the GD study's tuned algorithms (its figure); "second_seed" and "prior": the second seed's c / D fits and
+#: prior probe (which adds D to its seed per context length)
+PROMPT_SETS = {"study": 7, "risk": 1, "tuning": 10_000, "gd_tuning": 20_000, "second_seed": 5, "prior": 11}
+#: the gap between two prompt seeds' sets (above every offset plus what a study adds to its seed)
+PROMPT_SEED_STRIDE = 100_000
+#: prompts per study on a model's other training seeds (the shipped model's studies keep theirs): across seeds the
+#: seeds' spread, not the prompts', dominates, and every seed's studies cost as much as the model's own
+SEED_PROMPTS = 500
+
+
+def prompt_seeds(prompt_seed: int = 0) -> dict[str, int]:
+    """The sampling seed of each prompt set (:data:`PROMPT_SETS`) of the report drawn with ``prompt_seed``."""
+    if isinstance(prompt_seed, bool) or not isinstance(prompt_seed, int) or prompt_seed < 0:
+        raise ValueError(f"prompt_seed must be an int >= 0, got {prompt_seed!r}")
+    return {k: v + prompt_seed * PROMPT_SEED_STRIDE for k, v in PROMPT_SETS.items()}
+
 _SKIP_NOTES = {
     "head_counts": "no head-count siblings: the head-count comparison (Fig 1b, `head_count_order`) is skipped",
     "single_head": "no trained single-head sibling: `multihead_beats_single` is skipped",
@@ -56,23 +80,7 @@ def _stored_dynamics(name: str, out: Path) -> Optional[dict]:
     return {**dyn, "figure": "dynamics.png", "source": f"icl_interp/zoo/{name}/dynamics.json (python recipes/dynamics.py --model {name})"}
 
 
-def _dynamics_lines(d: dict) -> list[str]:
-    """The mechanism over training: when the model leaves the ridge plateau and when each claim holds."""
-    s = d["summary"]
-    lines = ["", "## The mechanism over training", "", f"From the model's training snapshots ({d['source']}).", "",
-             "![dynamics](dynamics.png)", "",
-             f"Leaves the ridge plateau (error clearly below the best ridge's) at step {s['leaves_ridge_plateau_at']}.", "",
-             "| claim | reproduced from step (and on) | relative to leaving the plateau |", "|---|---|---|"]
-    lines += [f"| `{i}` | {'no snapshot' if c['reproduced_from'] is None else c['reproduced_from']} | {c['relative_to_plateau_exit']} |"
-              for i, c in s["claims"].items()]
-    lines += ["", "| step | error / ridge | error / Lasso | " + " | ".join(f"`{i}`" for i in s["claims"]) + " |",
-              "|---|---|---|" + "---|" * len(s["claims"])]
-    lines += [f"| {r['step']} | {r['over_ridge']:.2f} | {r['over_lasso']:.2f} | "
-              + " | ".join(r["claims"].get(i, {}).get("verdict", "-") for i in s["claims"]) + " |" for r in d["rows"]]
-    return lines
-
-
-def _resolve(model: Any) -> tuple[str, Any, Siblings]:
+def _resolve(model: Any, declared: Any = None) -> tuple[str, Any, Siblings]:
     """(label, loaded model, siblings) for a zoo name, a saved model folder or an ICLTransformer in memory."""
     from .model import ICLTransformer
 
@@ -86,29 +94,35 @@ def _resolve(model: Any) -> tuple[str, Any, Siblings]:
         folder, zoo_name = resolve_model(model)  # the name rule: zoo:NAME, ./NAME, a bare name only where unambiguous
     except ValueError as e:
         raise ValueError(f"model: {e}") from None
+    if declared is not None:  # the caller's own declaration of the model's relatives (a model outside the index)
+        label = zoo_name or str(model)
+        return label, load_model(folder), siblings_from(label if zoo_name is None else ZOO_PREFIX + zoo_name, declared)
     if zoo_name is None:
         return str(model), load_model(folder), Siblings()
     return zoo_name, load_model(folder), siblings(ZOO_PREFIX + zoo_name)
 
 
-def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path) -> dict:
-    """Run every study that applies to ``model`` (and its siblings) on the same prompts; the results by study."""
+def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path, seeds: dict[str, int]) -> dict:
+    """Run every study that applies to ``model`` (and its siblings) on the same prompts; the results by study.
+
+    ``seeds``: each prompt set's sampling seed (:func:`prompt_seeds`)."""
     import torch
 
     loaded = {name: model}
 
-    def get(zoo_name: str) -> Any:  # each zoo model loaded once
-        if zoo_name not in loaded:
-            loaded[zoo_name] = load_model(ZOO_PREFIX + zoo_name)
-        return loaded[zoo_name]
+    def get(sibling: str) -> Any:  # each sibling loaded once: a zoo name, or a folder a --siblings file declares
+        if sibling not in loaded:
+            is_folder = _is_path_like(sibling) or sibling.startswith(ZOO_PREFIX)
+            loaded[sibling] = load_model(sibling if is_folder else ZOO_PREFIX + sibling)
+        return loaded[sibling]
 
     task, n = model.task, model.cfg.max_points
     n_prompts = 256 if quick else 2000
-    data = prepare(model, task.sample(n_prompts, n, seed=7))  # one validated batch and clean forward for every study
-    r: dict[str, Any] = {"model": name, "model_config": model.cfg.to_dict(), "quick": quick}
+    data = prepare(model, task.sample(n_prompts, n, seed=seeds["study"]))  # one validated batch and clean forward for every study
+    r: dict[str, Any] = {"model": name, "model_config": model.cfg.to_dict(), "quick": quick, "prompt_seeds": seeds}
     variants = {v: get(v) for v in sib.head_counts}
     variants.setdefault(name, model)
-    r["risk"] = st.risk_curves(variants, task, n, n_prompts=n_prompts, seed=1, quick=quick, out=out)
+    r["risk"] = st.risk_curves(variants, task, n, n_prompts=n_prompts, seed=seeds["risk"], tuning_seed=seeds["tuning"], quick=quick, out=out)
     r["quality_bar"] = cl.quality_bar(r["risk"], name, task.d)
     # the head-count siblings (and below the concatenated twin) share the task, so the same tuned baselines: each one's bar
     # (issue 14: the comparison models reach the bar too, or the report says which do not)
@@ -117,45 +131,66 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path) -> di
     r["importance"] = st.importance_study(model, data, out=out)
     r["attention"] = _attention(model, data, out)
     single = get(sib.single_head) if sib.single_head else None
+    # every ablation kind removes the same heads, those zero ablation's importance prunes (so at every noise level)
     r["pruning"] = st.pruning_study(model, data, single_head=single, importance=torch.tensor(r["importance"]["ablation"]), out=out)
     pairs = {}
     for full, one in sib.noise_sweep:
         pairs[float(get(full).task.noise_std)] = (get(full), get(one) if one else None)
     if len(pairs) > 1:
         known = {float(task.noise_std): r["pruning"]}  # the same model, prompts and seed: not run again
-        r["pruning_noise"] = st.noise_pruning_study(pairs, n_prompts=n_prompts, quick=quick, known=known, out=out)
+        r["pruning_noise"] = st.noise_pruning_study(pairs, n_prompts=n_prompts, seed=seeds["study"], quick=quick, known=known, out=out)
         r["quality_bar_noise"] = {}  # each other level's pair against its own task's tuned baselines
         for full, one in sib.noise_sweep:
             if full != name:
                 level = {m: get(m) for m in (full, one) if m}
-                risk = st.risk_curves(level, get(full).task, n, n_prompts=n_prompts, seed=1, quick=quick)
+                risk = st.risk_curves(level, get(full).task, n, n_prompts=n_prompts, seed=seeds["risk"], tuning_seed=seeds["tuning"],
+                                      quick=quick)
                 r["quality_bar_noise"].update({m: cl.quality_bar(risk, m, task.d) for m in level})
     r["preprocessing"] = st.preprocessing_study(model, data, out=out)
-    r["gd"] = st.gd_study(model, data, out=out)
+    r["gd"] = st.gd_study(model, data, tuning_seed=seeds["gd_tuning"], out=out)
     if sib.concat_twin:  # the same questions where one token holds x_i and y_i together
         twin = get(sib.concat_twin)
-        tdata = prepare(twin, twin.task.sample(n_prompts, twin.cfg.max_points, seed=7))
-        curve = evaluate(twin, twin.task, n_points=twin.cfg.max_points, n_prompts=r["risk"]["n_prompts"], seed=1)  # the risk prompts
+        tdata = prepare(twin, twin.task.sample(n_prompts, twin.cfg.max_points, seed=seeds["study"]))
+        curve = evaluate(twin, twin.task, n_points=twin.cfg.max_points, n_prompts=r["risk"]["n_prompts"], seed=seeds["risk"])  # the risk prompts
         r["concat"] = {"model": sib.concat_twin, "error": curve.error.tolist(),
-                       "preprocessing": st.preprocessing_study(twin, tdata), "gd": st.gd_study(twin, tdata)}
+                       "preprocessing": st.preprocessing_study(twin, tdata), "gd": st.gd_study(twin, tdata, tuning_seed=seeds["gd_tuning"])}
         if twin.task.to_dict() == task.to_dict() and len(curve.error) == len(r["risk"]["curves"][name]["error"]):  # same prompts
             with_twin = {"curves": {**r["risk"]["curves"], sib.concat_twin: {"error": r["concat"]["error"]}}}
             r["quality_bar_siblings"][sib.concat_twin] = cl.quality_bar(with_twin, sib.concat_twin, task.d)
+    def seed_studies(zoo_name: str) -> dict:  # the single-model studies of each training seed k >= 1 the zoo holds
+        return {str(k): st.single_model_studies(get(v), n_prompts=min(n_prompts, SEED_PROMPTS), seed=seeds["study"], name=v, risk_seed=seeds["risk"],
+                                                tuning_seed=seeds["gd_tuning"]) for k, v in zoo_seeds(zoo_name).items() if k}
+
+    if seed_studies_of := seed_studies(name):  # the model's own training seeds: its claims decided on every one
+        r["seeds"] = seed_studies_of
     if sib.linear_twin:  # the same task in the seed's theory class (bidirectional linear attention): every single-model claim
-        r["linear"] = single_model_studies(get(sib.linear_twin), n_prompts=n_prompts, name=sib.linear_twin)
+        r["linear"] = st.single_model_studies(get(sib.linear_twin), n_prompts=n_prompts, seed=seeds["study"], name=sib.linear_twin,
+                                              risk_seed=seeds["risk"], tuning_seed=seeds["gd_tuning"])
+        if lin_seeds := seed_studies(sib.linear_twin):
+            r["linear"]["seeds"] = lin_seeds
     if sib.second_seed:
         softmax = {v: get(v) for v in sib.second_seed}
-        r["multihead"] = st.multihead_study(softmax, next(iter(softmax.values())).task, quick=quick, out=out)
+        r["multihead"] = st.multihead_study(softmax, next(iter(softmax.values())).task, seed=seeds["second_seed"], quick=quick, out=out)
+        r["multihead"]["seeds"] = {}  # the same study on each training seed k that every one of these models has
+        by_seed = [zoo_seeds(v) for v in sib.second_seed]
+        for k in sorted(set.intersection(*(set(s) for s in by_seed)) - {0}):
+            twins = {s[k]: get(s[k]) for s in by_seed}
+            r["multihead"]["seeds"][str(k)] = st.multihead_study(twins, next(iter(twins.values())).task, n_prompts=SEED_PROMPTS,
+                                                                 seed=seeds["second_seed"], quick=quick)
     dyn = _stored_dynamics(name, out)
     if dyn is not None:
         r["dynamics"] = dyn
     if sib.second_seed_settings:  # the seed's other settings (our definitions: README)
         r["seed2_settings"] = st.settings_study({s: {v: get(v) for v in names} for s, names in sib.second_seed_settings},
-                                                quick=quick, out=out)
+                                                seed=seeds["second_seed"], prior_seed=seeds["prior"], quick=quick, out=out)
     have = {"head_counts": len(variants) > 1, "single_head": single is not None, "noise_sweep": len(pairs) > 1,
             "concat_twin": bool(sib.concat_twin), "linear_twin": bool(sib.linear_twin), "second_seed": bool(sib.second_seed),
             "second_seed_settings": bool(sib.second_seed_settings)}
     r["skipped"] = {k: f"`{name}` has {_SKIP_NOTES[k]}" for k, ok in have.items() if not ok}
+    if r["skipped"] and name not in zoo_names():  # a model outside the index: how to give it relatives
+        r["skipped"]["how_to_add"] = (f"`{name}` is not in the zoo's index: declare its relatives in a JSON file (index.json's "
+                                      "roles, each a saved folder or a zoo name) and pass it with `icl-interp report --model "
+                                      f"{name} --siblings FILE` (docs/science/index.md, 'Siblings of your own model')")
     if sib.other_recipe:  # declared, present, but not comparable: say which, and how to make them so
         r["skipped"]["other_recipe"] = (
             f"declared siblings trained with another recipe than `{name}` are left out of the comparisons: "
@@ -173,225 +208,94 @@ def single_model_studies(model: Any, *, n_prompts: int = 2000, seed: int = 7, na
     return st.single_model_studies(net, n_prompts=n_prompts, seed=seed, name=label if name is None else name)
 
 
-def write_report(out: Union[str, Path], *, model: Any = "default", quick: bool = False) -> dict:
+def write_report(out: Union[str, Path], *, model: Any = "default", quick: bool = False, prompt_seed: int = 0,
+                 siblings: Any = None) -> dict:
     """Run every analysis on ``model`` and write ``out/report.md`` (with its figures) and ``out/report.json``.
 
     ``model``: a zoo name (its siblings in the zoo index join the comparisons), a
     saved model folder or an ``ICLTransformer`` in memory (no siblings: those
     comparisons are skipped with a note). ``quick``: 256 prompts instead of 2,000.
-    Returns the results; ``results["claims"]`` lists each claim with its stable ``id``.
+    ``prompt_seed``: every study's prompts are drawn from it (:func:`prompt_seeds`; 0: the
+    shipped report's prompts). ``siblings``: for a model outside the zoo's index (a saved folder, an imported model), a
+    JSON file or dict declaring its relatives (:func:`icl_interp.zoo.siblings_from`). Returns the results; ``results["claims"]`` lists each claim
+    with its stable ``id``, verdict, value and 5-95% interval.
     """
     if not isinstance(out, (str, Path)):
         raise TypeError(f"out must be a folder path (str or Path), got {type(out).__name__}")
     if not isinstance(quick, bool):
         raise TypeError(f"quick must be a bool, got {type(quick).__name__}")
+    seeds = prompt_seeds(prompt_seed)
     t0 = time.perf_counter()
-    name, net, sib = _resolve(model)
+    name, net, sib = _resolve(model, siblings)
     out = writable_folder(out, "out")  # before minutes of analyses
-    results = _collect(name, net, sib, quick, out)  # writes the figures
+    results = _collect(name, net, sib, quick, out, seeds)  # writes the figures
     results["claims"] = [c.to_dict() for c in cl.decide(results)]
     results["seconds"] = round(time.perf_counter() - t0, 1)
-    markdown = _markdown(results, net)
+    text = markdown(results, net)  # rendered before any file is replaced
     # after the figures, each file replaced as one unit: a failed write leaves the previous report whole
-    atomic_write_bytes(out / "report.json", json.dumps(results, indent=1).encode())
-    atomic_write_bytes(out / "report.md", markdown.encode())
+    _save(results, out)
+    atomic_write_bytes(out / "report.md", text.encode())
     return results
 
 
-# -- rendering ----------------------------------------------------------------------------------
+# -- report.json and its per-prompt numbers ------------------------------------------------------------
 
-def _probe_table(pre: dict) -> list[str]:
-    """Rows ``| target (where) | input R2 | layer-0 R2 | random-model R2 |`` of a preprocessing study."""
-    lines, every = [], f"every token; r over {pre.get('view_words', 'the examples before it')}"
-    for table, where in (("rows", "query token"), ("rows_all_positions", every)):
-        for t, row in pre[table].items():
-            ctrl = "n/a" if row["control_r2"] is None else f"{row['control_r2']:.3f}"
-            lines.append(f"| {t} ({where}) | {row['input_r2']:.3f} | {row['layer0_r2']:.3f} | {ctrl} |")
-    return lines
+#: the keys whose values are per-prompt numbers or bootstrap draws: what the claims' intervals are computed from. They
+#: would make report.json megabytes, so they go to a gzipped file beside it (:func:`load_report` puts them back)
+PER_PROMPT_KEYS = frozenset({"per_prompt", "per_prompt_last", "per_prompt_c_multi", "per_prompt_c_single", "best_per_prompt",
+                             "theta0_distance_draws", "distance_draws"})
 
 
-def _step_table(gd: dict) -> list[str]:
-    lines = ["| t | GD risk (best lr) | PtO risk (best candidate and lr) |", "|---|---|---|"] + [
-        f"| {t} | {a:.3f} | {b:.3f} |" for t, a, b in zip(gd["steps"], gd["gd_risk"], gd["pto_risk"])]
-    its = gd.get("iterates") or {}
-    if its.get("layers"):  # the claims' numbers: each algorithm run's gaps after the later layers
-        layers = its["layers"]
-        lines += ["", "Gap of each later layer to the algorithm's iterate (t = layer + t0; the last layer: the model's output, "
-                  "else a probe's sqrt(1 - R2)), step size matched to the model's output:", "",
-                  "| algorithm | t0 | step size | " + " | ".join(f"layer {l}" for l in layers) + " | mean |",
-                  "|---" * (len(layers) + 4) + "|"]
-        for rec in its["algorithms"].values():
-            gaps = [rec["gaps"].get(str(l), 1.0) for l in layers]
-            lines.append(f"| {rec['family']} | {rec['t0']} | {rec['step_size']:.4g} | " + " | ".join(f"{g:.3f}" for g in gaps)
-                         + f" | {sum(gaps) / len(gaps):.3f} |")
-    return lines
+def _split(obj: Any) -> tuple[Any, Any]:
+    """(``obj`` without :data:`PER_PROMPT_KEYS`, what was taken out at the same paths; list items as ``"#i"``)."""
+    if isinstance(obj, dict):
+        slim, heavy = {}, {}
+        for k, v in obj.items():
+            if k in PER_PROMPT_KEYS:
+                heavy[k] = v
+            else:
+                slim[k], h = _split(v)
+                if h is not None:
+                    heavy[k] = h
+        return slim, heavy or None
+    if isinstance(obj, list):
+        parts = [_split(v) for v in obj]
+        heavy = {f"#{i}": h for i, (_, h) in enumerate(parts) if h is not None}
+        return [p[0] for p in parts], heavy or None
+    return obj, None
 
 
-def _settings_lines(study: dict) -> list[str]:
-    """The section on the second seed's other settings: the c/D fits per model, and each prior model's theta_0 probe."""
-    lines = ["", "## The second seed's other settings", "", "![multihead settings](multihead_settings.png)", "",
-             "Each setting is the base task with one change (our definitions: README). Claims `seed2_<setting>`.", "",
-             "| setting | model | p/h | fitted c | fitted e | excess risk at the largest D |", "|---|---|---|---|---|---|"]
-    for setting, res in study["settings"].items():
-        lines += [f"| {setting} | {n} | {m['p_over_h']:g} | {m['c']:.3f} | {m['e']:.4f} | {m['excess_risk'][-1]:.4f} |"
-                  for n, m in res["models"].items()]
-    priors = {s: res["prior"] for s, res in study["settings"].items() if "prior" in res}
-    if priors:
-        lines += ["", "Has a model learned theta_0? u: its predictions fitted on x_q over the prompts (its mean function); the "
-                  "distance of u from theta_0 over the norm of theta_0 is 0 for predicting theta_0 . x_q and 1 for predicting 0.",
-                  "", "| setting | predictor | D | error | distance of u from theta_0 (relative) |", "|---|---|---|---|---|"]
-        for setting, prior in priors.items():
-            lines += [f"| {setting} | {n} | {prior['D'][0]} | {row['error'][0]:.4f} | {row['theta0_distance'][0]:.3f} |"
-                      for n, row in prior["rows"].items()]
-    return lines
+def _merge(slim: Any, heavy: Any) -> Any:
+    """The inverse of :func:`_split`."""
+    if heavy is None:
+        return slim
+    if isinstance(slim, list):
+        return [_merge(v, heavy.get(f"#{i}")) for i, v in enumerate(slim)]
+    return {**{k: _merge(v, heavy.get(k)) for k, v in slim.items()}, **{k: v for k, v in heavy.items() if k not in slim}}
 
 
-def _linear_lines(lin: dict) -> list[str]:
-    """The section on the linear-attention twin: its error, head importance, probes and per-layer risk (claims `linear_*`)."""
-    imp = lin["importance"]
-    lines = ["", f"## The same task learnt with bidirectional linear attention (`{lin['model']}`)", "",
-             f"Claims `linear_*`. Error (MSE / s) at n = {len(lin['error']) - 1}: {lin['error'][-1]:.3f}; clean error on the "
-             f"study prompts {imp['clean_error']:.3f} (context-free {imp['context_free_error']:.3f}). Ablation importance "
-             "(rows = layers): " + "; ".join(", ".join(f"{v:+.3f}" for v in row) for row in imp["ablation"]) + ".", "",
-             "| target | input R2 | layer-0 R2 | random-model R2 |", "|---|---|---|---|"]
-    lines += _probe_table(lin["preprocessing"])
-    return lines + ["", "P-probing risk per layer (input first): " + ", ".join(f"{v:.3f}" for v in lin["gd"]["probe_risk_per_layer"]), ""
-                    ] + _step_table(lin["gd"])
+def _save(results: dict, out: Path) -> None:
+    """``report.json`` without the per-prompt numbers, which go to ``per_prompt-<hash>.json.gz`` (named in report.json as
+    ``per_prompt_file``). The gz file is written first under a name of its content, then report.json is replaced, then
+    older gz files go: a kill at any point leaves a report.json whose per-prompt file is there."""
+    slim, heavy = _split(results)
+    data = gzip.compress(json.dumps(heavy).encode(), mtime=0)
+    name = f"per_prompt-{hashlib.sha256(data).hexdigest()[:12]}.json.gz"
+    atomic_write_bytes(out / name, data)
+    atomic_write_bytes(out / "report.json", json.dumps({**slim, "per_prompt_file": name}, indent=1).encode())
+    for old in out.glob("per_prompt-*.json.gz"):
+        if old.name != name:
+            old.unlink()
 
 
-def _bar_table(title: str, bars: dict) -> list[str]:
-    """Markdown rows of :func:`claims.quality_bar` results by model (nothing when there are none)."""
-    if not bars:
-        return []
-    lines = ["", title, "", "| model | / best ridge | / best Lasso | below ridge, n >= d/2 | below OLS, n < d | bar |",
-             "|---|---|---|---|---|---|"]
-    return lines + [f"| `{v}` | {_ratio(b, 'ridge')} | {_ratio(b, 'lasso')} | "
-                    f"{b['below_ridge_for_all_n_ge_d_half']} | {b['below_ols_for_all_n_lt_d']} | {'met' if b['meets_bar'] else 'not met'} |"
-                    for v, b in bars.items()]
-
-
-def _unsettled(bar: dict) -> str:
-    """A sentence naming the ratios whose 5-95% interval straddles its bar (the verdict could flip on other prompts)."""
-    names = [name for name in ("ridge", "Lasso") if bar.get(f"{name.lower()}_ratio_settled") is False]
-    if not names:
-        return ""
-    which = f"The {names[0]} ratio's 5-95% interval" if len(names) == 1 else "Both ratios' 5-95% intervals"
-    return (f" {which} (paired bootstrap over the prompts) {'contains its' if len(names) == 1 else 'contain their'} bar: "
-            "on this many prompts that part of the verdict is within sampling error.")
-
-
-def _ratio(bar: dict, key: str) -> str:
-    """``0.843 (0.83-0.86)``: a quality-bar ratio with its 5-95% paired bootstrap interval where the bar has one."""
-    text = f"{bar[f'ratio_to_best_{key}_at_largest_n']:.3f}"
-    interval = bar.get(f"ratio_to_best_{key}_interval")
-    return text if interval is None else f"{text} ({interval[0]:.3f}-{interval[1]:.3f})"
-
-
-def _markdown(r: dict, model: Any) -> str:
-    c = model.cfg
-    q = r["quality_bar"]
-    lines = [
-        f"# icl_interp report: `{r['model']}`",
-        "",
-        f"Model: {c.n_layers} layers x {c.n_heads} heads, d_model {c.d_model}, {c.encoding} encoding; task {model.task.to_dict()}.",
-        f"{'Quick mode (small samples): numbers are rough.' if r['quick'] else ''} Ran in {r['seconds']} s.",
-        "",
-        "## Claims",
-        "",
-        "Each claim is decided in `icl_interp/claims/` (thresholds named there); `report.json` lists them by `id`.",
-        "",
-        "| id | claim | verdict | the number that decides |",
-        "|---|---|---|---|",
-    ]
-    lines += [f"| `{x['id']}` | {x['claim']} | **{x['verdict']}** | {x['number']} |" for x in r["claims"]]
-    if r["skipped"]:
-        lines += ["", "Skipped (siblings are declared in the zoo index, `icl_interp/zoo/index.json`):", ""]
-        lines += [f"- {note}" for note in r["skipped"].values()]
-    lines += [
-        "",
-        "## Risk against the number of in-context examples",
-        "",
-        "![risk curves](risk_curves.png)",
-        "",
-        f"Quality bar ({'met' if q['meets_bar'] else 'NOT met'}): error at n = {q['n_largest']} is "
-        f"{_ratio(q, 'ridge')}x the best ridge's (bar {cl.QUALITY_BAR_RIDGE_RATIO:g}x) and "
-        f"{_ratio(q, 'lasso')}x the best Lasso's (bar {cl.QUALITY_BAR_LASSO_RATIO:g}x); below the best ridge "
-        f"for every n >= d/2: {q['below_ridge_for_all_n_ge_d_half']}; below OLS for every 1 <= n < d: {q['below_ols_for_all_n_lt_d']}."
-        + _unsettled(q),
-        "",
-        "| n | model | best ridge | best Lasso | OLS |",
-        "|---|---|---|---|---|",
-    ]
-    lines += [f"| {row['n']} | {row['model']:.3f} | {row['ridge']:.3f} | {row['lasso']:.3f} | {row['ols']:.3f} |" for row in q["per_n"]]
-    lines += _bar_table("The siblings on the same task (head counts, the concatenated twin) against the same baselines:",
-                        r["quality_bar_siblings"])
-    lines += _bar_table("The noise sweep's other levels, each model against its own task's tuned baselines:",
-                        r.get("quality_bar_noise", {}))
-    imp = r["importance"]
-    lines += [
-        "",
-        "## Head importance",
-        "",
-        "![head importance](head_importance.png)",
-        "",
-        f"Clean error {imp['clean_error']:.3f}. Spearman correlation of ablation and gradient importance: "
-        f"{imp['spearman_ablation_vs_gradient']:.2f}.",
-        "",
-        "## Attention patterns",
-        "",
-        "Where the query token (it predicts the last y) attends, averaged over the prompts, by example index: x tokens "
-        "and y tokens apart (`ii.attention_profile`, `ii.plot_attention`).",
-        "",
-        "![attention](attention.png)",
-        "",
-        "## Pruning and per-layer P-probing",
-        "",
-        "![pruning and probing](pruning_probing.png)",
-        "",
-        f"Pruned mask (rows = layers): `{r['pruning']['mask']}`.",
-        "",
-    ]
-    if "pruning_noise" in r:
-        lines += ["### Across noise levels", "", "![pruning across noise levels](pruning_noise.png)", "",
-                  "| noise std | all heads | pruned | single-head model | noise floor | training steps |", "|---|---|---|---|---|---|"]
-        for k, v in r["pruning_noise"]["levels"].items():
-            single = f"{v['error_single_head']:.3f}" if "error_single_head" in v else "n/a"
-            lines.append(f"| {k} | {v['error_full']:.3f} | {v['error_pruned']:.3f} | {single} | {v['noise_floor']:.3f} | {v['train_steps']} |")
-        lines.append("")
-    g = r["gd"]
-    control = g.get("probe_risk_per_layer_control")
-    lines += ["## Layer 0 as preprocessing", "", "![preprocessing probes](preprocessing_probes.png)", "",
-              "| target | input R2 | layer-0 R2 | random-model R2 |", "|---|---|---|---|"]
-    lines += _probe_table(r["preprocessing"])
-    lines += [
-        "",
-        "## Later layers as gradient-descent steps",
-        "",
-        "![gd steps](gd_steps.png)",
-        "",
-        "P-probing risk per layer (input first): " + ", ".join(f"{v:.3f}" for v in g["probe_risk_per_layer"]),
-        "",
-        "The same probes on a random model of the same config: " + (", ".join(f"{v:.3f}" for v in control) if control else "n/a"),
-        "",
-    ] + _step_table(g)
-    if "concat" in r:
-        cc = r["concat"]
-        lines += ["", f"## The same questions with concatenated [x; y] tokens (`{cc['model']}`)", "",
-                  "One token holds x_i and y_i together, so layer 0 could form x_i * y_i-like features within a token. "
-                  f"Error (MSE / s) at n = {len(cc['error']) - 1}: {cc['error'][-1]:.3f}.", "",
-                  "| target | input R2 | layer-0 R2 | random-model R2 |", "|---|---|---|---|"]
-        lines += _probe_table(cc["preprocessing"])
-        lines += ["", "P-probing risk per layer (input first): " + ", ".join(f"{v:.3f}" for v in cc["gd"]["probe_risk_per_layer"]), ""]
-        lines += _step_table(cc["gd"])
-    if "linear" in r:
-        lines += _linear_lines(r["linear"])
-    if "multihead" in r:
-        lines += ["", "## Second seed: single- vs multi-head one-layer softmax attention", "", "![multihead](multihead.png)", "",
-                  "| model | p | h | p/h | fitted c | fitted e |", "|---|---|---|---|---|---|"]
-        lines += [f"| {n} | {m['p']} | {m['h']} | {m['p_over_h']:g} | {m['c']:.3f} | {m['e']:.4f} |" for n, m in r["multihead"]["models"].items()]
-    if "dynamics" in r:
-        lines += _dynamics_lines(r["dynamics"])
-    if "seed2_settings" in r:
-        lines += _settings_lines(r["seed2_settings"])
-    lines += ["", "Every number is in `report.json`.", ""]
-    return "\n".join(lines)
+def load_report(folder: Union[str, Path]) -> dict:
+    """A written report's results with their per-prompt numbers put back: ``claims.decide(load_report(folder))`` gives
+    ``report.json``'s claims again."""
+    folder = Path(folder)
+    if not (folder / "report.json").is_file():
+        raise ValueError(f"folder must hold a report.json (icl-interp report --out FOLDER), got {str(folder)!r}")
+    slim = json.loads((folder / "report.json").read_text())
+    name = slim.pop("per_prompt_file", None)
+    if name is None:
+        return slim
+    return _merge(slim, json.loads(gzip.decompress((folder / name).read_bytes())))

@@ -9,7 +9,7 @@ from icl_interp import claims as cl
 from icl_interp.claims import Claim
 from icl_interp.studies.iterates import gd_distance, output_gap, read_out_gap
 
-R, M, N = "reproduced", "mixed", "not reproduced"
+R, M, N, U = "reproduced", "mixed", "not reproduced", "undecided"
 
 
 def importance(rel=(0.1, 0.1), shares=(0.6, 0.6), clean=0.5, free=1.0):
@@ -51,10 +51,11 @@ def cmp(ratio, wide):
 @pytest.mark.parametrize("rel, verdict", [
     ((0.06, 0.9), R),            # every head above 5% of the skill
     ((0.051, 0.9), R),
-    ((0.05, 0.9), M),            # exactly 5% is not above it
-    ((0.04, 0.9), M),            # below 5% but above 0
-    ((0.0, 0.9), N),             # one head does nothing
-    ((-0.01, 0.9), N),
+    ((0.05, 0.9), M),            # exactly 5% is not above it: head 0 fails, head 1 holds (parts disagree)
+    ((0.04, 0.9), M),
+    ((0.0, 0.9), M),             # one head does nothing, the other carries the layer
+    ((-0.01, 0.9), M),
+    ((0.04, 0.01), N),           # no head above 5%
 ])
 def test_layer0_all_heads(rel, verdict):
     claim = cl.layer0_all_heads(importance(rel=rel))
@@ -83,7 +84,8 @@ def test_head_claims_need_a_model_that_solves_something():
 
 
 @pytest.mark.parametrize("shares, verdict", [
-    ((0.6, 0.5), R),             # at least half, inclusive
+    ((0.6, 0.51), R),            # above half in every later layer
+    ((0.6, 0.5), M),             # exactly half is not above it (the one rule's "above" is strict)
     ((0.6, 0.49), M),            # one later layer without a majority head
     ((0.4, 0.49), N),
 ])
@@ -95,26 +97,26 @@ def test_later_single_head_needs_a_later_layer():
     assert cl.later_single_head(importance(shares=())) is None    # a one-layer model
 
 
-@pytest.mark.parametrize("ratio, verdict", [(1.05, R), (1.1, R), (1.11, M), (1.5, M), (1.51, N), (3.0, N)])
+@pytest.mark.parametrize("ratio, verdict", [(1.05, R), (1.1, R), (1.11, N), (1.5, N), (3.0, N)])   # no partial band: one rule
 def test_pruning_preserves(ratio, verdict):
     claim = cl.pruning_preserves(pruning(ratio))
     assert (claim.id, claim.verdict, claim.values["pruned_over_full"]) == ("pruning_preserves", verdict, ratio)
 
 
-@pytest.mark.parametrize("single, verdict", [(1.2, R), (1.1, M), (1.05, M), (1.0, N), (0.9, N)])
+@pytest.mark.parametrize("single, verdict", [(1.2, R), (1.11, R), (1.1, N), (1.05, N), (0.9, N)])
 def test_multihead_beats_single(single, verdict):
     claim = cl.multihead_beats_single(pruning(1.0, single=single))
     assert (claim.id, claim.verdict) == ("multihead_beats_single", verdict)
     assert claim.values["single_over_full"] == pytest.approx(single)
 
 
-@pytest.mark.parametrize("ratios, verdict", [((1.05, 1.1), R), ((1.05, 1.2), M), ((1.5, 1.0), M), ((1.0, 1.6), N)])
+@pytest.mark.parametrize("ratios, verdict", [((1.05, 1.1), R), ((1.05, 1.2), M), ((1.5, 1.0), M), ((1.2, 1.6), N)])
 def test_noise_pruning(ratios, verdict):
     claim = cl.noise_pruning(sweep(ratios))
     assert (claim.id, claim.verdict, claim.values["worst"]) == ("noise_pruning", verdict, max(ratios))
 
 
-@pytest.mark.parametrize("singles, verdict", [((1.2, 1.11), R), ((1.2, 1.1), M), ((1.0, 1.01), M), ((1.0, 0.9), N)])
+@pytest.mark.parametrize("singles, verdict", [((1.2, 1.11), R), ((1.2, 1.1), M), ((1.0, 1.01), N), ((1.0, 0.9), N)])
 def test_noise_single_head(singles, verdict):
     claim = cl.noise_single_head(sweep((1.0, 1.0), singles))
     assert (claim.id, claim.verdict) == ("noise_single_head", verdict)
@@ -146,8 +148,8 @@ def test_head_count_order_needs_two_head_counts():
 
 
 @pytest.mark.parametrize("ratio, wide, verdict", [
-    (0.85, True, R), (0.9, True, M), (0.95, True, M), (1.0, True, N), (1.2, True, N),
-    (1.05, False, R), (1.0, False, R), (0.95, False, M), (0.9, False, M), (0.85, False, N),
+    (0.85, True, R), (0.9, True, R), (0.95, True, N), (1.2, True, N),              # wide: c ratio at most 0.9
+    (1.05, False, R), (0.95, False, R), (0.9, False, N), (0.85, False, N),          # narrow: no longer clearly below 1
 ])
 def test_seed2(ratio, wide, verdict):
     claim = cl.seed2(cmp(ratio, wide))
@@ -158,13 +160,11 @@ def test_seed2(ratio, wide, verdict):
 @pytest.mark.parametrize("gain, layer0, control, verdict", [
     (0.1, 0.3, 0.2, R),          # 0.1 over the input and over the random model
     (0.051, 0.3, 0.2, R),
-    (0.05, 0.3, 0.2, M),         # exactly 0.05 is not above it; above the 0.02 hint
-    (0.1, 0.3, 0.26, M),         # the random model decodes it almost as well
-    (0.03, 0.3, 0.1, M),
-    (0.021, 0.3, 0.1, M),
-    (0.02, 0.3, 0.1, N),
+    (0.05, 0.3, 0.2, N),         # exactly 0.05 is not above it
+    (0.1, 0.3, 0.26, N),         # the random model decodes it almost as well
+    (0.03, 0.3, 0.1, N),
     (-0.1, 0.3, 0.1, N),
-    (0.1, 0.3, None, M),         # no control: never reproduced
+    (0.1, 0.3, None, U),         # no control: never reproduced
 ])
 def test_layer0_preprocesses(gain, layer0, control, verdict):
     claim = cl.layer0_preprocesses(pre(gain, layer0, control))
@@ -174,10 +174,11 @@ def test_layer0_preprocesses(gain, layer0, control, verdict):
 @pytest.mark.parametrize("d_gd, d_pto, c_gd, c_pto, verdict", [
     (0.1, 0.3, 0.8, 0.8, R),     # close to GD, far closer than chance
     (0.3, 0.19, 0.8, 0.8, R),    # PtO counts as well as GD
-    (0.2, 0.3, 0.8, 0.8, M),     # 0.2 is not below 0.2
+    (0.2, 0.3, 0.8, 0.8, R),     # "below" is inclusive
+    (0.21, 0.3, 0.8, 0.8, N),
     (0.15, 0.3, 0.31, 0.8, R),   # chance (0.31) just over twice as far
-    (0.15, 0.3, 0.29, 0.8, M),   # close, but chance (0.29) is less than twice as far
-    (0.45, 0.6, 0.8, 0.8, M),
+    (0.15, 0.3, 0.29, 0.8, N),   # close, but chance (0.29) is less than twice as far
+    (0.45, 0.6, 0.8, 0.8, N),
     (0.5, 0.6, 0.8, 0.8, N),
     (0.3, 0.4, 0.25, 0.8, N),    # a random model is closer
     (0.1, 0.3, None, None, R),   # no control model: chance counts as infinitely far
@@ -189,9 +190,9 @@ def test_later_gd_steps(d_gd, d_pto, c_gd, c_pto, verdict):
 
 @pytest.mark.parametrize("d_gd, d_pto, c_pto, verdict", [
     (0.3, 0.1, 0.8, R),
-    (0.3, 0.2, 0.8, M),          # closer to PtO than GD, but not below 0.2
-    (0.3, 0.15, 0.25, M),        # the random model is less than twice as far from PtO
-    (0.6, 0.49, 0.8, M),
+    (0.3, 0.21, 0.8, N),         # closer to PtO than GD, but not below 0.2
+    (0.3, 0.15, 0.25, N),        # the random model is less than twice as far from PtO
+    (0.6, 0.49, 0.8, N),
     (0.99, 0.98, 0.99, N),       # closer to PtO than to GD, but tracking neither (not below 0.5)
     (0.1, 0.15, 0.8, N),         # GD is closer
     (0.1, 0.1, 0.8, N),          # a tie is not "better"
@@ -239,7 +240,7 @@ def test_linear_twin_claims_have_their_own_ids_and_say_so():
     assert [c.id for c in found] == ["linear_" + i for i in ("layer0_all_heads", "later_single_head", "pruning_preserves",
                                                              "layer0_preprocesses", "later_gd_steps", "steps_on_preprocessed")]
     assert all(c.text.startswith("In the trained linear-attention model (`linear-concat`): ") for c in found)
-    assert [c.verdict for c in found] == [M, R, M, R, M, N]
+    assert [c.verdict for c in found] == [M, R, N, R, N, N]
 
 
 @pytest.mark.parametrize("ridge_ratio, lasso_ratio, meets", [(0.80, 1.10, True), (0.85, 1.15, True), (0.86, 1.10, False),
@@ -300,10 +301,15 @@ def test_decide_on_a_full_report_gives_every_id_once_in_the_report_order():
         "steps_on_preprocessed", "concat_layer0_preprocesses", "concat_later_gd_steps", "concat_steps_on_preprocessed",
         "multihead_beats_single", "noise_pruning", "noise_single_head", "head_count_order", "seed2_narrow", "seed2_wide"]
     assert [c.verdict for c in found] == [R, R, R, R, R, N, N, R, R, R, M, R, R, R, R]
-    assert json.loads(json.dumps([c.to_dict() for c in found]))[0] == {
-        "id": "layer0_all_heads", "claim": found[0].text, "verdict": R,
-        "values": {"skill_share": [0.1, 0.1], "relative_increase": [0.1, 0.1], "skill": 0.5},
-        "number": "share of the skill (context-free error 1.000 - error 0.500) lost by masking each layer-0 head: 10.0%, 10.0%"}
+    first = json.loads(json.dumps([c.to_dict() for c in found]))[0]
+    assert {k: first[k] for k in ("id", "claim", "verdict", "value", "interval", "threshold", "direction", "n_prompts", "seeds",
+                                  "values", "ablation")} == {
+        "id": "layer0_all_heads", "claim": found[0].text, "verdict": R, "value": pytest.approx(0.1), "interval": None,
+        "threshold": cl.HEAD_ESSENTIAL_RISE, "direction": "above", "n_prompts": None, "seeds": 1, "ablation": "zero",
+        "values": {"skill_share": pytest.approx([0.1, 0.1]), "relative_increase": [0.1, 0.1], "skill": 0.5, "breaks_model": {}}}
+    assert first["number"].startswith("share of the skill (context-free error 1.000 - error 0.500) lost by masking each "
+                                      "layer-0 head: head 0: 10.0%, head 1: 10.0%")
+    assert first["by_ablation"] == {"zero": {"value": pytest.approx(0.1), "interval": None, "verdict": R}}
 
 
 def test_decide_on_a_single_model_leaves_out_the_sibling_claims():
@@ -334,8 +340,8 @@ def prior_cmp(c_ratio=0.7, multi=0.1, single=0.1, bayes=0.02):
 
 @pytest.mark.parametrize("setting", ["noisy", "correlated", "local"])
 @pytest.mark.parametrize("ratio, wide, verdict", [
-    (0.89, True, R), (0.9, True, M), (0.99, True, M), (1.0, True, N),     # the base claim's SEED2_C_RATIO and 1.0
-    (1.0, False, R), (0.99, False, M), (0.9, False, M), (0.89, False, N),
+    (0.89, True, R), (0.9, True, R), (0.91, True, N),        # the base claim's SEED2_C_RATIO, on both sides
+    (1.0, False, R), (0.91, False, R), (0.9, False, N),
 ])
 def test_seed2_setting_is_the_base_claim_under_its_own_id(setting, ratio, wide, verdict):
     claim = cl.seed2_setting(setting, cmp(ratio, wide))
@@ -348,8 +354,8 @@ def test_seed2_setting_is_the_base_claim_under_its_own_id(setting, ratio, wide, 
     (0.5, 0.89, R),              # learned (distance <= 0.5, inclusive) and a clearly smaller c
     (0.1, 0.89, R),
     (0.51, 0.89, M),             # u is nearer the midpoint than theta_0: not learned
-    (0.5, 0.9, M),               # learned, c not clearly smaller
-    (0.51, 0.9, N),
+    (0.5, 0.91, M),              # learned, c not clearly smaller
+    (0.51, 0.91, N),
     (0.9, 1.2, N),
 ])
 def test_seed2_prior_strong(distance, ratio, verdict):
@@ -362,11 +368,10 @@ def test_seed2_prior_strong(distance, ratio, verdict):
 @pytest.mark.parametrize("single, multi, bayes, verdict", [
     (0.11, 0.1, 0.02, R),        # single-head 1.1x as far from theta_0: the same (CLEAR_ERROR_RATIO, inclusive)
     (0.05, 0.1, 0.02, R),        # single-head closer: multi-head no better
-    (0.111, 0.1, 0.02, M),       # 1.11x: multi-head closer, within PARTIAL_ERROR_RATIO
-    (0.15, 0.1, 0.02, M),
-    (0.151, 0.1, 0.02, N),       # 1.51x: multi-head learns theta_0 clearly better
+    (0.111, 0.1, 0.02, N),       # 1.11x: multi-head learns theta_0 better
+    (0.151, 0.1, 0.02, N),
     (0.04, 0.01, 0.05, R),       # both within the probe's resolution (the Bayes predictor's distance): equal, not 4x
-    (0.06, 0.01, 0.05, M),       # floored: 0.06 / 0.05 = 1.2, not 6x
+    (0.054, 0.01, 0.05, R),      # floored: 0.054 / 0.05 = 1.08, not 5.4x
     (0.08, 0.01, 0.05, N),       # floored: 1.6
 ])
 def test_seed2_prior_weak(single, multi, bayes, verdict):
@@ -398,3 +403,172 @@ def test_seed2_settings_bad_inputs_are_named():
         cl.seed2_settings([])
     with pytest.raises(ValueError, match="study is missing"):
         cl.seed2_settings({"noisy": {}})
+
+
+# -- the interval rule (issue 26) -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("interval, direction, verdict", [
+    ((1.2, 1.3), "above", R), ((0.9, 0.99), "above", N), ((1.0, 1.0), "above", N), ((0.95, 1.05), "above", U),
+    ((0.9, 0.99), "below", R), ((1.0, 1.0), "below", R), ((1.01, 1.2), "below", N), ((0.95, 1.05), "below", U),
+    ((float("nan"), 1.2), "above", U),
+])
+def test_interval_verdict_on_planted_intervals(interval, direction, verdict):
+    """Wholly on the right side of the threshold (1.0): reproduced; wholly on the wrong side: not; across it: undecided."""
+    assert cl.interval_verdict(list(interval), 1.0, direction) == verdict
+
+
+def test_interval_verdict_bad_inputs_are_named():
+    with pytest.raises(ValueError, match="direction"):
+        cl.interval_verdict([0.0, 1.0], 0.5, "up")
+    with pytest.raises(ValueError, match="interval must be"):
+        cl.interval_verdict([0.0], 0.5, "above")
+    with pytest.raises(ValueError, match="lo <= hi"):
+        cl.interval_verdict([1.0, 0.0], 0.5, "above")
+
+
+def _noisy(mean, spread, n=400, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return (mean + spread * (torch.rand(n, generator=gen) - 0.5)).tolist()
+
+
+def _pruning_pp(ratio, spread, n=400):
+    """A pruning study on planted per-prompt errors: full about 0.5, pruned the same prompts' errors x ``ratio`` plus noise."""
+    full = _noisy(0.5, 0.8, n, seed=1)
+    noise = _noisy(0.0, spread, n, seed=2)
+    pruned = [f * ratio + e for f, e in zip(full, noise)]
+    free = [1.0] * n
+    out = pruning(sum(pruned) / sum(full))
+    out.update({"per_prompt": {"full": full, "context_free": free},
+                "by_ablation": {"zero": {"per_prompt": pruned}, "mean": {"per_prompt": [p * 1.3 for p in pruned]}}})
+    return out
+
+
+def test_a_point_estimate_that_clears_with_an_interval_that_does_not_is_undecided():
+    """1.08 <= 1.1 on the prompts at hand, but the prompts' noise spans the threshold: undecided; with little noise: reproduced."""
+    wide, tight = cl.pruning_preserves(_pruning_pp(1.08, 2.0)), cl.pruning_preserves(_pruning_pp(1.08, 0.02))
+    assert wide.value < cl.CLEAR_ERROR_RATIO < wide.interval[1] and wide.verdict == U
+    assert tight.interval[1] < cl.CLEAR_ERROR_RATIO and tight.verdict == R
+    assert cl.pruning_preserves(_pruning_pp(1.3, 0.02)).by_ablation["zero"]["verdict"] == N
+    assert tight.n_prompts == 400 and tight.seeds == 1 and tight.threshold == cl.CLEAR_ERROR_RATIO and tight.direction == "below"
+
+
+def test_the_paired_interval_matches_a_direct_numpy_bootstrap():
+    """Peer computation: the ratio of means, prompts resampled together for both, percentiles 5 and 95, in numpy."""
+    np = pytest.importorskip("numpy")
+    study = _pruning_pp(1.08, 0.5)
+    claim = cl.pruning_preserves(study)
+    full, pruned = np.array(study["per_prompt"]["full"]), np.array(study["by_ablation"]["zero"]["per_prompt"])
+    idx = np.random.default_rng(0).integers(0, len(full), size=(4000, len(full)))
+    low, high = np.percentile(pruned[idx].mean(1) / full[idx].mean(1), [5, 95])
+    assert claim.value == pytest.approx(pruned.mean() / full.mean())
+    assert claim.interval == pytest.approx([low, high], abs=0.1 * (high - low))     # Monte Carlo error of both bootstraps
+    unpaired = np.percentile(pruned[idx].mean(1) / full[np.random.default_rng(1).integers(0, len(full), idx.shape)].mean(1), [5, 95])
+    assert unpaired[1] - unpaired[0] > 2 * (high - low)       # pairing matters here: the shared prompt difficulty cancels
+
+
+def test_head_claims_are_decided_under_each_ablation_kind_and_say_which_changes_the_verdict():
+    claim = cl.pruning_preserves(_pruning_pp(1.0, 0.02))      # zero: 1.0 (holds); mean: 1.3 (does not)
+    assert claim.ablation == "zero" and set(claim.by_ablation) == {"zero", "mean"}
+    assert claim.verdict == R and claim.by_ablation["mean"]["verdict"] == N
+    assert claim.by_ablation["mean"]["value"] == pytest.approx(1.3 * claim.value)
+    assert "mean ablation changes the verdict to not reproduced" in claim.number
+    same = cl.pruning_preserves({**_pruning_pp(1.0, 0.02), "by_ablation": {"zero": {"per_prompt": _pruning_pp(1.0, 0.02)["by_ablation"]["zero"]["per_prompt"]}}})
+    assert "changes the verdict" not in same.number
+
+
+def _importance_pp(shifts, later=((0.3, 0.05), (0.2, 0.2)), n=300):
+    """An importance study on planted per-prompt errors: clean 0.5, context-free 1.0 (skill 0.5), layer-0 head h's masked
+    error 0.5 + shifts[h] on average, the later layers' heads as given; every column carries the prompts' shared noise."""
+    base = _noisy(0.0, 0.4, n, seed=3)
+    col = lambda m, s: [m + b + e for b, e in zip(base, _noisy(0.0, 0.1, n, seed=s))]  # noqa: E731
+    heads = len(shifts)
+    masked = [col(0.5 + d, 10 + h) for h, d in enumerate(shifts)] + [col(0.5 + d, 20 + i) for i, d in enumerate(x for row in later for x in row)]
+    clean, free = col(0.5, 4), col(1.0, 5)
+    ablation = [[sum(m) / n - sum(clean) / n for m in masked[l * heads:(l + 1) * heads]] for l in range(1 + len(later))]
+    c, f = sum(clean) / n, sum(free) / n
+    return {"clean_error": c, "context_free_error": f, "layer0_relative_increase": [a / c for a in ablation[0]],
+            "later_layers_top_head_share": [max(max(r), 0) / sum(max(v, 0) for v in r) for r in ablation[1:]],
+            "per_prompt": {"clean": clean, "context_free": free}, "by_ablation": {"zero": {"ablation": ablation, "per_prompt": masked}}}
+
+
+def test_layer0_all_heads_on_per_prompt_errors():
+    assert cl.layer0_all_heads(_importance_pp((0.2, 0.2))).verdict == R                # 40% of the skill each
+    mixed = cl.layer0_all_heads(_importance_pp((0.2, -0.001)))                         # head 1 about 0: the parts disagree
+    assert mixed.verdict == M and "holds for head 0; not for head 1" in mixed.number
+    assert mixed.parts["head 1"]["verdict"] == N and mixed.interval[1] < cl.HEAD_ESSENTIAL_RISE
+    assert cl.layer0_all_heads(_importance_pp((0.2, 0.025))).verdict in (U, M)         # 5% of the skill: within the noise
+
+
+def test_a_head_whose_removal_breaks_the_model_is_not_a_share_over_100_percent():
+    study = _importance_pp((34.0, 0.2))                                                # error about 34.5 vs context-free 1.0
+    claim = cl.layer0_all_heads(study)
+    masked, free = study["by_ablation"]["zero"]["per_prompt"][0], study["per_prompt"]["context_free"]
+    ratio = sum(masked) / sum(free)
+    assert f"head 0: removing it breaks the model (error {ratio:.1f} x the context-free error), head 1: 40.0%" in claim.number
+    assert claim.values["breaks_model"] == {"0": pytest.approx(ratio, rel=0.01)} and "6900" not in claim.number
+    assert claim.verdict == R and claim.value == pytest.approx(0.4, abs=0.01)          # the least share decides: head 1's
+    broken = cl.pruning_preserves({**_pruning_pp(3.0, 0.02)})
+    assert "pruning breaks the model (error 1.5 x the context-free error)" in broken.number
+
+
+def test_later_single_head_on_per_prompt_errors():
+    claim = cl.later_single_head(_importance_pp((0.2, 0.2, 0.2), later=((0.3, 0.05, 0.0), (0.2, 0.2, 0.2))))  # layer 2: a 3-way tie
+    assert claim.parts["layer 1"]["verdict"] == R and claim.parts["layer 2"]["verdict"] == N and claim.verdict == M
+    assert claim.parts["layer 1"]["value"] == pytest.approx(0.3 / 0.35, abs=0.02) and claim.value == claim.parts["layer 2"]["value"]
+    assert cl.later_single_head(_importance_pp((0.2, 0.2), later=((0.3, 0.0),))).verdict == R
+
+
+def test_noise_claims_take_the_worst_level_with_a_joint_interval():
+    levels = {}
+    for k, (ratio, single) in {"0.1": (1.02, 1.3), "0.5": (1.04, 1.25)}.items():
+        st = _pruning_pp(ratio, 0.02)
+        levels[k] = {"pruned_over_full": ratio, "single_over_full": single, "by_ablation": st["by_ablation"],
+                     "per_prompt": {"full": st["per_prompt"]["full"], "single_head": [v * single for v in st["per_prompt"]["full"]]}}
+    pruned, single = cl.noise_pruning({"levels": levels}), cl.noise_single_head({"levels": levels})
+    assert pruned.verdict == R and pruned.value == pytest.approx(max(p["value"] for p in pruned.parts.values()))
+    assert pruned.by_ablation["mean"]["verdict"] == N and single.verdict == R and single.n_prompts == 400
+    assert single.value == pytest.approx(1.25)
+
+
+# -- training seeds (issue 26) ----------------------------------------------------------------------------
+
+def test_across_seeds_every_seed_or_an_across_seed_interval_that_clears():
+    one = lambda r: cl.seed2(cmp(r, True))  # noqa: E731  (point values: reproduced when c ratio <= 0.9)
+    every = cl.across_seeds({"0": one(0.8), "1": one(0.85), "2": one(0.7)})
+    assert every.verdict == R and every.seeds == 3 and list(every.per_seed) == ["0", "1", "2"] and every.value == 0.8
+    assert "on every one of 3 training seeds" in every.number
+    split = cl.across_seeds({"0": one(0.85), "1": one(0.95), "2": one(0.85)})       # mean 0.883 -+ 2.92 x 0.033: straddles 0.9
+    assert split.verdict == U and split.value == pytest.approx(0.8833, abs=1e-4) and split.interval[0] < 0.9 < split.interval[1]
+    assert split.per_seed["1"]["verdict"] == N
+    most = cl.across_seeds({str(k): one(r) for k, r in enumerate((0.8, 0.8, 0.8, 0.8, 0.91))})   # one seed over, the mean clears
+    assert most.verdict == R and most.interval[1] < 0.9 and most.seeds == 5
+    assert cl.across_seeds({"0": one(0.8)}).seeds == 1 and cl.across_seeds({"0": one(0.8)}).per_seed is None
+    with pytest.raises(ValueError, match="at least one training seed"):
+        cl.across_seeds({})
+
+
+def test_seed_interval_is_the_t_interval_of_the_mean():
+    stats = pytest.importorskip("scipy.stats")
+    values = [0.71, 0.75, 0.69, 0.8, 0.73]
+    mean, se = sum(values) / 5, stats.sem(values)
+    assert cl._core.seed_interval(values) == pytest.approx([mean - stats.t.ppf(0.95, 4) * se, mean + stats.t.ppf(0.95, 4) * se], rel=1e-3)
+    with pytest.raises(ValueError, match="at least two seeds"):
+        cl._core.seed_interval([0.7])
+
+
+def test_decide_decides_the_second_seed_on_every_training_seed():
+    r = _results(full=False)
+    r["multihead"] = {"comparisons": [cmp(0.7, True)], "seeds": {"1": {"comparisons": [cmp(0.8, True)]}, "2": {"comparisons": [cmp(0.95, True)]}}}
+    (claim,) = [c for c in cl.decide(r) if c.id == "seed2_wide"]
+    assert claim.seeds == 3 and [v["verdict"] for v in claim.per_seed.values()] == [R, R, N]
+    assert claim.value == pytest.approx(0.8167, abs=1e-4) and claim.verdict == U
+
+
+def test_decide_decides_a_models_claims_on_each_of_its_training_seeds():
+    r = _results(full=False)
+    r["seeds"] = {"1": {"importance": importance(), "pruning": pruning(1.3), "preprocessing": pre(0.1), "gd": gd(0.1, 0.3)}}
+    found = {c.id: c for c in cl.decide(r)}
+    assert found["layer0_all_heads"].seeds == 2 and found["layer0_all_heads"].verdict == R
+    prune = found["pruning_preserves"]                                  # 1.05 on seed 0, 1.3 on seed 1: the seeds' mean decides
+    assert prune.per_seed == {"0": {"value": 1.05, "interval": None, "verdict": R}, "1": {"value": pytest.approx(1.3), "interval": None, "verdict": N}}
+    assert prune.value == pytest.approx(1.175) and prune.verdict == U and prune.interval[0] < 1.1 < prune.interval[1]

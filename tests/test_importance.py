@@ -128,3 +128,30 @@ def test_gradient_importance_equals_plain_autograd_with_a_mask_multiplier(tiny_m
     (grad,) = torch.autograd.grad(loss, mask)
     got = head_importance(tiny_model, data, method="gradient")
     assert torch.allclose(got, grad.abs().mean(0), rtol=1e-5, atol=1e-7)
+
+
+def test_heads_studies_keep_per_prompt_errors_under_each_ablation_kind(tiny_model, tiny_task):
+    """importance_study's and pruning_study's per-prompt errors (issue 26) are head_importance's and mask_heads' under
+    each kind: their means give the importances, the pruned error, and the context-free error."""
+    from icl_interp.runner import prepare
+    from icl_interp.studies import importance_study, pruning_study
+    from icl_interp.studies.heads import context_free_error
+
+    batch = tiny_task.sample(48, 8, seed=3)
+    imp = importance_study(tiny_model, batch)
+    assert list(imp["by_ablation"]) == ["zero", "mean", "resample"] and imp["n_prompts"] == 48 and imp["headline_ablation"] == "zero"
+    mean = lambda v: sum(v) / len(v)  # noqa: E731
+    assert mean(imp["per_prompt"]["context_free"]) == pytest.approx(context_free_error(tiny_model, prepare(tiny_model, batch)), rel=1e-5)
+    for kind, by in imp["by_ablation"].items():
+        ref = head_importance(tiny_model, batch, ablation=kind)
+        assert torch.tensor(by["ablation"]) == pytest.approx(ref.double(), abs=1e-5)
+        assert [mean(e) - mean(imp["per_prompt"]["clean"]) for e in by["per_prompt"]] == pytest.approx(ref.flatten().tolist(), abs=1e-5)
+    assert imp["ablation"] == imp["by_ablation"]["zero"]["ablation"]
+    pr = pruning_study(tiny_model, batch, importance={k: torch.tensor(v["ablation"]) for k, v in imp["by_ablation"].items()})
+    for kind, by in pr["by_ablation"].items():
+        preds = mask_heads(tiny_model, batch, torch.tensor(by["mask"]), ablation=kind)
+        errs = normalised_error(preds, batch, model_norm(tiny_model), per_prompt=True)
+        assert by["per_prompt"] == pytest.approx(errs.tolist(), rel=1e-5) and by["error_pruned"] == pytest.approx(float(errs.mean()), rel=1e-5)
+    assert pr["error_pruned"] == pr["by_ablation"]["zero"]["error_pruned"] and len(pr["per_prompt"]["full"]) == 48
+    with pytest.raises(ValueError, match="ablations"):
+        importance_study(tiny_model, batch, ablations=("zero", "median"))

@@ -79,3 +79,19 @@ def test_gd_study_refuses_bad_steps(batch):
     model = ii.gd_model(8, 2, 0.5, task=TASK, max_points=16)
     with pytest.raises(ValueError, match="steps"):
         gd_study(model, batch, steps=())
+
+
+def test_the_gd_claims_bootstrap_the_studys_distances_from_per_prompt_gaps():
+    """gd_study keeps the four closest runs' per-prompt gap numbers (issue 26); the claims' values recomputed from them
+    are the study's distances (population against unbiased variance: within 1e-3), each inside its interval."""
+    from icl_interp import claims as cl
+
+    task = ii.SparseLinearRegression(d=3, s=1, noise_std=0.1)
+    gd = gd_study(ii.gd_model(3, 3, 0.4, task=task, max_points=12), task.sample(300, 12, seed=1), steps=(1,))
+    d = gd["distance"]
+    assert set(d["per_prompt"]) == {"gd", "pto", "control_gd", "control_pto"} and len(d["per_prompt"]["pto"]["sq"]) == 300
+    assert {"sse:1", "sst:1"} <= set(d["per_prompt"]["control_pto"]) and sum(v > 0 for v in d["per_prompt"]["gd"]["sst:1"]) == 75
+    steps, pre = cl.later_gd_steps(gd), cl.steps_on_preprocessed(gd)
+    assert steps.value == pytest.approx(min(d["gd"], d["pto"]), abs=1e-3) and steps.verdict == "reproduced" and steps.n_prompts == 300
+    assert pre.value == pytest.approx(d["pto"], abs=1e-3) and pre.interval[0] <= pre.value <= pre.interval[1]
+    assert pre.verdict == "not reproduced" and pre.conditions[0]["verdict"] == "not reproduced"      # GD is closer: PtO is not

@@ -307,3 +307,15 @@ def test_probe_layer_equals_sklearn_ridgecv_on_the_same_split(tiny_model, tiny_t
     assert row.probe.alpha_ == pytest.approx(sk.alpha_)
     assert row.r2 == pytest.approx(sk.score(acts[test], y[test]), abs=1e-6)
     assert row.mse == pytest.approx(float(((sk.predict(acts[test]) - y[test]) ** 2).mean()), rel=1e-6)
+
+
+def test_per_prompt_squared_errors_give_the_probes_r2(tiny_model, data):
+    """The per-test-prompt sums a bootstrap resamples (issue 26) add up to the probe's own held-out R2 and MSE."""
+    row = probe_layer(tiny_model, data, 0, "y_query", control=True)
+    sse, sst, control = (row.per_prompt[k] for k in ("sse", "sst", "control_sse"))
+    assert sse.shape == sst.shape == control.shape == (row.n_test, 1)
+    assert float((1 - sse.sum(0) / sst.sum(0)).mean()) == pytest.approx(row.r2, rel=1e-9, abs=1e-12)
+    assert float(sse.sum() / row.n_test) == pytest.approx(row.mse, rel=1e-9)
+    assert float((1 - control.sum(0) / sst.sum(0)).mean()) == pytest.approx(row.control_r2, rel=1e-9, abs=1e-12)
+    every = probe_layer(tiny_model, data, 0, "pre_reweight_all", positions="all")      # several positions per prompt
+    assert float((1 - every.per_prompt["sse"].sum(0) / every.per_prompt["sst"].sum(0)).mean()) == pytest.approx(every.r2, rel=1e-9)

@@ -8,6 +8,7 @@ own numbers (one source per verdict).
 
 import json
 import math
+import re
 
 import pytest
 
@@ -167,11 +168,36 @@ def test_recipe_rejects_an_unknown_name(tmp_path):
         run_recipe("no_such_recipe", tmp_path)
 
 
+HEAD_CLAIMS = {"layer0_all_heads", "later_single_head", "pruning_preserves", "noise_pruning"}
+
+
 def _check_report(report, text):
-    """Each claim in report.json is claims.decide on the report's own numbers, and report.md shows it."""
+    """Each claim in report.json is claims.decide on the report's own numbers, and report.md shows it with its value,
+    interval, seeds and prompts; head claims under every ablation kind, the headline kind's verdict on top."""
     assert report["claims"] == [c.to_dict() for c in cl.decide(report)]
     for claim in report["claims"]:
         assert f"| `{claim['id']}` | {claim['claim']} | **{claim['verdict']}** |" in text
+        assert claim["verdict"] in cl.VERDICTS and claim["seeds"] == len(claim.get("per_seed") or [0]) and claim["threshold"] is not None
+        interval = claim["interval"]
+        if interval is not None:                                     # the interval rule, applied once more here
+            assert interval[0] <= interval[1]
+            if claim["verdict"] in ("reproduced", "not reproduced") and not claim.get("conditions") and not claim.get("parts"):
+                assert cl.interval_verdict(interval, claim["threshold"], claim["direction"]) == claim["verdict"]
+            row = f"| {claim['value']:.3f} | [{interval[0]:.3f}, {interval[1]:.3f}] | {claim['seeds']} | {claim['n_prompts']} |"
+            assert row in text.split(f"| `{claim['id']}` |")[1].split("\n")[0]
+        if claim["id"].removeprefix("linear_") in HEAD_CLAIMS:
+            assert claim["ablation"] == "zero" and list(claim["by_ablation"]) == ["zero", "mean", "resample"]
+            assert claim["by_ablation"]["zero"]["verdict"] == claim["verdict"] and claim["interval"] is not None
+            differ = [k for k, v in claim["by_ablation"].items() if v["verdict"] != claim["verdict"]]
+            assert all(f"{k} ablation changes the verdict" in claim["number"] for k in differ)
+        assert not re.search(r"\b\d{3,}\.\d%", claim["number"])      # no share of the skill over 100%: "breaks the model"
+
+
+def _keys(obj):
+    """Every dict key anywhere in a parsed JSON document."""
+    if isinstance(obj, dict):
+        return [k for key, v in obj.items() for k in (key, *_keys(v))]
+    return [k for v in obj for k in _keys(v)] if isinstance(obj, list) else []
 
 
 #: the claims each sibling role makes possible: without the role (report["skipped"]) they are not decided
@@ -188,7 +214,12 @@ def test_report_quick(tmp_path, anchor):
 
     assert main(["report", "--out", str(tmp_path), "--quick", "--model", anchor]) == 0
     text = (tmp_path / "report.md").read_text()
-    report = json.loads((tmp_path / "report.json").read_text())
+    from icl_interp.report import PER_PROMPT_KEYS, load_report
+
+    slim = json.loads((tmp_path / "report.json").read_text())         # report.json without the per-prompt numbers
+    assert not PER_PROMPT_KEYS & set(_keys(slim)) and [p.name for p in tmp_path.glob("per_prompt-*.json.gz")] == [slim["per_prompt_file"]]
+    report = load_report(tmp_path)                                    # they come back beside it: the claims decide again
+    assert "per_prompt" in report["importance"] and report["claims"] == slim["claims"] and "per_prompt_file" not in report
     family = ii.siblings(anchor)
     present = {"head_counts": len(family.head_counts) > 1, "single_head": bool(family.single_head),
                "noise_sweep": len(family.noise_sweep) > 1, "concat_twin": bool(family.concat_twin),
@@ -268,3 +299,16 @@ def test_report_bars_each_noise_level_against_its_own_baselines(tmp_path):
     assert [row["model"] for row in bar["per_n"]] == pytest.approx(own)
     assert bar["per_n"][-1]["ridge"] < 0.8 * report["quality_bar"]["per_n"][-1]["ridge"]   # noise 0.1 against 0.5
     assert "| `noise0.1-h4` |" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_report_quick_verdicts_survive_a_second_prompt_seed(tmp_path):
+    """Issue 26: the quick report on two prompt seeds (every study's prompts drawn anew) never has a claim reproduced
+    under one and not reproduced under the other; the prompts really differ."""
+    first = ii.write_report(tmp_path / "k0", model="default", quick=True, prompt_seed=0)
+    second = ii.write_report(tmp_path / "k1", model="default", quick=True, prompt_seed=1)
+    assert first["prompt_seeds"]["study"] == 7 and second["prompt_seeds"]["study"] == 100_007
+    assert first["importance"]["clean_error"] != second["importance"]["clean_error"]
+    verdicts = [{c["id"]: c["verdict"] for c in r["claims"]} for r in (first, second)]
+    assert list(verdicts[0]) == list(verdicts[1])
+    flips = [i for i in verdicts[0] if {verdicts[0][i], verdicts[1][i]} == {"reproduced", "not reproduced"}]
+    assert not flips, {i: (verdicts[0][i], verdicts[1][i]) for i in flips}

@@ -6,7 +6,7 @@ import torch
 import icl_interp as ii
 from icl_interp.checkpoint import zoo_names
 from icl_interp.presets import get_preset
-from icl_interp.studies import prior_study, settings_study
+from icl_interp.studies import fit_inverse_d, prior_study, settings_study
 from icl_interp.tasks import task_from_dict
 
 pytestmark = pytest.mark.tl3
@@ -38,6 +38,10 @@ def test_prior_study_reads_theta0_off_planted_predictors():
     assert max(bayes["theta0_distance"]) < 0.05 and all(b < k for b, k in zip(bayes["error"], rows["knows"]["error"]))
     assert 0.68 < ridge["theta0_distance"][0] < 0.82 and ridge["theta0_distance"][3] < ridge["theta0_distance"][0]
     assert ridge["error"][0] > 5 * bayes["error"][0]
+    draws = res["theta0_distance_draws"]                            # paired bootstrap draws at D = 1 (issue 26)
+    assert len(draws["no-prior ridge"]) == ii.claims.N_BOOT and max(draws["knows"]) < 1e-5 and set(draws["zero"]) == {1.0}
+    low, high = ii.claims._core.percentiles(draws["no-prior ridge"])
+    assert low < ridge["theta0_distance"][0] < high < low + 0.1
 
 
 def test_prior_study_rejects_a_task_without_a_prior_and_bad_arguments():
@@ -99,3 +103,13 @@ def test_a_setting_with_a_missing_model_is_left_out(tmp_path):
         ii.save_model(ii.load_model(name), tmp_path / name)
     with ii.use_zoo(tmp_path):
         assert ii.siblings("default").second_seed_settings == ()
+
+
+def test_each_prompts_share_of_c_averages_to_the_fitted_c():
+    """multihead_study's per-prompt c (issue 26): c is linear in the losses, so the prompts' shares average to the fit's c."""
+    from icl_interp.studies.second_seed import c_weights
+
+    ds, losses = [8, 10, 12, 16], [0.5, 0.42, 0.37, 0.3]
+    c, _ = fit_inverse_d(ds, losses)
+    assert float(c_weights(ds) @ torch.tensor(losses, dtype=torch.float64)) == pytest.approx(c, rel=1e-9)
+    assert float(c_weights(ds) @ torch.tensor([l + 0.1 for l in losses], dtype=torch.float64)) == pytest.approx(c, rel=1e-9)  # a floor moves e only

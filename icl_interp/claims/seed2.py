@@ -3,30 +3,60 @@ setting and in the seed's other settings (noisy labels, correlated features, loc
 
 from __future__ import annotations
 
-from ._core import CLEAR_ERROR_RATIO, PARTIAL_ERROR_RATIO, SEED2_C_RATIO, Claim, _verdict, check_result
+from typing import Optional
+
+import torch
+
+from ._core import (
+    ABOVE,
+    BELOW,
+    CLEAR_ERROR_RATIO,
+    SEED2_C_RATIO,
+    Claim,
+    Test,
+    bootstrap,
+    check_result,
+    decided,
+    interval_text,
+    percentiles,
+    tests_from,
+)
 
 # -- the second seed -------------------------------------------------------------------------------
 
-def _seed2_number(cmp: dict) -> str:
-    return (f"c multi / c single = {cmp['c_multi_over_single']:.2f} (c = {cmp['c_multi']:.2f} vs {cmp['c_single']:.2f}); "
+def _seed2_number(cmp: dict, ratio: Test) -> str:
+    return (f"c multi / c single = {interval_text(ratio, '.2f')} (c = {cmp['c_multi']:.2f} vs {cmp['c_single']:.2f}); "
             f"excess risk at the largest D: {cmp['risk_at_max_D_multi']:.3f} vs {cmp['risk_at_max_D_single']:.3f}")
 
 
 _SEED2_KEYS = ("p", "h", "p_over_h_ge_d", "c_multi_over_single", "c_multi", "c_single", "risk_at_max_D_multi", "risk_at_max_D_single")
 
 
-def seed2_wide(cmp: dict) -> Claim:
-    """With p/h >= d multi-head has the smaller c in c/D: one comparison of :func:`~icl_interp.studies.multihead_study`."""
+def _c_ratio(cmp: dict, direction: str) -> tuple[Test, Optional[int]]:
+    """c multi / c single against SEED2_C_RATIO, with its paired interval where the comparison carries each prompt's
+    share of the fitted c (``per_prompt_c_multi``, ``per_prompt_c_single``: c is linear in the per-prompt losses)."""
     ratio = check_result("cmp", cmp, _SEED2_KEYS)["c_multi_over_single"]
-    return Claim("seed2_wide", f"Second seed: with p/h >= d (p={cmp['p']}, h={cmp['h']}) multi-head attention has a smaller c in c/D than single-head.",
-                 _verdict(ratio < SEED2_C_RATIO, ratio < 1.0), {"c_multi_over_single": ratio}, _seed2_number(cmp))
+    multi, single = cmp.get("per_prompt_c_multi"), cmp.get("per_prompt_c_single")
+    if multi is None or single is None or len(multi) != len(single):
+        return Test(ratio, None, SEED2_C_RATIO, direction), None
+    value, interval = bootstrap({"multi": multi, "single": single}, lambda m: m["multi"] / m["single"])
+    return tests_from(value, interval, SEED2_C_RATIO, direction)[0], len(multi)
+
+
+def seed2_wide(cmp: dict) -> Claim:
+    """With p/h >= d multi-head has the smaller c in c/D (c multi / c single below SEED2_C_RATIO): one comparison of
+    :func:`~icl_interp.studies.multihead_study`."""
+    ratio, n_prompts = _c_ratio(cmp, BELOW)
+    return decided("seed2_wide", f"Second seed: with p/h >= d (p={cmp['p']}, h={cmp['h']}) multi-head attention has a smaller c in c/D than single-head.",
+                   ratio, {"c_multi_over_single": ratio.value}, _seed2_number(cmp, ratio), n_prompts=n_prompts)
 
 
 def seed2_narrow(cmp: dict) -> Claim:
-    """With p/h < d the multi-head advantage shrinks or reverses (c multi / c single no longer clearly below 1)."""
-    ratio = check_result("cmp", cmp, _SEED2_KEYS)["c_multi_over_single"]
-    return Claim("seed2_narrow", f"Second seed: with p/h < d (p={cmp['p']}, h={cmp['h']}) the multi-head advantage shrinks or reverses.",
-                 _verdict(ratio >= 1.0, ratio >= SEED2_C_RATIO), {"c_multi_over_single": ratio}, _seed2_number(cmp))
+    """With p/h < d the multi-head advantage shrinks or reverses: c multi / c single no longer clearly below 1 (at least
+    SEED2_C_RATIO)."""
+    ratio, n_prompts = _c_ratio(cmp, ABOVE)
+    return decided("seed2_narrow", f"Second seed: with p/h < d (p={cmp['p']}, h={cmp['h']}) the multi-head advantage shrinks or reverses.",
+                   ratio, {"c_multi_over_single": ratio.value}, _seed2_number(cmp, ratio), n_prompts=n_prompts)
 
 
 def seed2(cmp: dict) -> Claim:
@@ -49,37 +79,51 @@ def seed2_setting(setting: str, cmp: dict) -> Claim:
     if setting not in SEED2_SETTINGS:
         raise ValueError(f"setting must be one of {sorted(SEED2_SETTINGS)}, got {setting!r}")
     base = seed2(cmp)
-    ident = f"seed2_{setting}" + ("" if base.id == "seed2_wide" else "_narrow")
-    return Claim(ident, base.text.replace("Second seed:", f"Second seed, {SEED2_SETTINGS[setting]}:"), base.verdict, base.values, base.number)
+    base.id = f"seed2_{setting}" + ("" if base.id == "seed2_wide" else "_narrow")
+    base.text = base.text.replace("Second seed:", f"Second seed, {SEED2_SETTINGS[setting]}:")
+    return base
 
 
-def _prior(cmp: dict) -> tuple[float, dict, str]:
-    """(c multi / c single, the pair's prior numbers at the smallest D, the deciding numbers in words) of a prior comparison."""
-    ratio = check_result("cmp", cmp, (*_SEED2_KEYS, "prior"))["c_multi_over_single"]
+def _prior(cmp: dict) -> tuple[Test, Optional[int], dict, str]:
+    """(c multi / c single below SEED2_C_RATIO, its prompts, the pair's prior numbers at the smallest D, the deciding
+    numbers in words) of a prior comparison."""
+    check_result("cmp", cmp, (*_SEED2_KEYS, "prior"))
+    ratio, n_prompts = _c_ratio(cmp, BELOW)
     p = check_result("cmp['prior']", cmp["prior"], _PRIOR_KEYS)
-    return ratio, p, (f"distance of u from theta_0 / norm of theta_0 at D = {p['D']}: multi-head {p['distance_multi']:.2f}, single-head "
-                      f"{p['distance_single']:.2f} (Bayes {p['distance_bayes']:.2f}, no-prior ridge {p['distance_no_prior']:.2f}); "
-                      f"error there {p['error_multi']:.3f} vs {p['error_single']:.3f} (theta_0 . x_q alone {p['error_prior_only']:.3f}); "
-                      + _seed2_number(cmp))
+    return ratio, n_prompts, p, (
+        f"distance of u from theta_0 / norm of theta_0 at D = {p['D']}: multi-head {p['distance_multi']:.2f}, single-head "
+        f"{p['distance_single']:.2f} (Bayes {p['distance_bayes']:.2f}, no-prior ridge {p['distance_no_prior']:.2f}); "
+        f"error there {p['error_multi']:.3f} vs {p['error_single']:.3f} (theta_0 . x_q alone {p['error_prior_only']:.3f}); "
+        + _seed2_number(cmp, ratio))
 
 
 def seed2_prior_strong(cmp: dict) -> Claim:
-    """Strong prior: multi-head learns theta_0 (distance <= PRIOR_LEARNED) and beats single-head (c ratio < SEED2_C_RATIO)."""
-    (ratio, p, number), learned = _prior(cmp), cmp["prior"]["distance_multi"] <= PRIOR_LEARNED
-    return Claim("seed2_prior_strong", "Second seed, strong prior (sigma^2 = O(1/D)): multi-head attention learns the prior mean "
-                 "theta_0 and beats single-head (smaller c).", _verdict(learned and ratio < SEED2_C_RATIO, learned or ratio < SEED2_C_RATIO),
-                 {"distance_multi": p["distance_multi"], "c_multi_over_single": ratio}, number)
+    """Strong prior: two parts, multi-head learns theta_0 (distance at most PRIOR_LEARNED) and beats single-head (c ratio
+    at most SEED2_C_RATIO); the distance's interval from the prior study's bootstrap draws (``distance_draws``)."""
+    ratio, n_prompts, p, number = _prior(cmp)
+    draws = p.get("distance_draws")
+    learned = Test(p["distance_multi"], percentiles(draws["multi"]) if draws else None, PRIOR_LEARNED, BELOW)
+    return decided("seed2_prior_strong", "Second seed, strong prior (sigma^2 = O(1/D)): multi-head attention learns the prior mean "
+                   "theta_0 and beats single-head (smaller c).", learned, {"distance_multi": p["distance_multi"], "c_multi_over_single": ratio.value},
+                   number, n_prompts=n_prompts, parts={"learns theta_0": learned, "smaller c": ratio})
 
 
 def seed2_prior_weak(cmp: dict) -> Claim:
-    """Weak prior: multi-head learns theta_0 no better than single-head: distances within CLEAR_ERROR_RATIO (within
-    PARTIAL_ERROR_RATIO: mixed), each floored at the Bayes predictor's, whose true distance is 0 (the probe's resolution)."""
-    _, p, number = _prior(cmp)
+    """Weak prior: multi-head learns theta_0 no better than single-head: distances within CLEAR_ERROR_RATIO, each floored
+    at the Bayes predictor's, whose true distance is 0 (the probe's resolution); the interval from the prior study's paired
+    bootstrap draws of the three distances (``distance_draws``)."""
+    _, _, p, number = _prior(cmp)
     floor = max(p["distance_bayes"], 1e-12)
-    ratio = max(p["distance_single"], floor) / max(p["distance_multi"], floor)
-    return Claim("seed2_prior_weak", "Second seed, weak prior (sigma^2 = Theta(1)): multi-head attention learns theta_0 no better "
-                 "than single-head.", _verdict(ratio <= CLEAR_ERROR_RATIO, ratio <= PARTIAL_ERROR_RATIO),
-                 {"single_over_multi_distance": ratio}, number)
+    value = max(p["distance_single"], floor) / max(p["distance_multi"], floor)
+    draws = p.get("distance_draws")
+    if draws:  # the same ratio on each paired bootstrap resample of the prior study's prompts
+        multi, single, bayes = (torch.tensor(draws[k], dtype=torch.float64) for k in ("multi", "single", "bayes"))
+        low = bayes.clamp(min=1e-12)
+        interval = percentiles(torch.maximum(single, low) / torch.maximum(multi, low))
+    ratio = Test(value, interval if draws else None, CLEAR_ERROR_RATIO, BELOW)
+    return decided("seed2_prior_weak", "Second seed, weak prior (sigma^2 = Theta(1)): multi-head attention learns theta_0 no better "
+                   "than single-head.", ratio, {"single_over_multi_distance": ratio.value}, number + f"; single / multi distance {interval_text(ratio)}",
+                   n_prompts=p.get("n_prompts"))
 
 
 def seed2_settings(study: dict) -> list[Claim]:

@@ -26,6 +26,17 @@ def save_json(data: dict, out: PathLike, name: str) -> Optional[Path]:
     return path
 
 
+#: significant digits kept of a per-prompt number (a float32 forward's own precision; keeps report.json small)
+PER_PROMPT_DIGITS = 6
+
+
+def per_prompt_list(values: Any) -> list[float]:
+    """Per-prompt numbers (a 1-D tensor or sequence) as a JSON-ready list, each rounded to :data:`PER_PROMPT_DIGITS`
+    significant digits; the studies' means and the claims' bootstraps are all computed from these same lists."""
+    flat = values.detach().double().cpu().reshape(-1).tolist() if hasattr(values, "detach") else [float(v) for v in values]
+    return [float(f"{v:.{PER_PROMPT_DIGITS}g}") for v in flat]
+
+
 def layer_risk(model: Any, data: Any, control: bool = False) -> tuple[list[float], Optional[list[float]]]:
     """P-probing risk per layer: held-out MSE of a y_query probe / norm (embed row first), and with
     ``control=True`` the same probes on a random model of the same config (else None)."""

@@ -99,7 +99,7 @@ def dynamics_study(
     rows = []
     for step, snap in history:
         err = float(evaluate(snap, task, n_points=n, n_prompts=error_prompts, seed=1).error[-1])
-        decided = {c.id: c for c in cl.decide(single_model_studies(snap, n_prompts=n_prompts, seed=seed))}
+        decided = {c.id: c for c in cl.decide(single_model_studies(snap, n_prompts=n_prompts, seed=seed, ablations=("zero",)))}
         rows.append({"step": step, "error_last": err, "over_ridge": err / base["ridge"], "over_lasso": err / base["lasso"],
                      "claims": {i: {"verdict": decided[i].verdict, "values": decided[i].values} for i in CLAIMS if i in decided},
                      "panels": {i: f(decided[i].values) for i, _, f, _, _ in PANELS if i in decided}})

@@ -33,10 +33,11 @@ import probes
 
 from ..preprocess import as_preprocessing
 from ..probing import probe_all_layers
+from ._common import per_prompt_list
 from .algorithm import PTO_CANDIDATES
 
 __all__ = ["AlgorithmRun", "read_out_gap", "output_gap", "gd_distance", "algorithms", "match_step_size", "layer_iterates",
-           "closest", "LAYER0_STEPS", "STEP_SIZE_RANGE"]
+           "closest", "gap_columns", "LAYER0_STEPS", "STEP_SIZE_RANGE"]
 
 #: the steps layer 0 itself may take: 0 (it preprocesses or does something else) or 1 (it is a step)
 LAYER0_STEPS = (0, 1)
@@ -169,3 +170,29 @@ def closest(iterates: dict, pto: bool) -> tuple[Optional[float], Optional[int], 
         if best[0] is None or dist < best[0]:
             best = (dist, rec["t0"], rec["family"])
     return best
+
+
+def gap_columns(run: Any, iterates: dict, table: Any, family: str, t0: int) -> dict[str, list]:
+    """Per-prompt numbers of one algorithm run's gaps (the record ``family|t0=t0`` of :func:`layer_iterates`, with its
+    clean ``run`` and probe ``table``; ``family`` "gd" or "pto:<candidate>"), for a paired
+    bootstrap of its distance over the prompts, the matched step size and the fitted probes held fixed.
+
+    ``sq``, ``p``, ``p2``: each prompt's squared gap of the output to the algorithm's last iterate, the iterate and its
+    square (the output gap is ``sqrt(mean(sq) / (mean(p2) - mean(p)^2))``, capped at 1); ``sse:l``, ``sst:l`` for an
+    earlier later layer l: its probe's squared errors and deviations on the test prompts, 0 on the training prompts (so
+    ``mean(sse) / mean(sst)`` is 1 - R2). A layer whose iterate diverged has none (its gap is 1).
+    """
+    rec = iterates["algorithms"][f"{family}|t0={t0}"]
+    n_layers, batch = len(iterates["layers"]) + 1, run.batch
+    output = (run.preds if run.preds.ndim == 1 else run.preds[:, -1]).double()
+    last = AlgorithmRun(algorithms()[rec["family"]], batch).predict(n_layers - 1 + rec["t0"], [rec["step_size"]])[0]
+    cols = {"sq": per_prompt_list((output - last) ** 2), "p": per_prompt_list(last), "p2": per_prompt_list(last ** 2)}
+    for layer in iterates["layers"][:-1]:
+        if rec["r2"].get(str(layer)) is None:
+            continue
+        row = table.get(layer, "resid_post", f"{rec['family']}|t0={rec['t0']}|{layer}")
+        for key in ("sse", "sst"):
+            full = torch.zeros(batch.batch_size, dtype=torch.float64)
+            full[row.test_prompts] = row.per_prompt[key][:, 0].double()
+            cols[f"{key}:{layer}"] = per_prompt_list(full)
+    return cols

@@ -25,8 +25,8 @@ from ..baselines import GD_LRS
 from ..probing import probe_all_layers
 from ..runner import model_norm, prepare
 from ..validation import check_int
-from ._common import PathLike
-from .iterates import AlgorithmRun, algorithms, closest, gd_distance, layer_iterates
+from ._common import PathLike, per_prompt_list
+from .iterates import AlgorithmRun, algorithms, closest, gap_columns, gd_distance, layer_iterates
 
 __all__ = ["PREPROCESSING_TARGETS", "OTHER_TARGETS", "seen_view", "preprocessing_study", "gd_study", "gd_distance"]
 
@@ -53,14 +53,26 @@ def seen_view(model: Any) -> str:
     return "through" if getattr(cfg, "encoding", None) == "concatenated" else "before"
 
 
-def _probe_rows(model: Any, data: Any, targets: list[str], positions: str) -> dict:
+def _probe_rows(model: Any, data: Any, targets: list[str], positions: str) -> tuple[dict, Any]:
+    """(the input's, layer 0's and the random model's R2 per target, the probe table)."""
     table = probe_all_layers(model, data, targets=targets, positions=positions, control=hasattr(model, "cfg"))
     rows = {}
     for t in targets:
         embed, layer0 = table.get(-1, "embed", t), table.get(0, "resid_post", t)
         rows[t] = {"input_r2": embed.r2, "layer0_r2": layer0.r2, "control_r2": getattr(layer0, "control_r2", None),
                    "gain_over_input": layer0.r2 - embed.r2}
-    return rows
+    return rows, table
+
+
+def _probe_per_prompt(table: Any, target: str) -> dict:
+    """Per test prompt and output of one target's probes (fitted probes held fixed): the squared errors of the input's,
+    layer 0's and the random model's probe and the squared deviations (``[k][n_test]`` lists), from which
+    ``R2 = mean_k(1 - mean(sse_k) / mean(sst_k))``: the claims' paired bootstrap over the test prompts."""
+    embed, layer0 = table.get(-1, "embed", target), table.get(0, "resid_post", target)
+    columns = {"sst": layer0.per_prompt["sst"], "sse_input": embed.per_prompt["sse"], "sse_layer0": layer0.per_prompt["sse"]}
+    if "control_sse" in layer0.per_prompt:
+        columns["sse_control"] = layer0.per_prompt["control_sse"]
+    return {"n_test": layer0.n_test, **{k: [per_prompt_list(c) for c in v.T] for k, v in columns.items()}}
 
 
 def preprocessing_study(model: Any, data: Any, *, out: PathLike = None) -> dict:
@@ -70,20 +82,22 @@ def preprocessing_study(model: Any, data: Any, *, out: PathLike = None) -> dict:
     whole context, plus r, X^T X, w, y), and at every token (candidates applied to each
     x_i with r over the examples the token can see, :func:`seen_view`, recorded as
     ``view``). The ``best_*`` numbers use the every-token reading; identity is the raw
-    input, not a candidate.
+    input, not a candidate. ``best_per_prompt``: the best candidate's per-test-prompt
+    squared errors (:func:`_probe_per_prompt`), for the claim's interval.
     """
     view = seen_view(model)
     r_name, example_targets = probes.example_target_names(view)
     suffix = probes.VIEWS[view][1]
     run = prepare(model, data)  # one clean forward for both readings
-    rows = _probe_rows(model, run, list(PREPROCESSING_TARGETS + OTHER_TARGETS), "query")
-    rows_all = _probe_rows(model, run, example_targets + [r_name], "all")
+    rows, _ = _probe_rows(model, run, list(PREPROCESSING_TARGETS + OTHER_TARGETS), "query")
+    rows_all, table = _probe_rows(model, run, example_targets + [r_name], "all")
     cands = {t: rows_all[t + suffix] for t in PREPROCESSING_TARGETS if t != "pre_identity"}
     best = max(cands, key=lambda t: cands[t]["gain_over_input"])
     result = {"view": view, "view_words": _VIEW_WORDS[view], "rows": rows, "rows_all_positions": rows_all,
               "best_candidate": best, "best_target": best + suffix,
               "best_gain_over_input": cands[best]["gain_over_input"], "best_layer0_r2": cands[best]["layer0_r2"],
-              "best_input_r2": cands[best]["input_r2"], "best_control_r2": cands[best]["control_r2"]}
+              "best_input_r2": cands[best]["input_r2"], "best_control_r2": cands[best]["control_r2"],
+              "best_per_prompt": _probe_per_prompt(table, best + suffix)}
     if out is not None:
         from ..study_plots import plot_preprocessing_study, save_figure
 
@@ -93,9 +107,10 @@ def preprocessing_study(model: Any, data: Any, *, out: PathLike = None) -> dict:
 
 # -- later layers as GD steps -------------------------------------------------------------------
 
-def _tuned_risks(task: Any, batch: Any, steps: tuple, norm: float) -> dict[str, list[float]]:
-    """Risk at the query of the best t-step GD and PtO (step size, and for PtO the candidate, of the lowest validation error)."""
-    val = task.sample(TUNING_PROMPTS, batch.n_points, seed=TUNING_SEED)
+def _tuned_risks(task: Any, batch: Any, steps: tuple, norm: float, seed: int = TUNING_SEED) -> dict[str, list[float]]:
+    """Risk at the query of the best t-step GD and PtO (step size, and for PtO the candidate, of the lowest validation error
+    on prompts of ``seed``)."""
+    val = task.sample(TUNING_PROMPTS, batch.n_points, seed=seed)
     curves: dict[str, list[float]] = {"gd": [], "pto": []}
     for t in steps:
         for kind in curves:
@@ -130,16 +145,17 @@ def _control_model(model: Any) -> Any:
     return ICLTransformer(ModelConfig(**{**model.cfg.to_dict(), "seed": model.cfg.seed + 1}), model.task)
 
 
-def gd_study(model: Any, data: Any, *, steps: tuple = (1, 2, 3, 4, 6, 8), out: PathLike = None) -> dict:
+def gd_study(model: Any, data: Any, *, steps: tuple = (1, 2, 3, 4, 6, 8), tuning_seed: int = TUNING_SEED, out: PathLike = None) -> dict:
     """Later layers against t-step GD and PtO runs: their iterates read off the layers (the claims), risks and alignment.
 
     ``iterates``: :func:`~icl_interp.studies.iterates.layer_iterates` (per algorithm and
     t0, the step size matched to the model's output and each later layer's gap), and
     ``iterates_control`` the same on a random model of the same config; ``distance``: the
     model's and the random model's mean gap to the closest GD and PtO run, the deciding
-    numbers of the GD-step claims (None for a one-layer model). For the figure: the
+    numbers of the GD-step claims (None for a one-layer model), with ``per_prompt``: the four
+    runs' per-prompt gap numbers (:func:`~icl_interp.studies.iterates.gap_columns`). For the figure: the
     P-probing risk per layer (``probe_risk_per_layer``, and the random model's) and the risk
-    of the best t-step GD and PtO for t in ``steps``; ``alignment``: :func:`~icl_interp.gd.gd_alignment`.
+    of the best t-step GD and PtO for t in ``steps`` (tuned on prompts of ``tuning_seed``); ``alignment``: :func:`~icl_interp.gd.gd_alignment`.
     """
     from ..gd import gd_alignment
     from ..model import ICLTransformer
@@ -154,7 +170,7 @@ def gd_study(model: Any, data: Any, *, steps: tuple = (1, 2, 3, 4, 6, 8), out: P
     data = run.batch
     align = gd_alignment(model, run, steps=steps)
     norm = model_norm(model)
-    curves = _tuned_risks(task, data, steps, norm)
+    curves = _tuned_risks(task, data, steps, norm, check_int("tuning_seed", tuning_seed, min_value=0))
     iterates, table = layer_iterates(model, run)
     rows = [table.get(l, "resid_post", "y_query") for l in range(-1, model.hooked.cfg.n_layers)]
     result = {"steps": list(steps), "probe_risk_per_layer": [r.mse / norm for r in rows], "probe_risk_per_layer_control": None,
@@ -162,11 +178,16 @@ def gd_study(model: Any, data: Any, *, steps: tuple = (1, 2, 3, 4, 6, 8), out: P
               "alignment": align.to_dict()}
     if isinstance(model, ICLTransformer):  # a random model of the same config: how close does chance come?
         ctrl = _control_model(model)
-        ctrl_iterates, ctrl_table = layer_iterates(ctrl, prepare(ctrl, data))
+        ctrl_run = prepare(ctrl, data)
+        ctrl_iterates, ctrl_table = layer_iterates(ctrl, ctrl_run)
         result["iterates_control"] = ctrl_iterates
         result["probe_risk_per_layer_control"] = [ctrl_table.get(l, "resid_post", "y_query").mse / norm
                                                   for l in range(-1, model.hooked.cfg.n_layers)]
     result["distance"] = _distances(iterates, result["iterates_control"])
+    if result["distance"] is not None and isinstance(model, ICLTransformer):  # the claims' intervals: the four runs' per-prompt gaps
+        d, runs = result["distance"], {"": (run, iterates, table), "control_": (ctrl_run, ctrl_iterates, ctrl_table)}
+        d["per_prompt"] = {f"{who}{alg}": gap_columns(r, its, tab, "gd" if alg == "gd" else "pto:" + d[f"{who}pto_candidate"], d[f"{who}{alg}_t0"])
+                           for who, (r, its, tab) in runs.items() for alg in ("gd", "pto")}
     if out is not None:
         from ..study_plots import plot_gd_study, save_figure
 

@@ -10,7 +10,7 @@ from ..claims._core import BEST_LASSO, BEST_RIDGE
 from ..evaluation import EvalResult, evaluate, ratio_interval
 from ..tasks import Task
 from ..validation import check_int
-from ._common import PathLike
+from ._common import PathLike, per_prompt_list
 
 
 def baseline_suite(
@@ -40,13 +40,15 @@ def risk_curves(
     *,
     n_prompts: int = 2000,
     seed: int = 1,
+    tuning_seed: int = 10_000,
     quick: bool = False,
     out: PathLike = None,
 ) -> dict:
     """Error and excess risk against the number of in-context examples, models and baselines.
 
     ``models`` maps a label to a model; the baselines' GD and PtO take as many steps
-    as the deepest model has layers. With ``out`` the figure is saved there too.
+    as the deepest model has layers, tuned on prompts of ``tuning_seed``. ``per_prompt_last``: each model's per-prompt error at
+    the largest n (every curve is on the same prompts, so paired). With ``out`` the figure is saved there too.
     """
     if not isinstance(models, dict):
         raise TypeError(f"models must be a dict label -> model, got {type(models).__name__}")
@@ -59,11 +61,12 @@ def risk_curves(
     curves: dict[str, EvalResult] = {}
     for name, model in models.items():
         curves[name] = evaluate(model, task, n_points=n_points, n_prompts=n_prompts, seed=seed)
-    for name, est in baseline_suite(task, n_points, gd_steps, quick=quick).items():
+    for name, est in baseline_suite(task, n_points, gd_steps, quick=quick, seed=tuning_seed).items():
         curves[name] = evaluate(est, task, n_points=n_points, n_prompts=n_prompts, seed=seed)
     data = {"task": task.to_dict(), "n_points": n_points, "n_prompts": n_prompts, "seed": seed,
             "curves": {k: v.to_dict(per_prompt=False) for k, v in curves.items()},
-            "ratio_intervals": _ratio_intervals(curves, list(models), seed)}
+            "ratio_intervals": _ratio_intervals(curves, list(models), seed),
+            "per_prompt_last": {m: per_prompt_list(curves[m].per_prompt[:, -1]) for m in models}}
     if out is not None:
         from ..study_plots import plot_risk_study, save_figure
 
@@ -82,7 +85,8 @@ def _ratio_intervals(curves: dict[str, EvalResult], models: list[str], seed: int
 
 
 def head_count_summary(risk: dict, models: dict[str, Any]) -> dict[int, dict]:
-    """Per head count (``model.cfg.n_heads``): the error at the largest n (``last``) and its mean over n = 1.. (``mean``).
+    """Per head count (``model.cfg.n_heads``): the error at the largest n (``last``) and its mean over n = 1.. (``mean``),
+    and, where ``risk`` has them, its per-prompt errors at the largest n (``per_prompt_last``).
 
     ``risk`` is a :func:`risk_curves` result holding a curve for every label in ``models``.
     """
@@ -94,4 +98,6 @@ def head_count_summary(risk: dict, models: dict[str, Any]) -> dict[int, dict]:
     for name, model in models.items():
         error = curves[name]["error"]
         summary[model.cfg.n_heads] = {"last": error[-1], "mean": sum(error[1:]) / (len(error) - 1)}
+        if name in risk.get("per_prompt_last", {}):
+            summary[model.cfg.n_heads]["per_prompt_last"] = risk["per_prompt_last"][name]
     return summary
