@@ -187,7 +187,7 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path, seeds
             "concat_twin": bool(sib.concat_twin), "linear_twin": bool(sib.linear_twin), "second_seed": bool(sib.second_seed),
             "second_seed_settings": bool(sib.second_seed_settings)}
     r["skipped"] = {k: f"`{name}` has {_SKIP_NOTES[k]}" for k, ok in have.items() if not ok}
-    if r["skipped"] and name not in zoo_names():  # a model outside the index: how to give it relatives
+    if r["skipped"] and name != IN_MEMORY and name not in zoo_names():  # a model outside the index: how to give it relatives
         r["skipped"]["how_to_add"] = (f"`{name}` is not in the zoo's index: declare its relatives in a JSON file (index.json's "
                                       "roles, each a saved folder or a zoo name) and pass it with `icl-interp report --model "
                                       f"{name} --siblings FILE` (docs/science/index.md, 'Siblings of your own model')")

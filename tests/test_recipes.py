@@ -249,13 +249,18 @@ def test_report_quick(tmp_path, anchor):
         assert (tmp_path / png).is_file() and png in text
 
 
-def test_report_on_a_saved_folder_skips_the_sibling_comparisons(tmp_path):
+def test_report_on_a_saved_folder_takes_the_siblings_a_file_declares_and_skips_the_rest(tmp_path):
+    """A model outside the zoo's index: its relatives come from --siblings FILE; the comparisons it lacks are skipped,
+    with how to declare them."""
     ii.save_model(ii.load_model("default"), tmp_path / "mine")
-    report = ii.write_report(tmp_path / "rep", model=tmp_path / "mine", quick=True)
+    ii.save_model(ii.load_model("default-h1"), tmp_path / "mine-h1")
+    (tmp_path / "sib.json").write_text('{"single_head": "mine-h1"}')
+    report = ii.write_report(tmp_path / "rep", model=str(tmp_path / "mine"), quick=True, siblings=tmp_path / "sib.json")
     text = (tmp_path / "rep" / "report.md").read_text()
-    assert [c["id"] for c in report["claims"]] == BASE_IDS
-    assert set(report["skipped"]) == {"head_counts", "single_head", "noise_sweep", "concat_twin", "linear_twin", "second_seed",
-                                      "second_seed_settings"}
+    assert [c["id"] for c in report["claims"]] == BASE_IDS + ["multihead_beats_single"]
+    assert set(report["skipped"]) == {"head_counts", "noise_sweep", "concat_twin", "linear_twin", "second_seed",
+                                      "second_seed_settings", "how_to_add"}
+    assert "--siblings FILE" in report["skipped"]["how_to_add"]
     assert all(note in text for note in report["skipped"].values())
     assert list(report["risk"]["curves"])[0] == str(tmp_path / "mine") and "pruning_noise" not in report
     _check_report(report, text)

@@ -63,6 +63,14 @@ def _claim_group(claim_id: str) -> str:
     return "The seed's single-model claims (Chen, Zhao, Zou 2024), on the default model"
 
 
+def _num(value) -> str:
+    return "-" if not isinstance(value, (int, float)) else f"{value:.3f}"
+
+
+def _interval(interval) -> str:
+    return "point" if not interval else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
 def claims(report_json: Path = REPORT / "report.json") -> str:
     """The report's claims as Markdown: a verdict count, then one table per group, from report.json."""
     report = json.loads(report_json.read_text())
@@ -77,8 +85,10 @@ def claims(report_json: Path = REPORT / "report.json") -> str:
     for row in rows:
         groups.setdefault(_claim_group(row["id"]), []).append(row)
     for group, members in groups.items():
-        out += [f"### {group}", "", "| id | verdict | the number that decides |", "|---|---|---|"]
-        out += [f"| `{r['id']}` | **{r['verdict']}** | {r['number']} |" for r in members]
+        out += [f"### {group}", "", "| id | verdict | value | 5-95% interval | seeds | prompts | the number that decides |",
+                "|---|---|---|---|---|---|---|"]
+        out += [f"| `{r['id']}` | **{r['verdict']}** | {_num(r.get('value'))} | {_interval(r.get('interval'))} | {r.get('seeds', 1)} | "
+                f"{r.get('n_prompts') or '-'} | {r['number']} |" for r in members]
         out.append("")
     if report.get("skipped"):
         out += ["Skipped in this report:", ""] + [f"- `{k}`: {v}" for k, v in report["skipped"].items()] + [""]
