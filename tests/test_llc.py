@@ -2,7 +2,9 @@
 diagnostics, seeding, the exact training loss and the curriculum stage of a snapshot."""
 
 import builtins
+import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -166,3 +168,40 @@ def test_without_devinterp_the_error_names_the_install(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_devinterp)
     with pytest.raises(ImportError, match=r"pip install 'icl-interp\[devinterp\]'"):
         L.llc(None)
+
+
+def _llc_rows(values, se=1.0):
+    return [{"step": 2**i, "llc": v, "se": se, "converged": True, "near_minimum": v >= 0, "stage": None}
+            for i, v in enumerate(values)]
+
+
+def test_stage_boundaries_are_the_significant_turning_points():
+    from icl_interp.studies import llc_stages
+
+    # negative (not near a minimum), a rise to a peak at step 16, a flat top, a fall to a trough at 128, a late rise
+    rows = _llc_rows([-9, -2, 5, 20, 30, 29.5, 20, 12, 10, 15])
+    claims = [{"step": r["step"], "panels": {"later_gd_steps": r["step"] / 1000}, "over_ridge": 1.0} for r in rows]
+    got = llc_stages(rows, claims)
+    assert [(b["step"], b["kind"]) for b in got["boundaries"]] == [(16, "peak"), (256, "trough")]
+    assert got["boundaries"][0]["llc"] == 30 and got["boundaries"][0]["se"] == 1.0
+    assert got["boundaries"][0]["claims"] == {"later_gd_steps": 0.016} and got["boundaries"][1]["over_ridge"] == 1.0
+    assert got["near_minimum_from"] == 4
+    # within the noise nothing turns: the same curve with standard errors as large as its wiggles
+    assert llc_stages(_llc_rows([1, 3, 2, 4, 3], se=2.0))["boundaries"] == []
+
+
+def test_the_llc_panel_and_report_lines_read_the_stored_values():
+    from icl_interp.report import _llc_lines
+    from icl_interp.studies import llc_stages
+
+    rows = _llc_rows([-3, 4, 9, 6, 7])
+    rows[0]["stage"] = {"llc": 2.0, "se": 0.5, "active_dims": 3, "n_points": 16, "converged": True, "near_minimum": True}
+    llc = {"settings": dict(L.DEFAULTS, n_beta=492.4), "rows": rows}
+    llc["stages"] = llc_stages(rows)
+    dyn = json.loads((Path(ii.__file__).parent / "zoo" / "default" / "dynamics.json").read_text())
+    fig = ii.plot_dynamics_study({**dyn, "llc": llc})
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert len(titles) == 2 + len(dyn["panels"]) and any("local learning coefficient" in t for t in titles)
+    text = "\n".join(_llc_lines(llc))
+    assert "| 1 | -3.0 +- 1.0 | 2.0 +- 0.5 (3 dims) |" in text and "| 4 | peak | 9.0 +- 1.0 |" in text
+    assert "localization 1000" in text
