@@ -17,6 +17,9 @@ the localization: compare LLCs only at the same settings (docs/llc.md).
 
 devinterp's estimate is ``n_beta * (mean sampled loss - initial loss)`` per chain,
 the mean taken over every SGLD step, burn-in included (devinterp 2.0.1's reduction).
+The initial loss is taken on exactly the batches the chains see, in their order
+(``num_init_loss_batches`` = the steps of a chain; devinterp's default, 32 batches,
+leaves a data-subset offset in every estimate: docs/llc.md).
 The result carries the per-chain traces and three diagnostics: divergence raises a
 ValueError naming the step size; a trace still rising in its last quarter is flagged
 ``converged=False``; a negative estimate (the weights are not near a minimum of this
@@ -60,19 +63,20 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
 }
 
-#: a trace whose fitted rise over its last quarter exceeds this fraction of the estimate (and its own noise) is still rising
+#: a trace whose fitted rise over its last quarter exceeds this fraction of its level there (and twice its own standard
+#: error) is still rising
 RISE_TOLERANCE = 0.05
 
 
-def _devinterp() -> tuple[Any, Any, Any]:
-    """devinterp's ``sample``, ``compute_llc`` and its sampler module; an ImportError with the pip command when missing."""
+def _devinterp() -> tuple[Any, Any]:
+    """devinterp's ``llc`` (sample, then compute the LLC) and its sampler module; an ImportError with the pip command
+    when missing."""
     try:
         from devinterp.slt import sampler
-        from devinterp.slt.llc import compute_llc
-        from devinterp.slt.sampling import sample
+        from devinterp.slt.llc import llc as devinterp_llc
     except ImportError as e:
-        raise ImportError(f"icl_interp.llc needs devinterp (>= 2), which is not installed ({e}): {INSTALL_HINT}") from e
-    return sample, compute_llc, sampler
+        raise ImportError(f"ii.llc needs devinterp (>= 2), which is not installed ({e}): {INSTALL_HINT}") from e
+    return devinterp_llc, sampler
 
 
 @dataclass
@@ -142,9 +146,8 @@ def _predict(model: Any, batch: ICLBatch) -> Tensor:
 
 
 class _Net(nn.Module):
-    """What devinterp samples and copies per chain: the model's predictions as a module without a ``cfg`` (devinterp
-    treats a module with ``cfg.n_heads`` as a TransformerLens model). Its parameters: the whole ICLTransformer, or an
-    attached model's core (its ``encode`` and ``readout`` stay the user's functions)."""
+    """What devinterp samples and copies per chain: the model's predictions as a module. Its parameters: the whole
+    ICLTransformer, or an attached model's core (its ``encode`` and ``readout`` stay the user's functions)."""
 
     def __init__(self, model: Any):
         super().__init__()
@@ -255,7 +258,7 @@ def _settings(n_prompts: int, **kw: Any) -> dict:
 
 def _run(module: nn.Module, loss: Callable[[nn.Module, Tensor], Tensor], n: int, s: dict, device: str, progress: bool) -> LLCResult:
     """One devinterp run: ``module``'s parameters sampled under ``loss(module, idx)`` on the ``n`` examples."""
-    sample, compute_llc, sampler = _devinterp()
+    devinterp_llc, sampler = _devinterp()
     holder = _Holder(module)
     if not any(True for _ in holder.parameters()):
         raise ValueError("the model has no parameters to sample")
@@ -267,7 +270,7 @@ def _run(module: nn.Module, loss: Callable[[nn.Module, Tensor], Tensor], n: int,
                 warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                samples = sample(
+                ds = devinterp_llc(
                     holder, _PromptIndex(n), {}, lr=s["lr"], n_beta=s["n_beta"], localization=s["localization"],
                     num_chains=s["num_chains"], num_draws=s["num_draws"], num_burnin_steps=s["num_burnin_steps"],
                     batch_size=s["batch_size"], init_seed=s["seed"], loss_fn=_per_example(loss), device=device,
@@ -277,7 +280,6 @@ def _run(module: nn.Module, loss: Callable[[nn.Module, Tensor], Tensor], n: int,
                 failed = [str(w.message) for w in caught if "Chain failed" in str(w.message)]
                 if failed:
                     raise _Diverged(failed[0])
-                ds = compute_llc(samples)
                 per_chain = [float(v) for v in ds.llc_per_chain.values]
                 trace = torch.as_tensor(ds.loss_trace.values, dtype=torch.float64)
                 init = float(ds.init_loss)
