@@ -51,17 +51,8 @@ __all__ = ["llc", "llc_of_loss", "LLCResult", "training_stage", "DEFAULTS", "INS
 INSTALL_HINT = "pip install 'icl-interp[devinterp]'  (or: pip install 'devinterp>=2')"
 
 #: the settings calibrated on the shipped ``default`` (issue 30); ``n_beta=None`` means n / log n
-DEFAULTS: dict[str, Any] = {
-    "lr": 3e-5,
-    "localization": 1000.0,
-    "n_beta": None,
-    "num_chains": 4,
-    "num_draws": 150,
-    "num_burnin_steps": 50,
-    "batch_size": 64,
-    "n_prompts": 4096,
-    "seed": 0,
-}
+DEFAULTS: dict[str, Any] = {"lr": 3e-5, "localization": 1000.0, "n_beta": None, "num_chains": 4, "num_draws": 150,
+                            "num_burnin_steps": 50, "batch_size": 64, "n_prompts": 4096, "seed": 0}
 
 #: a trace whose fitted rise over its last quarter exceeds this fraction of its level there (and twice its own standard
 #: error) is still rising
@@ -216,14 +207,11 @@ def _rise(trace: Tensor, burnin: int) -> tuple[float, float]:
     """The fitted rise of the chains' mean trace over its last quarter of draws (after burn-in), and its standard error."""
     mean = trace[:, burnin:].mean(0).double()
     tail = mean[-max(3, mean.numel() // 4):]
-    t = torch.arange(tail.numel(), dtype=torch.float64)
-    t = t - t.mean()
+    t = torch.arange(tail.numel(), dtype=torch.float64) - (tail.numel() - 1) / 2
     slope = float((t * (tail - tail.mean())).sum() / (t * t).sum())
     resid = tail - tail.mean() - slope * t
-    dof = max(1, tail.numel() - 2)
-    se_slope = math.sqrt(float((resid * resid).sum()) / dof / float((t * t).sum()))
-    span = tail.numel() - 1
-    return slope * span, se_slope * span
+    se_slope = math.sqrt(float((resid * resid).sum()) / max(1, tail.numel() - 2) / float((t * t).sum()))
+    return slope * (tail.numel() - 1), se_slope * (tail.numel() - 1)
 
 
 def training_stage(model: Any) -> Optional[dict]:
@@ -241,7 +229,15 @@ def training_stage(model: Any) -> Optional[dict]:
             "full_dims": curriculum.dims_end, "full_points": curriculum.points_end}
 
 
-def _settings(n_prompts: int, **kw: Any) -> dict:
+_SAMPLER = ("lr", "localization", "n_beta", "num_chains", "num_draws", "num_burnin_steps", "batch_size", "seed")
+
+
+def _settings(n_prompts: int, given: dict) -> dict:
+    """The SGLD settings: :data:`DEFAULTS` overridden by ``given``, checked (``n_beta`` None: n / log n)."""
+    unknown = sorted(set(given) - set(_SAMPLER))
+    if unknown:
+        raise TypeError(f"unknown SGLD settings {unknown}; the settings are {list(_SAMPLER)}")
+    kw = {k: given.get(k, DEFAULTS[k]) for k in _SAMPLER}
     kw["lr"] = check_float("lr", kw["lr"], min_value=0.0, strict_min=True)
     kw["localization"] = check_float("localization", kw["localization"], min_value=0.0)
     for name in ("num_chains", "num_draws", "batch_size"):
@@ -291,7 +287,7 @@ def _run(module: nn.Module, loss: Callable[[nn.Module, Tensor], Tensor], n: int,
     finally:
         if quiet is not None:
             sampler.trange = quiet
-    if not (all(math.isfinite(v) for v in per_chain) and bool(torch.isfinite(trace).all())):
+    if not (all(math.isfinite(v) for v in per_chain) and bool(torch.isfinite(trace).all())):  # devinterp's own checks missed
         raise ValueError(f"SGLD diverged at step size lr={s['lr']:g} (a non-finite loss): try a smaller lr (e.g. {s['lr'] / 10:g})")
     trace = s["n_beta"] * (trace - init)
     k = len(per_chain)
@@ -316,26 +312,14 @@ def _estimate(model: Any, batch: ICLBatch, dims: Optional[int], norm: float, s: 
     return result
 
 
-def llc_of_loss(
-    module: nn.Module,
-    loss: Callable[[nn.Module, Tensor], Tensor],
-    n: int,
-    *,
-    lr: float = DEFAULTS["lr"],
-    localization: float = DEFAULTS["localization"],
-    n_beta: Optional[float] = DEFAULTS["n_beta"],
-    num_chains: int = DEFAULTS["num_chains"],
-    num_draws: int = DEFAULTS["num_draws"],
-    num_burnin_steps: int = DEFAULTS["num_burnin_steps"],
-    batch_size: int = DEFAULTS["batch_size"],
-    seed: int = DEFAULTS["seed"],
-    progress: bool = False,
-) -> LLCResult:
+def llc_of_loss(module: nn.Module, loss: Callable[[nn.Module, Tensor], Tensor], n: int, *, progress: bool = False,
+                **settings: Any) -> LLCResult:
     """The LLC of ``module`` at its parameters under a loss over ``n`` examples, written per example.
 
     ``loss(m, idx)`` returns the losses ``[len(idx)]`` of examples ``idx`` (a LongTensor into ``0..n-1``) under ``m``
     (each chain's copy of ``module``); their mean over all ``n`` is the empirical loss. The estimator behind
-    :func:`llc`, for any model (the known-truth tests run least squares through it). Settings as in :func:`llc`.
+    :func:`llc`, for any model (the known-truth tests run least squares through it). ``settings``: the SGLD
+    settings of :func:`llc` (``lr``, ``localization``, ``n_beta``, ``num_chains``, ...; default :data:`DEFAULTS`).
     """
     _devinterp()
     if not isinstance(module, nn.Module):
@@ -343,8 +327,7 @@ def llc_of_loss(
     if not callable(loss):
         raise TypeError(f"loss must be callable (module, idx) -> per-example losses, got {type(loss).__name__}")
     n = check_int("n", n, min_value=2)
-    s = _settings(n, lr=lr, localization=localization, n_beta=n_beta, num_chains=num_chains, num_draws=num_draws,
-                  num_burnin_steps=num_burnin_steps, batch_size=batch_size, seed=seed)
+    s = _settings(n, settings)
     p = next(iter(module.parameters()), None)
     return _run(module, loss, n, s, str(p.device) if p is not None else "cpu", progress)
 
@@ -356,15 +339,10 @@ def llc(
     n_points: Optional[int] = None,
     active_dims: Optional[int] = None,
     prompts: Optional[ICLBatch] = None,
-    n_prompts: int = DEFAULTS["n_prompts"],
-    lr: float = DEFAULTS["lr"],
-    localization: float = DEFAULTS["localization"],
-    n_beta: Optional[float] = DEFAULTS["n_beta"],
-    num_chains: int = DEFAULTS["num_chains"],
-    num_draws: int = DEFAULTS["num_draws"],
-    num_burnin_steps: int = DEFAULTS["num_burnin_steps"],
-    batch_size: int = DEFAULTS["batch_size"],
-    seed: int = DEFAULTS["seed"],
+    n_prompts: int = DEFAULTS["n_prompts"], lr: float = DEFAULTS["lr"], localization: float = DEFAULTS["localization"],
+    n_beta: Optional[float] = DEFAULTS["n_beta"], num_chains: int = DEFAULTS["num_chains"],
+    num_draws: int = DEFAULTS["num_draws"], num_burnin_steps: int = DEFAULTS["num_burnin_steps"],
+    batch_size: int = DEFAULTS["batch_size"], seed: int = DEFAULTS["seed"],
     stage: bool = True,
     progress: bool = False,
 ) -> LLCResult:
@@ -392,8 +370,8 @@ def llc(
         n_prompts = prompts.batch_size
         if n_prompts < 2:
             raise ValueError(f"prompts must hold at least 2 prompts, got {n_prompts}")
-    s = _settings(n_prompts, lr=lr, localization=localization, n_beta=n_beta, num_chains=num_chains, num_draws=num_draws,
-                  num_burnin_steps=num_burnin_steps, batch_size=batch_size, seed=seed)
+    s = _settings(n_prompts, {"lr": lr, "localization": localization, "n_beta": n_beta, "num_chains": num_chains,
+                              "num_draws": num_draws, "num_burnin_steps": num_burnin_steps, "batch_size": batch_size, "seed": seed})
     norm = model_norm(model)
     where = training_stage(model) if stage else None
     if prompts is None:

@@ -69,35 +69,7 @@ def _dynamics_lines(d: dict) -> list[str]:
     lines += [f"| {r['step']} | {r['over_ridge']:.2f} | {r['over_lasso']:.2f} | "
               + " | ".join(r["claims"].get(i, {}).get("verdict", "-") for i in s["claims"]) + " |" for r in d["rows"]]
     if d.get("llc"):
-        lines += _llc_lines(d["llc"])
-    return lines
-
-
-def _llc_lines(llc: dict) -> list[str]:
-    """The local learning coefficient over training (stored by the dynamics recipe; no SGLD here) and its turning points."""
-    st = llc["settings"]
-    lines = ["", "### The local learning coefficient over training", "",
-             f"SGLD (devinterp) at lr {st['lr']:g}, localization {st['localization']:g}, n beta {st['n_beta']:.0f}, "
-             f"{st['num_chains']} chains x {st['num_draws']} draws (+ {st['num_burnin_steps']} burn-in), batch {st['batch_size']}: "
-             "values compare only at these settings (docs/llc.md). Below 0: the snapshot is not near a minimum of the loss.",
-             "", "| step | LLC (full task) | on its own curriculum stage |", "|---|---|---|"]
-    for r in llc["rows"]:
-        flag = "" if r["converged"] else " (still rising)"
-        stage = r.get("stage")
-        staged = f"{stage['llc']:.1f} +- {stage['se']:.1f} ({stage['active_dims']} dims)" if stage else "-"
-        lines.append(f"| {r['step']} | {r['llc']:.1f} +- {r['se']:.1f}{flag} | {staged} |")
-    stages = llc.get("stages", {})
-    bounds = stages.get("boundaries", [])
-    lines += ["", f"Near a minimum (LLC >= 0) from step {stages.get('near_minimum_from')}. Turning points of the LLC "
-              f"(consecutive snapshots {stages.get('z', 2):g} standard errors apart):", ""]
-    if bounds:
-        ids = list(bounds[0].get("claims", {}))
-        lines += ["| step | turn | LLC | error / ridge | " + " | ".join(f"`{i}`" for i in ids) + " |",
-                  "|---|---|---|---|" + "---|" * len(ids)]
-        lines += [f"| {b['step']} | {b['kind']} | {b['llc']:.1f} +- {b['se']:.1f} | {b.get('over_ridge', float('nan')):.2f} | "
-                  + " | ".join(f"{b['claims'].get(i, float('nan')):.3g}" for i in ids) + " |" for b in bounds]
-    else:
-        lines.append("none.")
+        lines += st.dynamics.llc_lines(d["llc"])
     return lines
 
 

@@ -196,8 +196,8 @@ def test_stage_boundaries_are_the_significant_turning_points():
 
 
 def test_the_llc_panel_and_report_lines_read_the_stored_values():
-    from icl_interp.report import _llc_lines
     from icl_interp.studies import llc_stages
+    from icl_interp.studies.dynamics import llc_lines
 
     rows = _llc_rows([-3, 4, 9, 6, 7])
     rows[0]["stage"] = {"llc": 2.0, "se": 0.5, "active_dims": 3, "n_points": 16, "converged": True, "near_minimum": True}
@@ -207,6 +207,6 @@ def test_the_llc_panel_and_report_lines_read_the_stored_values():
     fig = ii.plot_dynamics_study({**dyn, "llc": llc})
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert len(titles) == 2 + len(dyn["panels"]) and any("local learning coefficient" in t for t in titles)
-    text = "\n".join(_llc_lines(llc))
+    text = "\n".join(llc_lines(llc))
     assert "| 1 | -3.0 +- 1.0 | 2.0 +- 0.5 (3 dims) |" in text and "| 4 | peak | 9.0 +- 1.0 |" in text
     assert "localization 1000" in text

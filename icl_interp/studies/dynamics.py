@@ -26,7 +26,7 @@ from ..validation import check_int
 from ._common import PathLike
 from .single import single_model_studies
 
-__all__ = ["dynamics_study", "load_history", "llc_history", "llc_stages", "PANELS"]
+__all__ = ["dynamics_study", "load_history", "llc_history", "llc_stages", "llc_lines", "PANELS"]
 
 CLAIMS = ("layer0_all_heads", "later_single_head", "pruning_preserves", "layer0_preprocesses", "later_gd_steps",
           "steps_on_preprocessed")
@@ -181,6 +181,34 @@ def llc_stages(llc_rows: Sequence[dict], claim_rows: Sequence[dict] = ()) -> dic
     for r in llc_rows:
         near = (r["step"] if near is None else near) if r["near_minimum"] else None
     return {"boundaries": boundaries, "near_minimum_from": near, "z": LLC_Z}
+
+
+def llc_lines(llc: dict) -> list[str]:
+    """The report's Markdown for the stored LLC over training (``dynamics.json``'s ``llc``: no SGLD here) and its turning points."""
+    st = llc["settings"]
+    lines = ["", "### The local learning coefficient over training", "",
+             f"SGLD (devinterp) at lr {st['lr']:g}, localization {st['localization']:g}, n beta {st['n_beta']:.0f}, "
+             f"{st['num_chains']} chains x {st['num_draws']} draws (+ {st['num_burnin_steps']} burn-in), batch {st['batch_size']}: "
+             "values compare only at these settings (docs/llc.md). Below 0: the snapshot is not near a minimum of the loss.",
+             "", "| step | LLC (full task) | on its own curriculum stage |", "|---|---|---|"]
+    for r in llc["rows"]:
+        flag = "" if r["converged"] else " (still rising)"
+        stage = r.get("stage")
+        staged = f"{stage['llc']:.1f} +- {stage['se']:.1f} ({stage['active_dims']} dims)" if stage else "-"
+        lines.append(f"| {r['step']} | {r['llc']:.1f} +- {r['se']:.1f}{flag} | {staged} |")
+    stages = llc.get("stages", {})
+    bounds = stages.get("boundaries", [])
+    lines += ["", f"Near a minimum (LLC >= 0) from step {stages.get('near_minimum_from')}. Turning points of the LLC "
+              f"(consecutive snapshots {stages.get('z', 2):g} standard errors apart):", ""]
+    if bounds:
+        ids = list(bounds[0].get("claims", {}))
+        lines += ["| step | turn | LLC | error / ridge | " + " | ".join(f"`{i}`" for i in ids) + " |",
+                  "|---|---|---|---|" + "---|" * len(ids)]
+        lines += [f"| {b['step']} | {b['kind']} | {b['llc']:.1f} +- {b['se']:.1f} | {b.get('over_ridge', float('nan')):.2f} | "
+                  + " | ".join(f"{b['claims'].get(i, float('nan')):.3g}" for i in ids) + " |" for b in bounds]
+    else:
+        lines.append("none.")
+    return lines
 
 
 def _first(rows: list[dict], holds: Callable[[dict], bool]) -> Optional[int]:
