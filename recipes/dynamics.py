@@ -17,7 +17,8 @@ Run:   python recipes/dynamics.py --out DIR [--quick] [--model NAME_OR_RUN_FOLDE
   or:  icl-interp recipe dynamics --out DIR [--quick]
 Writes DIR/dynamics.png and DIR/dynamics.json. About 15 s a snapshot on 512 prompts
 (--quick: every third snapshot, 128 prompts), plus about 40 s a snapshot for the LLC at
-one thread (twice that for a curriculum snapshot; --no-llc skips it). A run folder works
+one thread (twice that for a curriculum snapshot; --no-llc skips it; killed, the same
+command goes on from DIR/llc_partial.json). A run folder works
 too: its snapshots/ come from `icl-interp train ... --keep-log 20`.
 --llc-only FILE adds (or redoes) the LLC in an existing dynamics.json (e.g. the one the
 default ships, icl_interp/zoo/default/dynamics.json) and leaves its other numbers as they are.
@@ -35,10 +36,11 @@ from icl_interp.checkpoint import atomic_write_bytes
 from icl_interp.studies import dynamics_study, llc_history, llc_stages, load_history
 
 
-def add_llc(result, history, quick=False):
-    """The LLC per snapshot and its stage boundaries into ``result`` (a dynamics study); quick: fewer prompts and draws."""
-    settings = {"n_prompts": 512, "num_chains": 2, "num_draws": 40, "num_burnin_steps": 10} if quick else {}
-    result["llc"] = llc_history(history, progress=True, **settings)
+def add_llc(result, history, out, quick=False):
+    """The LLC per snapshot and its stage boundaries into ``result`` (a dynamics study); quick: fewer prompts and draws.
+    Each snapshot's estimate is kept in OUT/llc_partial.json as it comes: the same command, killed, goes on from there."""
+    settings = {"n_prompts": 256, "num_chains": 2, "num_draws": 20, "num_burnin_steps": 5, "batch_size": 32} if quick else {}
+    result["llc"] = llc_history(history, progress=True, cache=Path(out) / "llc_partial.json", **settings)
     result["llc"]["stages"] = llc_stages(result["llc"]["rows"], result["rows"])
     for row in result["llc"]["rows"]:
         stage = row["stage"]
@@ -65,7 +67,7 @@ def main(out, quick=False, model="default", llc=True, threads=None, llc_only=Non
         result = json.loads(Path(llc_only).read_text())
         if [r["step"] for r in result["rows"]] != [step for step, _ in history]:
             raise ValueError(f"{llc_only} holds other snapshots than {model}'s")
-        add_llc(result, history, quick)
+        add_llc(result, history, out, quick)
         atomic_write_bytes(Path(llc_only), json.dumps(result, indent=1).encode())
         ii.save_figure(ii.plot_dynamics_study(result), out, "dynamics.png")
         return result
@@ -76,7 +78,7 @@ def main(out, quick=False, model="default", llc=True, threads=None, llc_only=Non
 
     # 2b. The local learning coefficient at every snapshot (SGLD at the calibrated settings: docs/llc.md).
     if llc:
-        add_llc(result, history, quick)
+        add_llc(result, history, out, quick)
 
     # 3. The figure and the JSON.
     result["figure"] = ii.save_figure(ii.plot_dynamics_study(result), out, "dynamics.png")

@@ -210,3 +210,21 @@ def test_the_llc_panel_and_report_lines_read_the_stored_values():
     text = "\n".join(llc_lines(llc))
     assert "| 1 | -3.0 +- 1.0 | 2.0 +- 0.5 (3 dims) |" in text and "| 4 | peak | 9.0 +- 1.0 |" in text
     assert "localization 1000" in text
+
+
+def test_llc_history_keeps_each_snapshot_and_a_rerun_goes_on_from_there(devinterp, tmp_path, monkeypatch):
+    from icl_interp.studies import llc_history, load_history
+
+    history = load_history("default")[-2:]
+    kw = {"n_prompts": 64, "num_chains": 2, "num_draws": 3, "num_burnin_steps": 0, "batch_size": 16}
+    cache = tmp_path / "partial.json"
+    first = llc_history(history[:1], cache=cache, **kw)
+    assert json.loads(cache.read_text())["rows"] == first["rows"]
+    calls = []
+    real = L.llc
+    monkeypatch.setattr(L, "llc", lambda *a, **k: calls.append(1) or real(*a, **k))
+    both = llc_history(history, cache=cache, **kw)
+    assert len(calls) == 1 and both["rows"][0] == first["rows"][0]  # the first from the cache, only the second sampled
+    assert [r["step"] for r in both["rows"]] == [s for s, _ in history] and both["settings"]["num_draws"] == 3
+    llc_history(history[:1], cache=cache, **{**kw, "seed": 1})  # other settings: sampled anew
+    assert len(calls) == 2

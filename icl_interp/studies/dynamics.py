@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 from .. import claims as cl
-from ..checkpoint import load_model, zoo_folder
+from ..checkpoint import atomic_write_bytes, load_model, zoo_folder
 from ..evaluation import evaluate
 from ..training import snapshots as list_snapshots
 from ..tuning import best_lasso, best_ridge
@@ -113,26 +113,41 @@ def dynamics_study(
     return result
 
 
-def llc_history(history: Sequence[tuple[int, Any]], *, progress: bool = False, **settings: Any) -> dict:
+def llc_history(history: Sequence[tuple[int, Any]], *, progress: bool = False, cache: PathLike = None, **settings: Any) -> dict:
     """The local learning coefficient (:func:`icl_interp.llc`) at every snapshot of ``history``, all at the same settings
     (``settings``: any of ``llc``'s; default the calibrated ones) and the same prompts: ``{"settings", "rows"}``, a row
     per snapshot ``{"step", "llc", "se", "converged", "near_minimum", "stage"}`` where ``stage`` is the estimate on the
     prompts of the snapshot's own curriculum stage (``{"llc", "se", "active_dims", "n_points", ...}``) or None. Needs the
-    optional extra (``pip install 'icl-interp[devinterp]'``); about 40 s a snapshot (twice that with a stage) at one thread."""
+    optional extra (``pip install 'icl-interp[devinterp]'``); about 40 s a snapshot (twice that with a stage) at one
+    thread. With ``cache`` (a JSON file) each finished snapshot is kept there as it comes, and a rerun with the same
+    settings takes the snapshots it holds (same step and weights) from it: a long run killed part-way goes on."""
     from ..learning_coefficient import llc
 
     if not isinstance(history, (list, tuple)) or not history:
         raise ValueError(f"history must be a non-empty list of (step, model), got {history!r}")
+    kept: dict = {}
+    if cache is not None and Path(cache).is_file():
+        stored = json.loads(Path(cache).read_text())
+        if stored.get("requested") == settings:
+            kept = {(r["step"], r.get("weights")): r for r in stored["rows"]}
     rows, used = [], None
     for i, (step, snap) in enumerate(history):
+        weights = (getattr(snap, "saved_config", None) or {}).get("weights_sha256")
+        if (step, weights) in kept and weights is not None:
+            rows.append(kept[(step, weights)])
+            continue
         if progress:
             print(f"  LLC at step {step} ({i + 1}/{len(history)})", flush=True)
         res = llc(snap, **settings)
         used = res.settings
-        row = {"step": step, **_llc_numbers(res), "prompts": res.prompts, "stage": None}
+        row = {"step": step, "weights": weights, **_llc_numbers(res), "prompts": res.prompts, "stage": None}
         if res.stage is not None:
             row["stage"] = {**_llc_numbers(res.stage), **res.stage.prompts}
         rows.append(row)
+        if cache is not None:
+            atomic_write_bytes(Path(cache), json.dumps({"requested": settings, "settings": used, "rows": rows}).encode())
+    if used is None:  # every row from the cache
+        used = json.loads(Path(cache).read_text())["settings"]
     return {"settings": used, "rows": rows}
 
 
