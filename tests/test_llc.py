@@ -228,3 +228,20 @@ def test_llc_history_keeps_each_snapshot_and_a_rerun_goes_on_from_there(devinter
     assert [r["step"] for r in both["rows"]] == [s for s, _ in history] and both["settings"]["num_draws"] == 3
     llc_history(history[:1], cache=cache, **{**kw, "seed": 1})  # other settings: sampled anew
     assert len(calls) == 2
+
+
+def test_the_default_ships_its_llc_curve_and_the_report_reads_it():
+    from icl_interp.report import _dynamics_lines
+    from icl_interp.studies import llc_stages
+
+    dyn = json.loads((Path(ii.__file__).parent / "zoo" / "default" / "dynamics.json").read_text())
+    llc = dyn["llc"]
+    assert [r["step"] for r in llc["rows"]] == [r["step"] for r in dyn["rows"]]
+    assert llc["settings"] == {**{k: v for k, v in L.DEFAULTS.items() if k != "n_prompts"}, "n_beta": pytest.approx(4096 / 8.317766)}
+    assert json.loads(json.dumps(llc_stages(llc["rows"], dyn["rows"]))) == llc["stages"]   # the stored stages are the rows'
+    for r in llc["rows"]:
+        assert r["llc"] == pytest.approx(sum(r["per_chain"]) / 4) and r["near_minimum"] == (r["llc"] >= 0)
+        assert (r["stage"] is not None) == (r["step"] < 1500)   # dims 3 -> 8 by step 1,500 (one more every 300)
+    text = "\n".join(_dynamics_lines({**dyn, "source": "stored"}))
+    assert "### The local learning coefficient over training" in text
+    assert all(f"| {b['step']} | {b['kind']} |" in text for b in llc["stages"]["boundaries"])
