@@ -7,7 +7,7 @@ VENV3  ?= .venv3
 PIP    = --disable-pip-version-check -q
 PYTEST_ARGS ?=
 
-.PHONY: demo test test4 test3 setup lint clean
+.PHONY: demo test test4 test3 setup lint docs claims-table clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,15 @@ test3: $(VENV3)/.installed
 test: test4 test3
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check icl_interp probes recipes benchmarks tests
+	$(VENV)/bin/ruff check icl_interp probes recipes benchmarks tests docs/hooks
+
+# the documentation site (MkDocs, strict: a broken link or reference fails) into site/
+docs: $(VENV)/.installed
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
+# after the report in docs/report/ is regenerated: copy its claims table into README.md
+claims-table:
+	$(PYTHON) docs/hooks/pages.py readme
 
 clean:
-	rm -rf $(VENV) $(VENV3) report
+	rm -rf $(VENV) $(VENV3) report site

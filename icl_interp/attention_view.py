@@ -159,5 +159,7 @@ def attention_html(
     causal = getattr(getattr(model, "cfg", None), "attention_dir", "causal") == "causal"
     html = str(attention_heads(attention=pattern, tokens=_token_labels(run), mask_upper_tri=causal))
     if path is not None:
-        Path(path).write_text(html)
+        from .atomic import atomic_write_bytes
+
+        atomic_write_bytes(path, html.encode())
     return html

@@ -63,9 +63,11 @@ def read_garg_config(path: Union[str, Path]) -> dict:
 
     path = Path(path)
     try:
-        spec = yaml.safe_load(path.read_text())
+        spec = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"config file {str(path)!r} is not UTF-8 text (byte {e.start}): corrupted, or not a config.yaml") from None
     except yaml.YAMLError as e:
-        raise ValueError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+        raise ValueError(f"config file {str(path)!r} is not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(spec, dict) or not isinstance(spec.get("model"), dict):
         raise ValueError(f"config file {str(path)!r} must be a mapping with a 'model' mapping (Garg et al.'s config.yaml), got {spec!r:.200}")
     model = spec["model"]
@@ -121,18 +123,28 @@ def _resolve(path: Path, step: Any) -> tuple[Path, Optional[Path]]:
     return path / f"model_{step}.pt", config
 
 
+def _refusal(message: str) -> str:
+    """What torch's weights-only unpickler refused, in our words (its advice to load unsafely is dropped)."""
+    found = re.search(r"GLOBAL\s+([\w.]+)", message)
+    if found:
+        return (f"it refers to the Python object {found.group(1)}, and pickled objects other than tensors and plain "
+                f"containers are never unpickled here (that could run code); re-save the checkpoint's "
+                f"state dict with torch.save(model.state_dict(), path) where the code that made it runs")
+    op = re.search(r"Unsupported operand\s+(\d+)", message)
+    what = f" (pickle operation {op.group(1)} is not allowed)" if op else ""
+    return (f"not a torch checkpoint of tensors and plain containers{what}; either not a torch checkpoint at all, "
+            f"or one holding pickled objects, which are never unpickled here (that could run code)")
+
+
 def _load(file: Path) -> tuple[dict[str, Tensor], Optional[int]]:
     """(model state dict, train_step or None) from a training state or a plain state dict."""
     try:
         obj = torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:  # torch's message advises weights_only=False: we never do that
-        reason = str(e).split("WeightsUnpickler error:")[-1].strip().split("\n")[0]
-        raise ValueError(
-            f"{str(file)!r} is not readable as tensors and plain containers ({reason}): either not a torch "
-            f"checkpoint or one holding other pickled objects, which are never unpickled here"
-        ) from None
+    except pickle.UnpicklingError as e:  # torch's message advises weights_only=False: never passed on
+        raise ValueError(f"{str(file)!r} is not readable as tensors and plain containers: {_refusal(str(e))}") from None
     except Exception as e:  # a truncated or foreign file: torch raises several kinds
-        raise ValueError(f"{str(file)!r} is not a readable torch checkpoint: {e}") from None
+        reason = _refusal(str(e)) if "weights_only" in str(e) else " ".join(str(e).split()) or type(e).__name__
+        raise ValueError(f"{str(file)!r} is not a readable torch checkpoint: {reason}") from None
     step = None
     if isinstance(obj, dict) and "model_state_dict" in obj:
         step = obj.get("train_step")

@@ -42,9 +42,10 @@ def head_importance(
         masks = torch.ones(n_layers * n_heads, n_layers, n_heads)
         for i in range(n_layers * n_heads):
             masks[i, i // n_heads, i % n_heads] = 0.0
-        preds = mask_heads(model, run, masks, ablation=ablation, reference=reference)
-        scores = torch.tensor([call_metric(metric, p, run.batch) for p in preds])
-        return (scores - call_metric(metric, run.preds, run.batch)).reshape(n_layers, n_heads)
+        preds = mask_heads(model, run, masks, ablation=ablation, reference=reference, tool="head_importance")
+        scores = torch.tensor([call_metric(metric, p, run.batch, f"head_importance ({ablation}-ablating L{i // n_heads}H{i % n_heads})")
+                               for i, p in enumerate(preds)])
+        return (scores - call_metric(metric, run.preds, run.batch, "head_importance (the clean run)")).reshape(n_layers, n_heads)
     return _gradient_importance(run, ablation, reference, metric)
 
 
@@ -56,7 +57,8 @@ def _gradient_importance(run: CleanRun, ablation: str, reference: Union[ICLBatch
     rows = data.batch_size if per_prompt else 1
     mask = torch.ones(rows, n_layers, n_heads, requires_grad=True, device=run.resids[0].device)
     with torch.enable_grad():
-        preds = run_from(model, run.resids[0].detach(), 0, data, mask_hooks(mask.permute(1, 0, 2), stats, every_layer=True))
+        preds = run_from(model, run.resids[0].detach(), 0, data, mask_hooks(mask.permute(1, 0, 2), stats, every_layer=True),
+                         tool="head_importance (method='gradient')")
         if per_prompt:
             loss = normalised_error(preds, data, model_norm(model), per_prompt=True).sum()
         else:
@@ -64,7 +66,12 @@ def _gradient_importance(run: CleanRun, ablation: str, reference: Union[ICLBatch
             if not isinstance(loss, Tensor) or loss.numel() != 1 or not loss.requires_grad:
                 raise ValueError("metric must return a differentiable scalar tensor for method='gradient'")
         (grad,) = torch.autograd.grad(loss.reshape(()), mask)
-    return grad.abs().mean(0)
+    score = grad.abs().mean(0)
+    bad = (~torch.isfinite(score)).nonzero().tolist()
+    if bad:
+        raise ValueError("head_importance (method='gradient'): the gradient score is NaN or Inf at heads "
+                         f"{', '.join(f'L{l}H{h}' for l, h in bad)} where the model's own output is finite")
+    return score
 
 
 KeepSpec = Union[int, list, tuple, dict, None]

@@ -99,13 +99,15 @@ def mask_heads(
     reference: Optional[ICLBatch] = None,
     *,
     seed: int = 0,
+    tool: str = "mask_heads",
 ) -> Tensor:
     """Predictions of ``model`` on ``data`` with heads masked.
 
     ``data`` is a batch or a shared clean run (``runner.prepare``). ``mask`` ``[L, H]``
     gives ``[B, n]`` (``[B]`` for a query-only read-out); a stack ``[K, L, H]`` gives
     ``[K, B, n]``. Mean and resample ablation take their statistics from
-    ``reference`` (default: ``data``); ``seed`` fixes resampling.
+    ``reference`` (default: ``data``); ``seed`` fixes resampling. Predictions that are
+    NaN or Inf (the model's own are finite) raise a ValueError naming ``tool`` and the heads.
     """
     model = as_model(model)
     n_layers, n_heads = model.hooked.cfg.n_layers, model.hooked.cfg.n_heads
@@ -115,11 +117,11 @@ def mask_heads(
     single = mask.ndim == 2
     masks = mask.unsqueeze(0) if single else mask
     with torch.no_grad():
-        out = torch.stack([_run_mask(run, m, stats) for m in masks])
+        out = torch.stack([_run_mask(run, m, stats, tool) for m in masks])
     return out[0] if single else out
 
 
-def _run_mask(run: CleanRun, mask: Tensor, stats: AblationStats) -> Tensor:
+def _run_mask(run: CleanRun, mask: Tensor, stats: AblationStats, tool: str = "mask_heads") -> Tensor:
     """Predictions with ``mask``, reusing the clean run below (and within) its first masked layer.
 
     A mask whose first masked layer is ``l`` starts there, from the clean residual and
@@ -133,7 +135,11 @@ def _run_mask(run: CleanRun, mask: Tensor, stats: AblationStats) -> Tensor:
     hooks = mask_hooks(mask, stats)
     z = run.acts([f"blocks.{start}.attn.hook_z"])[f"blocks.{start}.attn.hook_z"]
     resid = run_layer_with_z(run.model, start, run.resids[start], z, hooks[0][1])
-    return run_from(run.model, resid, start + 1, run.batch, hooks[1:])  # hooks[0] is layer start's, applied above
+    heads = ", ".join(f"L{l}H{h}" for l, h in (mask < 1).nonzero().tolist())
+    where = f"{tool} ({stats.ablation}-ablating heads {heads})"
+    if not bool(torch.isfinite(resid).all()):
+        raise ValueError(f"{where}: the residual after layer {start} is NaN or Inf where the model's own output is finite")
+    return run_from(run.model, resid, start + 1, run.batch, hooks[1:], tool=where)  # hooks[0] is layer start's, applied above
 
 
 @contextlib.contextmanager

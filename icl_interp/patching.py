@@ -151,8 +151,8 @@ def patch_activations(
     clean_run, corr_run = prepare(model, clean, "clean"), prepare(model, corrupted, "corrupted")
     if clean_run.batch.xs.shape != corr_run.batch.xs.shape:
         raise ValueError(f"clean and corrupted must have the same shape, got {tuple(clean_run.batch.xs.shape)} and {tuple(corr_run.batch.xs.shape)}")
-    clean_value = call_metric(metric, clean_run.preds, clean_run.batch)
-    corrupted_value = call_metric(metric, corr_run.preds, clean_run.batch)
+    clean_value = call_metric(metric, clean_run.preds, clean_run.batch, "patch_activations (the clean run)")
+    corrupted_value = call_metric(metric, corr_run.preds, clean_run.batch, "patch_activations (the corrupted run)")
     gap = corrupted_value - clean_value
     if not user_metric and not abs(gap) > 1e-12 * max(1.0, abs(clean_value)):
         raise ValueError(
@@ -184,8 +184,8 @@ def patch_activations(
                 if preds is None:
                     sl = _slice_index(site, (layer, *rest))
                     hook = [(name, replace_slice(clean_acts[name], sl))]
-                    preds = run_from(model, corr_run.resids[layer], layer, corr_run.batch, hook)
-                scores[(li, *rest)] = call_metric(metric, preds, clean_run.batch)
+                    preds = run_from(model, corr_run.resids[layer], layer, corr_run.batch, hook, tool=f"patch_activations (site {site!r})")
+                scores[(li, *rest)] = call_metric(metric, preds, clean_run.batch, f"patch_activations ({name} at {rest})")
     if not user_metric:
         scores = (corrupted_value - scores) / gap
     return PatchResult(scores, axes, site, clean_value, corrupted_value, "custom" if user_metric else "fraction_recovered", method)
@@ -204,7 +204,8 @@ def _attribution(
     store: dict[str, Tensor] = {}
     with torch.enable_grad():
         resid0 = corr_run.resids[0].detach().requires_grad_(True)
-        preds = run_from(model, resid0, 0, corr_run.batch, [(n, capture(store, n, detach=False)) for n in names])
+        preds = run_from(model, resid0, 0, corr_run.batch, [(n, capture(store, n, detach=False)) for n in names],
+                         tool="patch_activations (method='attribution')")
         value = metric(preds, clean)
         if not isinstance(value, Tensor) or value.numel() != 1 or not value.requires_grad:
             raise ValueError("metric must return a differentiable scalar tensor for method='attribution'")

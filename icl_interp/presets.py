@@ -6,7 +6,6 @@ zoo entry of the same name records how long it took here.
 
 from __future__ import annotations
 
-import shutil
 from copy import deepcopy
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -181,15 +180,25 @@ def train_preset(
     ``overrides`` replace train-config fields (steps, lr, threads, progress...);
     a ``seed`` there is the run's training seed: the data order and the initial weights.
     """
+    from .train_state import has_checkpoint
     from .training import TrainConfig, train
 
     spec = get_preset(name)
     spec["train"].update(overrides or {})
     model = preset_model(name, seed=(overrides or {}).get("seed"))
     out = Path(out)
-    if (out / "checkpoint" / "state.json").exists() and not resume:
+    if has_checkpoint(out / "checkpoint") and not resume:
         raise ValueError(f"out {str(out)!r} already holds a training checkpoint: resume it (--resume) or choose another folder")
     return train(model, model.task, TrainConfig(**spec["train"]), out_dir=out, resume=resume, max_minutes=max_minutes)
+
+
+def _preset_and_seed(name: str) -> Optional[tuple[str, int]]:
+    """``(preset, training seed)`` of a zoo name: a preset (seed 0) or ``PRESET-seedK`` (:func:`icl_interp.sweep.seed_name`);
+    None for anything else (a construction)."""
+    base, sep, k = name.rpartition("-seed")
+    if sep and k.isdigit() and base in PRESETS:
+        return base, int(k)
+    return (name, 0) if name in PRESETS else None
 
 
 def retrain_zoo(
@@ -211,14 +220,19 @@ def retrain_zoo(
     import json
     import time
 
-    from .checkpoint import ZOO, read_config
+    from .atomic import atomic_write_folder
+    from .checkpoint import read_config
+    from .train_state import has_checkpoint
+    from .zoo.store import manifest
 
     folder = Path(folder)
-    if names is None:
-        names = sorted(p.name for p in ZOO.iterdir() if (p / "config.json").is_file())
+    if names is None:  # every model the package's zoo holds (index.json's manifest)
+        names = sorted(manifest())
     from .constructions import CONSTRUCTIONS, save_zoo_construction
 
-    names = [check_choice("names[i]", n, sorted(PRESETS) + sorted(CONSTRUCTIONS)) for n in names]
+    seeded = [f"{p}-seedK" for p in sorted(PRESETS)]
+    names = [n if _preset_and_seed(n) is not None else check_choice("names[i]", n, sorted(PRESETS) + sorted(CONSTRUCTIONS) + seeded)
+             for n in names]
     zoo, runs = folder / "zoo", folder / "runs"
     zoo.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -237,17 +251,15 @@ def retrain_zoo(
             continue
         trained = True
         run = runs / name
-        result = train_preset(name, run, resume=(run / "checkpoint" / "state.json").is_file(), max_minutes=budget,
-                              overrides={"threads": threads, "progress": progress})
+        preset, seed = _preset_and_seed(name)
+        result = train_preset(preset, run, resume=has_checkpoint(run / "checkpoint"), max_minutes=budget,
+                              overrides={"threads": threads, "progress": progress, **({"seed": seed} if seed else {})})
         if result["stopped"]:
             left.append(name)
             continue
         read_config(run / "model")  # validated before it joins the zoo
-        partial = zoo / f".{name}.partial"  # a crash mid-copy never leaves a half model under the zoo name
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.copytree(run / "model", partial)
-        (partial / "training_log.json").write_text(json.dumps(result["log"], indent=0))
-        shutil.rmtree(zoo / name, ignore_errors=True)
-        partial.rename(zoo / name)
+        files = {p.name: p.read_bytes() for p in (run / "model").iterdir() if p.is_file() and not p.name.startswith(".")}
+        # one unit: a crash mid-copy never leaves a half model under the zoo name
+        atomic_write_folder(zoo / name, {**files, "training_log.json": json.dumps(result["log"], indent=0).encode()})
         done.append(name)
     return {"zoo": zoo, "done": done, "left": left}

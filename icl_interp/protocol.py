@@ -135,13 +135,39 @@ class AttachedModel:
         if not inp.is_floating_point():
             if inp.ndim != 2 or inp.shape[0] != batch.batch_size or inp.dtype == torch.bool:
                 raise ValueError(f"encode must return integer tokens of shape [{batch.batch_size}, pos], got {inp.dtype} {tuple(inp.shape)}")
+            self._check_length(int(inp.shape[1]), batch)
             return inp
         d_model = int(self.hooked.cfg.d_model)
         if inp.ndim != 3 or inp.shape[0] != batch.batch_size or inp.shape[2] != d_model:
             raise ValueError(f"encode must return a residual of shape [{batch.batch_size}, pos, {d_model}], got {tuple(inp.shape)}")
         if not bool(torch.isfinite(inp).all()):
             raise ValueError("encode returned a residual with NaN or Inf values")
+        self._check_length(int(inp.shape[1]), batch)
         return inp.to(model_dtype(self))
+
+    def _check_length(self, n_tokens: int, batch: ICLBatch) -> None:
+        """A prompt longer than the core's context (``cfg.n_ctx``) is refused here, before TransformerLens sees it."""
+        n_ctx = getattr(self.hooked.cfg, "n_ctx", None)
+        if n_ctx is None or n_tokens <= int(n_ctx):
+            return
+        most = self._max_points(batch, int(n_ctx))
+        fit = f"at most {most} points fit" if most is not None else "fewer points fit"
+        raise ValueError(f"the prompts of {batch.n_points} points encode to {n_tokens} tokens, more than the model's "
+                         f"n_ctx ({n_ctx}): {fit}; sample shorter prompts (task.sample(batch, n_points))")
+
+    def _max_points(self, batch: ICLBatch, n_ctx: int) -> Optional[int]:
+        """The most points of ``batch``'s first prompt whose encoding fits ``n_ctx`` tokens (bisection), None if unknown."""
+        def fits(m: int) -> bool:
+            return int(self._encode(ICLBatch(batch.xs[:1, :m], batch.ys[:1, :m], batch.w[:1])).shape[1]) <= n_ctx
+
+        try:
+            lo, hi = 0, batch.n_points  # fits(lo) (taken as true for 0), not fits(hi)
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+        except Exception:  # noqa: BLE001 - the user's encode may refuse short prompts: the count is then unknown
+            return None
+        return lo
 
     def readout(self, out: Tensor, batch: ICLBatch) -> Tensor:
         preds = self._readout(out, batch) if self._readout_takes_batch else self._readout(out)

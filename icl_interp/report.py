@@ -16,8 +16,9 @@ from typing import Any, Optional, Union
 
 from . import claims as cl
 from . import studies as st
+from .atomic import atomic_write_bytes, writable_folder
 from .attention_view import attention_profile, plot_attention
-from .checkpoint import load_model, zoo_folder, zoo_names
+from .checkpoint import ZOO_PREFIX, load_model, resolve_model, zoo_folder, zoo_names
 from .evaluation import evaluate
 from .runner import prepare
 from .study_plots import plot_dynamics_study, save_figure
@@ -83,11 +84,13 @@ def _resolve(model: Any) -> tuple[str, Any, Siblings]:
         return IN_MEMORY, model, Siblings()
     if not isinstance(model, (str, Path)):
         raise TypeError(f"model must be a zoo name, a saved model folder or an ICLTransformer, got {type(model).__name__}")
-    if Path(model).is_dir():  # a folder wins over a zoo name, as in load_model
-        return str(model), load_model(model), Siblings()
-    if isinstance(model, str) and model in zoo_names():
-        return model, load_model(model), siblings(model)
-    raise ValueError(f"model {str(model)!r} is neither a saved model folder nor a zoo name; zoo names: {zoo_names()}")
+    try:
+        folder, zoo_name = resolve_model(model)  # the name rule: zoo:NAME, ./NAME, a bare name only where unambiguous
+    except ValueError as e:
+        raise ValueError(f"model: {e}") from None
+    if zoo_name is None:
+        return str(model), load_model(folder), Siblings()
+    return zoo_name, load_model(folder), siblings(ZOO_PREFIX + zoo_name)
 
 
 def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path) -> dict:
@@ -98,7 +101,7 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path) -> di
 
     def get(zoo_name: str) -> Any:  # each zoo model loaded once
         if zoo_name not in loaded:
-            loaded[zoo_name] = load_model(zoo_name)
+            loaded[zoo_name] = load_model(ZOO_PREFIX + zoo_name)
         return loaded[zoo_name]
 
     task, n = model.task, model.cfg.max_points
@@ -186,13 +189,14 @@ def write_report(out: Union[str, Path], *, model: Any = "default", quick: bool =
         raise TypeError(f"quick must be a bool, got {type(quick).__name__}")
     t0 = time.perf_counter()
     name, net, sib = _resolve(model)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    results = _collect(name, net, sib, quick, out)
+    out = writable_folder(out, "out")  # before minutes of analyses
+    results = _collect(name, net, sib, quick, out)  # writes the figures
     results["claims"] = [c.to_dict() for c in cl.decide(results)]
     results["seconds"] = round(time.perf_counter() - t0, 1)
-    (out / "report.json").write_text(json.dumps(results, indent=1))
-    (out / "report.md").write_text(_markdown(results, net))
+    markdown = _markdown(results, net)
+    # after the figures, each file replaced as one unit: a failed write leaves the previous report whole
+    atomic_write_bytes(out / "report.json", json.dumps(results, indent=1).encode())
+    atomic_write_bytes(out / "report.md", markdown.encode())
     return results
 
 

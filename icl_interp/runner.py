@@ -10,9 +10,16 @@ Every tool (masking, importance, patching, probing, GD alignment) goes through h
 - :func:`run_from` runs the blocks from layer ``l`` with interventions (``(name,
   fn)`` hooks of :mod:`icl_interp.interventions`); with none set and nothing
   listening it takes the fused fast path (:mod:`icl_interp._fast`).
-- :func:`check_model` verifies once per model that this way of running the core
-  (from the residual stream, block by block, and every fast path) reproduces the
-  model's own forward within 1e-5 relative, or names the feature it cannot run.
+- :func:`check_model` verifies once per model and weights version (:func:`weights_version`)
+  that this way of running the core (from the residual stream, block by block, and
+  every fast path) reproduces the model's own forward within 1e-5 relative, or names
+  the feature it cannot run.
+
+Nothing stale, nothing silent: a ``CleanRun`` records the weights version it was
+computed under and is refused after the weights change; the clean predictions must
+be finite, and a run with interventions whose predictions are NaN or Inf raises,
+naming the intervention sites (:func:`run_from`), as does a metric that is not finite
+(:func:`call_metric`).
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ __all__ = [
     "model_norm",
     "call_metric",
     "SELF_CHECK_RTOL",
+    "weights_version",
 ]
 
 Metric = Callable[[Tensor, ICLBatch], Any]
@@ -66,6 +74,7 @@ class CleanRun:
         self.preds = model.readout(out, batch)
         self._acts = acts
         self.hooks = hook_signature(model.hooked)
+        self.version = weights_version(model)
 
     @property
     def n_tokens(self) -> int:
@@ -81,6 +90,26 @@ class CleanRun:
         if missing:
             self._acts.update(capture_forward(self.model, self.resids[0], missing))
         return {n: self._acts[n] for n in names}
+
+
+_INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def weights_version(model: Any) -> tuple:
+    """An identity of the model's current weights: per parameter its storage, autograd version and a checksum.
+
+    Any in-place edit (an optimizer step, ``load_state_dict``, an edit under
+    ``torch.no_grad()``) bumps the version; the checksum (the parameter's bits summed
+    as integers: exact, order-independent) also catches edits through ``.data``.
+    """
+    params = list(model.parameters() if isinstance(model, torch.nn.Module) else model.hooked.parameters())
+    sums = []
+    for p in params:
+        bits = p.detach().reshape(-1)
+        bits = bits.view(_INT_OF_SIZE[bits.element_size()]) if bits.is_floating_point() else bits
+        sums.append(bits.sum(dtype=torch.int64))
+    sums_list = torch.stack([c.to(sums[0].device) for c in sums]).tolist() if sums else []  # one transfer, not one per parameter
+    return tuple((p.data_ptr(), p._version, c) for p, c in zip(params, sums_list))
 
 
 def hook_signature(hooked: Any) -> tuple:
@@ -109,6 +138,11 @@ def prepare(model: Any, data: Union[ICLBatch, CleanRun], name: str = "data") -> 
                 f"{name} is a CleanRun computed under other hooks than are active now (e.g. inside masked(...)): "
                 "its activations are not this model's; pass the batch, or prepare a new run here"
             )
+        if data.version != weights_version(data.model):
+            raise ValueError(
+                f"{name} is a CleanRun prepared before the model's weights changed: its activations are stale; "
+                "pass the batch, or prepare a new run (runner.prepare(model, batch)) after the edit"
+            )
         return data
     model = as_model(model)
     batch = check_batch(name, data, model)
@@ -121,7 +155,12 @@ def prepare(model: Any, data: Union[ICLBatch, CleanRun], name: str = "data") -> 
             for layer in range(int(hooked.cfg.n_layers)):
                 resids.append(backend.run_blocks(hooked, resids[-1], layer, layer + 1))
         out = backend.unembed(hooked, resids[-1])
-    return CleanRun(model, batch, resids, out, acts)
+    run = CleanRun(model, batch, resids, out, acts)
+    bad = (~torch.isfinite(out)).reshape(out.shape[0], -1).any(-1).nonzero().reshape(-1)
+    if len(bad):
+        raise ValueError(f"the model's own output on {name} is NaN or Inf at prompts {bad[:10].tolist()}"
+                         f"{' ...' if len(bad) > 10 else ''}: check its weights and the batch's values")
+    return run
 
 
 def predict(model: Any, data: Union[ICLBatch, CleanRun]) -> Tensor:
@@ -135,10 +174,14 @@ def run_from(
     start: int,
     batch: ICLBatch,
     hooks: Iterable[tuple[str, HookFn]] = (),
+    *,
+    tool: str = "a tool",
 ) -> Tensor:
     """Predictions from the residual entering block ``start`` with ``hooks`` active (removed after).
 
     With no hooks and nothing listening on a native 4.x core, the fused fast path runs.
+    Predictions with NaN or Inf (the model's own are finite: :func:`prepare`) raise a
+    ValueError naming ``tool`` and the intervention sites.
     """
     hooked = model.hooked
     hooks = list(hooks)
@@ -146,6 +189,10 @@ def run_from(
     if out is None:
         with scoped(hooked, hooks):  # a clone: writes edit activations in place, never the caller's tensor
             out = backend.unembed(hooked, backend.run_blocks(hooked, resid.clone(), start, int(hooked.cfg.n_layers)))
+    if not bool(torch.isfinite(out).all()):
+        sites = ", ".join(dict.fromkeys(name for name, _ in hooks))
+        raise ValueError(f"{tool}: the output{' with interventions at ' + sites if sites else ''} is NaN or Inf "
+                         f"(run from layer {start}) where the model's own output is finite")
     return model.readout(out, batch)
 
 
@@ -235,7 +282,7 @@ def attach(
 
 # -- the self-check -----------------------------------------------------------------------
 
-_checked: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
+_checked: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictionary()  # core -> weights version checked
 
 
 def _close(a: Tensor, b: Tensor) -> float:
@@ -249,11 +296,13 @@ def check_model(model: Any, batch: Optional[ICLBatch] = None) -> None:
     Compares, on the first two prompts of ``batch``, the model's own forward with the
     block-by-block run from the residual stream, and (where they apply) the fused
     forward, the key/value-cached suffix run and the split attention/MLP halves,
-    within :data:`SELF_CHECK_RTOL`. The result is cached per core (it must not slow the tools).
+    within :data:`SELF_CHECK_RTOL`. The result is cached per core and :func:`weights_version`
+    (it must not slow the tools; an edit of the weights after the check is checked again).
     """
     model = as_model(model)
     hooked = model.hooked
-    if _checked.get(hooked):
+    version = weights_version(model)
+    if _checked.get(hooked) == version:
         return
     features = backend.unsupported_features(hooked)
     if features:
@@ -291,7 +340,7 @@ def check_model(model: Any, batch: Optional[ICLBatch] = None) -> None:
                 f"{what} differs from the model's own forward by {gap:.2g} (relative; tolerance {SELF_CHECK_RTOL:g}): "
                 f"this architecture ({type(hooked).__name__}, {_describe(hooked)}) is not supported by icl_interp's tools"
             )
-    _checked[hooked] = True
+    _checked[hooked] = version
 
 
 def _describe(hooked: Any) -> str:
@@ -331,7 +380,8 @@ def default_metric(model: Any) -> Metric:
     return lambda preds, batch: normalised_error(preds, batch, norm)
 
 
-def call_metric(metric: Metric, preds: Tensor, batch: ICLBatch) -> float:
+def call_metric(metric: Metric, preds: Tensor, batch: ICLBatch, site: str = "the metric") -> float:
+    """``metric(preds, batch)`` as a float; a ValueError naming ``site`` if it is not a finite scalar."""
     value = metric(preds, batch)
     if isinstance(value, Tensor):
         if value.numel() != 1:
@@ -339,4 +389,9 @@ def call_metric(metric: Metric, preds: Tensor, batch: ICLBatch) -> float:
         value = value.item()
     if not isinstance(value, (int, float)):
         raise TypeError(f"metric must return a number or scalar tensor, got {type(value).__name__}")
-    return float(value)
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        what = "predictions" if not bool(torch.isfinite(preds).all()) else "metric"
+        raise ValueError(f"{site}: the {what} {'are' if what == 'predictions' else 'is'} {value if what == 'metric' else 'NaN or Inf'} "
+                         f"where the model's own output is finite")
+    return value

@@ -7,9 +7,11 @@ importance heatmaps) are in :mod:`icl_interp.plotting`.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+from .atomic import atomic_write_bytes
 from .claims import check_result
 from .evaluation import EvalResult
 from .plotting import _figure, plot_head_importance, plot_risk_curves
@@ -36,8 +38,9 @@ def save_figure(fig: Any, out: Union[str, Path, None], name: str) -> Optional[st
         return None
     if not hasattr(fig, "savefig"):
         raise TypeError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
-    Path(out).mkdir(parents=True, exist_ok=True)
-    fig.savefig(Path(out) / name, dpi=110, bbox_inches="tight")
+    buf = io.BytesIO()  # rendered in memory, then replaced as one unit: a failed write keeps the previous figure
+    fig.savefig(buf, format=Path(name).suffix[1:] or "png", dpi=110, bbox_inches="tight")
+    atomic_write_bytes(Path(out) / name, buf.getvalue())
     import matplotlib.pyplot as plt
 
     plt.close(fig)

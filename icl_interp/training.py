@@ -8,12 +8,12 @@ thread count). The step itself (fused forward, autocast, compile, AdamW) is
 :mod:`icl_interp.train_step`; data-parallel runs under torchrun are
 :mod:`icl_interp.distributed`; the checkpoint files :mod:`icl_interp.train_state`.
 
-Output folder::
+Output folder (each file or folder replaced as one unit: a kill leaves the previous one)::
 
-    out_dir/checkpoint/state.safetensors   model + AdamW moments (atomic)
-    out_dir/checkpoint/state.json          step, configs, log, SHA-256 of the tensors
+    out_dir/checkpoint/state.safetensors   model + AdamW moments, with the step, configs, log and the
+                                           tensors' SHA-256 in its header (one file: atomic)
     out_dir/model/                         the final model (``load_model(out_dir / "model")``)
-    out_dir/log.json                       the training log (loss, lr, curriculum, evals)
+    out_dir/log.json                       the training log (loss, lr, curriculum, evals): a copy of the checkpoint's
     out_dir/snapshots/step_0001000/        with keep_every / keep_log: the model at that step
                                            (``load_model`` reads it; ``snapshots(out_dir)`` lists them)
 """
@@ -30,12 +30,13 @@ from typing import Any, Optional, Union
 import torch
 
 from . import distributed, tracking
-from .checkpoint import atomic_write_bytes, save_model, zoo_folder, zoo_names
+from .atomic import atomic_write_bytes, writable_folder
+from .checkpoint import resolve_model, save_model, zoo_folder
 from .devices import DTYPES, check_device, resolve_device
 from .tasks import Curriculum, Task
-from .train_state import check_resumable, load_state, save_state, warm_start
+from .train_state import apply_state, check_resumable, has_checkpoint, read_state, read_state_tensors, save_state, warm_start
 from .train_step import TrainStep, make_optimizer
-from .validation import check_choice, check_float, check_int
+from .validation import check_choice, check_float, check_int, check_json
 
 __all__ = ["TrainConfig", "train", "lr_at", "snapshots", "snapshot_steps"]
 
@@ -101,6 +102,9 @@ class TrainConfig:
             check_int("n_points", self.n_points, min_value=1)
         if self.min_points is not None:
             check_int("min_points", self.min_points, min_value=1)
+            if self.n_points is not None and self.min_points > self.n_points:
+                raise ValueError(f"min_points ({self.min_points}) exceeds n_points ({self.n_points}), the longest prompt "
+                                 "of the run: it would never be used; lower min_points")
         check_int("eval_every", self.eval_every, min_value=1)
         check_int("eval_prompts", self.eval_prompts, min_value=1)
         check_int("checkpoint_every", self.checkpoint_every, min_value=1)
@@ -122,6 +126,9 @@ class TrainConfig:
             if not isinstance(self.curriculum, dict):
                 raise TypeError(f"curriculum must be a dict or Curriculum, got {type(self.curriculum).__name__}")
             Curriculum(**self.curriculum)  # validate
+        if not isinstance(self.extra, dict):
+            raise TypeError(f"extra must be a dict, got {type(self.extra).__name__}")
+        check_json("extra", self.extra)  # it goes into every checkpoint: refused now, not at the first one
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -191,11 +198,13 @@ def snapshots(out_dir: Union[str, Path]) -> list[tuple[int, Path]]:
     """``[(step, folder)]`` of the snapshots a run kept (or a zoo model carries), in step order; each loads with ``load_model``."""
     if not isinstance(out_dir, (str, Path)):
         raise TypeError(f"out_dir must be a str or Path, got {type(out_dir).__name__}")
-    if isinstance(out_dir, str) and not Path(out_dir).is_dir() and out_dir in zoo_names():
-        out_dir = zoo_folder(out_dir)
-    folder = Path(out_dir) / "snapshots"
-    if not Path(out_dir).is_dir():
-        raise ValueError(f"out_dir {str(out_dir)!r} is neither a run folder nor a zoo name")
+    try:
+        out_dir, name = resolve_model(out_dir)  # a run folder, or a zoo model (the name rule of load_model)
+    except ValueError as e:
+        raise ValueError(f"out_dir: {e}") from None
+    if name is not None:  # a zoo model's snapshots may still have to be fetched
+        out_dir = zoo_folder(name, everything=True)
+    folder = out_dir / "snapshots"
     found = []
     for p in folder.glob("step_*") if folder.is_dir() else []:
         if p.name[5:].isdigit() and (p / "config.json").is_file():
@@ -242,6 +251,9 @@ def train(
     the next call with ``resume=True`` goes on, bitwise as if never stopped.
     ``cfg.device`` moves the model there (it stays there); under torchrun every
     process trains its slice of each batch (:mod:`icl_interp.distributed`).
+    Before the model is touched: ``out_dir`` is created and written to once, the
+    configs are checked as JSON, and a resume is refused or accepted from the
+    checkpoint's JSON and its verified tensors (a refused resume leaves the model as it was).
     """
     from .model import ICLTransformer
 
@@ -257,6 +269,9 @@ def train(
     curriculum = _curriculum(cfg, model, task)
     if curriculum.points_end > model.cfg.max_points:
         raise ValueError(f"n_points ({curriculum.points_end}) exceeds the model's max_points ({model.cfg.max_points})")
+    if cfg.min_points is not None and cfg.min_points > curriculum.points_end:
+        raise ValueError(f"min_points ({cfg.min_points}) exceeds the longest prompt of the run ({curriculum.points_end}: "
+                         f"n_points, the curriculum's end, else the model's max_points): it would never be used; lower it")
     if curriculum.dims_end > task.d:
         raise ValueError(f"curriculum dims_end ({curriculum.dims_end}) exceeds the task's d ({task.d})")
     if resume and out_dir is None:
@@ -268,26 +283,37 @@ def train(
     keep = set(snapshot_steps(cfg))
     if keep and out_dir is None:
         raise ValueError("keep_every / keep_log need out_dir (snapshots go to out_dir/snapshots)")
+    # every check before the work: the output folder, the configs as JSON, resuming (from the checkpoint's JSON and
+    # its verified tensors) are all decided before the model is moved, warm-started or loaded
+    out = writable_folder(out_dir, "out_dir") if out_dir is not None else None
+    ckpt = out / "checkpoint" if out is not None else None
+    for sub in ("checkpoint", "model") if out is not None else ():
+        if (out / sub).exists() and not (out / sub).is_dir():
+            raise ValueError(f"out_dir {str(out)!r} holds a file named {sub!r} where the run writes its {sub} folder")
+    check_json("cfg.extra", cfg.extra)
+    meta = {"train_config": cfg.to_dict(), "model_config": {**model.cfg.to_dict(), "task": task.to_dict()}, "task": task.to_dict()}
+    state = tensors = None
+    if resume and has_checkpoint(ckpt):
+        state = read_state(ckpt)
+        defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+        check_resumable(state, meta, _FREE, defaults)
+        _same_history(TrainConfig(**{**defaults, **state["train_config"]}), cfg, state["step"])
+        tensors = read_state_tensors(ckpt, state)
+
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     dist, rank_device = distributed.context(cfg.device, cfg.batch_size, next(model.parameters()).device.type)
     device = _device(cfg, model, dist, rank_device)
     model.to(device)
-    if cfg.init_from is not None:
+    if cfg.init_from is not None and state is None:  # a resumed run's weights all come from its checkpoint
         warm_start(model, cfg.init_from)
     model.cfg.task = task.to_dict()
 
-    out = Path(out_dir) if out_dir is not None else None
-    ckpt = out / "checkpoint" if out is not None else None
     opt = make_optimizer(model, cfg, device)
-    meta = {"train_config": cfg.to_dict(), "model_config": model.cfg.to_dict(), "task": task.to_dict()}
     log: list[dict] = []
     start = 0
-    if resume and ckpt is not None and (ckpt / "state.json").is_file():
-        state = load_state(ckpt, model, opt)
-        defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
-        check_resumable(state, meta, _FREE, defaults)
-        _same_history(TrainConfig(**{**defaults, **state["train_config"]}), cfg, state["step"])
+    if state is not None:
+        apply_state(model, opt, state, tensors)
         start, log = state["step"], state["log"]
     step_fn = TrainStep(model, opt, cfg, task.norm, device, dist)
     tracker = tracking.start(cfg.log_to, out, meta) if dist.is_main else None

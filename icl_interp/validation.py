@@ -6,6 +6,7 @@ argument, what it got and what was expected, before any work starts.
 
 from __future__ import annotations
 
+import json
 import numbers
 from typing import Any, Sequence
 
@@ -91,3 +92,18 @@ def check_layer(name: str, layer: Any, n_layers: int) -> int:
     if not -n_layers <= layer < n_layers:
         raise ValueError(f"{name} must be in [0, {n_layers - 1}] (0-indexed), got {layer}")
     return layer % n_layers
+
+
+def check_json(name: str, value: Any) -> Any:
+    """A value JSON can write (str, number, bool, None, lists and str-keyed dicts of them); the message names the bad key."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as e:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                check_json(f"{name}[{key!r}]", item)
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                check_json(f"{name}[{i}]", item)
+        raise TypeError(f"{name} must be JSON-serialisable (str, number, bool, None, list, dict): {e}") from None
+    return value

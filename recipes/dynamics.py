@@ -21,7 +21,8 @@ one thread (twice that for a curriculum snapshot; --no-llc skips it; killed, the
 command goes on from DIR/llc_partial.json). A run folder works
 too: its snapshots/ come from `icl-interp train ... --keep-log 20`.
 --llc-only FILE adds (or redoes) the LLC in an existing dynamics.json (e.g. the one the
-default ships, icl_interp/zoo/default/dynamics.json) and leaves its other numbers as they are.
+default ships, icl_interp/zoo/default/dynamics.json) and leaves its other numbers as they are;
+after changing a zoo file, `python -m icl_interp.zoo refresh` records its new hash in index.json.
 """
 
 import argparse
@@ -32,7 +33,7 @@ from pathlib import Path
 import torch
 
 import icl_interp as ii
-from icl_interp.checkpoint import atomic_write_bytes
+from icl_interp.atomic import atomic_write_bytes
 from icl_interp.studies import dynamics_study, llc_history, llc_stages, load_history
 
 

@@ -22,7 +22,7 @@ from icl_interp import claims
 
 def main(out, quick=False):
     # 1. The model and fresh prompts (seed 7, as in the report).
-    model = ii.load_model("default")
+    model = ii.load_model("zoo:default")
     data = model.task.sample(256 if quick else 2000, model.cfg.max_points, seed=7)
 
     # 2. The study: per-layer probe risk (and the random model's), tuned GD and PtO risk for every t,

@@ -19,7 +19,7 @@ from icl_interp import claims
 def main(out, quick=False):
     # 1. The model, and fresh prompts from the task it was trained on (seed 7, as in the report):
     #    sparse regression d = 8, s = 2, noise 0.5, 16 examples per prompt.
-    model = ii.load_model("default")
+    model = ii.load_model("zoo:default")
     n_prompts = 256 if quick else 2000
     data = model.task.sample(n_prompts, model.cfg.max_points, seed=7)
 

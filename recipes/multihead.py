@@ -22,7 +22,7 @@ def main(out, quick=False):
     names = ii.siblings("default").second_seed
     if not names:
         raise ValueError("the multihead recipe needs the softmax-p{16,8}-h{1,4} zoo models: icl-interp train --preset NAME")
-    models = {name: ii.load_model(name) for name in names}
+    models = {name: ii.load_model("zoo:" + name) for name in names}
     task = models[names[0]].task  # all four were trained on the same task
 
     # 2. The study: each model's excess risk over D (2,000 prompts), the fitted c and e, and every

@@ -25,7 +25,7 @@ def main(out, quick=False):
     sets = ii.siblings("default").second_seed_settings
     if not sets:
         raise ValueError("the multihead_settings recipe needs the softmax-<setting>-p*-h* zoo models: icl-interp train --preset NAME")
-    settings = {setting: {name: ii.load_model(name) for name in names} for setting, names in sets}
+    settings = {setting: {name: ii.load_model("zoo:" + name) for name in names} for setting, names in sets}
 
     # 2. The study: per setting, each model's excess risk over D (2,000 prompts), the fitted c and e, every
     #    (multi-head, single-head) pair of the same p compared; for the prior settings, each model's mean function

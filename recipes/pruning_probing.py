@@ -20,7 +20,7 @@ from icl_interp import claims
 
 def main(out, quick=False):
     # 1. The model, its declared relatives (icl_interp/zoo/index.json) and fresh prompts (seed 7).
-    model = ii.load_model("default")
+    model = ii.load_model("zoo:default")
     family = ii.siblings("default")
     single = ii.load_model(family.single_head) if family.single_head else None
     data = model.task.sample(256 if quick else 2000, model.cfg.max_points, seed=7)

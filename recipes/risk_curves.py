@@ -22,7 +22,7 @@ def main(out, quick=False):
     # 1. The models: `default` and its head-count siblings, as the zoo index declares them
     #    (icl_interp/zoo/index.json). Any dict label -> model works here.
     names = ii.siblings("default").head_counts or ("default",)
-    models = {name: ii.load_model(name) for name in names}
+    models = {name: ii.load_model("zoo:" + name) for name in names}
     default = models["default"]
     task, n_points = default.task, default.cfg.max_points  # sparse regression d=8, s=2, noise 0.5; 16 examples
 

@@ -14,27 +14,29 @@ from pathlib import Path
 import pytest
 
 import icl_interp as ii
-from icl_interp.presets import get_preset
+from icl_interp.presets import _preset_and_seed, get_preset
+from icl_interp.train_state import has_checkpoint, read_state
 
 COMMITTED = Path(__file__).resolve().parent.parent / "checkpoints"
-RUNS = sorted(p.name for p in COMMITTED.iterdir() if (p / "checkpoint" / "state.json").is_file()) if COMMITTED.is_dir() else []
+RUNS = sorted(p.name for p in COMMITTED.iterdir() if has_checkpoint(p / "checkpoint")) if COMMITTED.is_dir() else []
 
 
 @pytest.mark.skipif(not RUNS, reason="no training checkpoint is committed in checkpoints/")
 @pytest.mark.parametrize("name", RUNS)
 def test_a_committed_checkpoint_resumes_under_its_preset(name, tmp_path):
     shutil.copytree(COMMITTED / name, tmp_path / name)
-    state = json.loads((tmp_path / name / "checkpoint" / "state.json").read_text())
+    state = read_state(tmp_path / name / "checkpoint")
     saved_log = json.loads((tmp_path / name / "log.json").read_text())
     assert saved_log == state["log"], "log.json is not the checkpoint's log"
     step = state["step"]
-    assert 0 < step < get_preset(name)["train"]["steps"]
+    preset, seed = _preset_and_seed(name)   # a preset's run, or PRESET-seedK: the preset trained with --seed K
+    assert 0 < step < get_preset(preset)["train"]["steps"] and state["train_config"]["seed"] == seed
 
     # one step: checkpoint after every step, stop at the first checkpoint (max_minutes=0); presets set no thread count
-    result = ii.train_preset(name, tmp_path / name, resume=True, max_minutes=0,
-                             overrides={"checkpoint_every": 1, "progress": False, "compile": False})
+    result = ii.train_preset(preset, tmp_path / name, resume=True, max_minutes=0,
+                             overrides={"checkpoint_every": 1, "progress": False, "compile": False, **({"seed": seed} if seed else {})})
     assert result["stopped"] and result["step"] == step + 1
     assert result["log"][: len(saved_log)] == saved_log
-    resumed = json.loads((tmp_path / name / "checkpoint" / "state.json").read_text())
+    resumed = read_state(tmp_path / name / "checkpoint")
     assert resumed["step"] == step + 1
     assert not (tmp_path / name / "model").exists()

@@ -1,6 +1,5 @@
 """A training process killed with SIGKILL and resumed ends with bitwise the same weights as an unbroken run."""
 
-import json
 import os
 import signal
 import subprocess
@@ -10,6 +9,8 @@ import time
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from icl_interp.train_state import read_state
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +23,7 @@ def _run(out, *extra):
 
 def _step(out):
     try:
-        return json.loads((out / "checkpoint" / "state.json").read_text())["step"]
+        return read_state(out / "checkpoint")["step"]
     except (OSError, ValueError):
         return 0
 

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from icl_interp.distributed import Dist, context
 from icl_interp.presets import train_preset
+from icl_interp.train_state import read_state
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "icl_interp", "train"]
 ARGS = ["--preset", "tiny", "--steps", "30", "--threads", "1", "--no-progress"]
@@ -70,7 +71,7 @@ def test_torchrun_run_stopped_and_resumed_ends_equal(tmp_path):
     out = tmp_path / "ddp"
     first = _torchrun(out, "--max-minutes", "0")
     assert "stopped after 0 min at step 20 of 30" in first.stdout
-    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 20 and not (out / "model").exists()
+    assert read_state(out / "checkpoint")["step"] == 20 and not (out / "model").exists()
     _torchrun(out, "--resume")
     _single(tmp_path / "single")
     _assert_same_weights(out / "model", tmp_path / "single" / "model")

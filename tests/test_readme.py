@@ -1,4 +1,4 @@
-"""The README's Python examples run as written (transformer-lens 4.x environment)."""
+"""The Python examples of the README and of the documentation pages run as written (transformer-lens 4.x)."""
 
 import re
 from pathlib import Path
@@ -7,26 +7,40 @@ import pytest
 
 from icl_interp.backend import tl_major
 
-README = Path(__file__).parent.parent / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+ROOT = Path(__file__).parent.parent
+README = ROOT / "README.md"
+#: the hand-written documentation pages; docs/report*/ are the report's own output (no code blocks)
+PAGES = sorted(p for p in (ROOT / "docs").rglob("*.md") if not p.relative_to(ROOT / "docs").parts[0].startswith("report"))
+
+
+def _blocks(path: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
+
+
+BLOCKS = [(path, i, code) for path in [README, *PAGES] for i, code in enumerate(_blocks(path))]
 
 _ONLY4 = pytest.mark.skipif(tl_major() < 4, reason="the examples use transformer-lens 4.x")
 
 
 @_ONLY4
-def test_readme_has_an_example_per_section():
-    assert len(BLOCKS) >= 10
+def test_readme_has_the_tour_and_the_docs_an_example_per_section():
+    assert len(_blocks(README)) >= 1
+    assert sum(1 for path, _, _ in BLOCKS if path != README) >= 15
+    for section in ("tasks", "models", "baselines", "training"):  # each guide page shows its API in code
+        assert _blocks(ROOT / "docs" / "guide" / f"{section}.md"), section
+    for tool in ("masking", "importance", "pruning", "patching", "probing", "attention", "gd-alignment", "attach", "clean-run"):
+        assert _blocks(ROOT / "docs" / "tools" / f"{tool}.md"), tool
 
 
 @pytest.mark.slow
 @_ONLY4
-@pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
-def test_readme_example_runs(code, tmp_path, monkeypatch):
+@pytest.mark.parametrize("path, i, code", BLOCKS, ids=[f"{p.relative_to(ROOT)}-block{i}" for p, i, _ in BLOCKS])
+def test_example_runs(path, i, code, tmp_path, monkeypatch):
     import matplotlib
 
     matplotlib.use("Agg")
     monkeypatch.chdir(tmp_path)  # what an example saves (figures, folders) lands there, not in the checkout
-    exec(compile(code, str(README), "exec"), {})
+    exec(compile(code, f"{path}:block{i}", "exec"), {})
 
 
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
@@ -58,3 +72,10 @@ def test_every_relative_link_and_image_resolves_to_a_tracked_file():
             missing.append(target)
     assert not missing, f"README links to files git does not track: {missing}"
     assert not bad_anchors, f"README links to headings that do not exist: {bad_anchors}"
+
+
+def test_readme_links_into_the_docs():
+    """The README is short and points into the documentation: every docs page it names exists."""
+    targets = [t for t in LINK.findall(README.read_text()) if t.startswith("docs/")]
+    assert len({t for t in targets if t.endswith(".md")}) >= 20
+    assert all((ROOT / t.partition("#")[0]).is_file() for t in targets)

@@ -44,7 +44,7 @@ def test_default_siblings_in_the_shipped_zoo():
     assert set(v1.other_recipe) == {"noise0.1-v1-h4", "noise1.0-v1-h4"}
 
 
-@pytest.mark.parametrize("name", ["default-v1-h1", "no-such-model", None, 3])
+@pytest.mark.parametrize("name", ["default-v1-h1", "./default", None, 3])
 def test_models_that_are_no_anchor_have_no_siblings(name):
     assert siblings(name) == Siblings()
 
@@ -106,3 +106,40 @@ def test_seeds_lists_a_models_training_seeds_present_in_the_zoo_in_use(tmp_path,
         assert zoo.seeds("default") == {0: "default", 1: "default-seed1"}   # seed 2 not in this zoo
         assert zoo.seeds("default-h1") == {0: "default-h1"} and zoo.seeds("nothing") == {} and zoo.seeds(None) == {}
         assert zoo.recipe("default") == zoo.recipe("default-seed1")   # the seed is not part of the recipe
+
+
+def test_every_declared_seed_is_shipped_and_trained_by_its_preset_with_that_seed():
+    """index.json's seeds: each one in the zoo, trained with its base model's recipe (ii.zoo.recipe) and the
+    declared seed for both the data order and the initial weights (icl-interp train --preset NAME --seed K)."""
+    from icl_interp import zoo
+    from icl_interp.checkpoint import read_config
+
+    declared = json.loads(INDEX.read_text()).get("seeds", {})
+    for base, by_seed in declared.items():
+        assert base in zoo_names() and base in PRESETS
+        assert zoo.seeds(base) == {0: base, **{int(k): n for k, n in by_seed.items()}}
+        for k, name in by_seed.items():
+            cfg = read_config(name)
+            assert name == f"{base}-seed{k}" and cfg["training"]["train_config"]["seed"] == int(k) == cfg["model"]["seed"]
+            assert zoo.recipe(name) == zoo.recipe(base)
+
+
+def test_a_model_outside_the_index_gets_the_siblings_a_file_declares(tmp_path):
+    """An imported or locally trained model: its relatives in a JSON file (paths from the file's folder, or zoo names)."""
+    from icl_interp.zoo import siblings_from
+
+    runs = tmp_path / "runs"
+    ii.save_model(ii.load_model("softmax-p16-h4"), runs / "h4")
+    ii.save_model(ii.load_model("softmax-p16-h1"), runs / "h1")
+    (tmp_path / "sib.json").write_text(json.dumps({"head_counts": ["runs/h4", "runs/h1"], "single_head": "runs/h1",
+                                                   "concat_twin": "runs/not-trained", "linear_twin": "zoo:linear-concat"}))
+    anchor = str(runs / "h4")
+    got = siblings_from(anchor, tmp_path / "sib.json")
+    h1 = str((runs / "h1").resolve())
+    assert got.head_counts == (anchor, h1) and got.single_head == h1 and got.concat_twin is None
+    assert got.missing == (str((runs / "not-trained").resolve()),) and got.linear_twin == "zoo:linear-concat"
+    assert siblings_from(anchor, {"single_head": h1}).single_head == h1
+    with pytest.raises(ValueError, match="unknown roles \\['single_heads'\\]"):
+        siblings_from(anchor, {"single_heads": h1})
+    with pytest.raises(ValueError, match="not a readable JSON file"):
+        siblings_from(anchor, tmp_path / "none.json")

@@ -5,6 +5,7 @@ import torch
 
 from icl_interp.model import ICLTransformer, ModelConfig
 from icl_interp.tasks import SparseLinearRegression
+from icl_interp.train_state import has_checkpoint, read_state
 from icl_interp.training import TrainConfig, lr_at, train
 
 
@@ -44,7 +45,7 @@ def test_interrupted_run_resumes_to_bitwise_same_weights(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(broken, task, TrainConfig(**common), out_dir=tmp_path / "b")
     handle.remove()
-    assert json.loads((tmp_path / "b" / "checkpoint" / "state.json").read_text())["step"] == 20
+    assert read_state(tmp_path / "b" / "checkpoint")["step"] == 20
 
     resumed, _ = _tiny(seed=7)  # another init: everything must come from the checkpoint
     train(resumed, task, TrainConfig(**common), out_dir=tmp_path / "b", resume=True)
@@ -148,7 +149,7 @@ def test_retrain_zoo_trains_presets_into_a_zoo_that_use_zoo_serves(tmp_path):
     shipped = zoo_names()
     first = retrain_zoo(tmp_path, ["tiny"], max_minutes=0)  # stops at the first checkpoint
     assert first["left"] == ["tiny"] and not (tmp_path / "zoo" / "tiny").exists()
-    assert json.loads((tmp_path / "runs" / "tiny" / "checkpoint" / "state.json").read_text())["step"] == 20
+    assert read_state(tmp_path / "runs" / "tiny" / "checkpoint")["step"] == 20
     second = retrain_zoo(tmp_path, ["tiny"])  # resumes to the end
     assert second["done"] == ["tiny"] and second["left"] == []
     assert (tmp_path / "zoo" / "tiny" / "training_log.json").is_file()
@@ -171,7 +172,7 @@ def test_report_retrain_flag_trains_in_chunks(tmp_path, capsys):
             "--presets", "tiny", "--max-minutes", "0"]
     assert main(args) == 0
     assert "still to train: ['tiny']" in capsys.readouterr().out
-    assert (tmp_path / "z" / "runs" / "tiny" / "checkpoint" / "state.json").is_file()
+    assert has_checkpoint(tmp_path / "z" / "runs" / "tiny" / "checkpoint")
     assert not (tmp_path / "rep" / "report.md").exists()
 
 
@@ -292,7 +293,7 @@ def test_bfloat16_training_on_the_cpu_learns_keeps_float32_and_is_recorded(tmp_p
     assert all(p.dtype == torch.float32 for p in model.parameters())
     tmp_path = tmp_path / "bfloat16"
     assert load_model(tmp_path / "model").saved_config["training"]["dtype"] == "bfloat16"
-    assert json.loads((tmp_path / "checkpoint" / "state.json").read_text())["train_config"]["dtype"] == "bfloat16"
+    assert read_state(tmp_path / "checkpoint")["train_config"]["dtype"] == "bfloat16"
     with pytest.raises(ValueError, match="dtype"):
         TrainConfig(dtype="float16")
 
@@ -310,16 +311,19 @@ def test_compiled_training_gives_the_eager_losses():
 
 def test_a_checkpoint_from_before_the_device_fields_resumes(tmp_path):
     """Checkpoints written before device / dtype / compile / log_to existed resume (as float32 runs)."""
+    from _disk import write_legacy_checkpoint
+
     common = dict(steps=20, batch_size=8, lr=3e-3, warmup_steps=2, checkpoint_every=10, eval_every=100, progress=False)
     straight, task = _tiny()
     train(straight, task, TrainConfig(**common))
     model, _ = _tiny()
     train(model, task, TrainConfig(**common), out_dir=tmp_path, max_minutes=0)
-    state_file = tmp_path / "checkpoint" / "state.json"
-    state = json.loads(state_file.read_text())
-    for key in ("device", "dtype", "compile", "log_to"):
-        del state["train_config"][key]
-    state_file.write_text(json.dumps(state))
+
+    def drop_new_fields(state):
+        for key in ("device", "dtype", "compile", "log_to"):
+            del state["train_config"][key]
+
+    write_legacy_checkpoint(tmp_path / "checkpoint", drop_new_fields)  # and in format 1 (state.json beside the tensors)
     train(model, task, TrainConfig(**common), out_dir=tmp_path, resume=True)
     for (k, a), (_, b) in zip(straight.own_state_dict().items(), model.own_state_dict().items()):
         assert torch.equal(a, b), k
@@ -393,3 +397,19 @@ def test_a_run_extends_its_schedule_only_where_the_past_lrs_stay(tmp_path):
     train(other, task, TrainConfig(steps=20, **common), out_dir=tmp_path / "b", max_minutes=0)
     with pytest.raises(ValueError, match="another schedule"):  # step 5 had lr 3e-3; a cosine would have given less
         train(_tiny()[0], task, TrainConfig(steps=20, **{**common, "schedule": "cosine"}), out_dir=tmp_path / "b", resume=True)
+
+
+def test_retrain_zoo_trains_a_seed_name_with_its_seed_and_knows_every_shipped_name(tmp_path):
+    from icl_interp.checkpoint import read_config, use_zoo
+    from icl_interp.constructions import CONSTRUCTIONS
+    from icl_interp.presets import _preset_and_seed, retrain_zoo
+    from icl_interp.zoo.store import manifest
+
+    got = retrain_zoo(tmp_path, ["tiny-seed3"], threads=1)
+    assert got["done"] == ["tiny-seed3"]
+    with use_zoo(got["zoo"]):
+        cfg = read_config("tiny-seed3")
+    assert cfg["model"]["seed"] == 3 and cfg["training"]["train_config"]["seed"] == 3
+    assert all(_preset_and_seed(n) is not None for n in manifest() if n not in CONSTRUCTIONS)
+    with pytest.raises(ValueError, match="names\\[i\\]"):
+        retrain_zoo(tmp_path, ["tiny-seedx"])

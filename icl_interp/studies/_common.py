@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from ..atomic import atomic_write_bytes
 from ..probing import probe_all_layers
 from ..runner import model_norm
 
@@ -20,9 +21,8 @@ def save_json(data: dict, out: PathLike, name: str) -> Optional[Path]:
         raise TypeError(f"data must be a dict, got {type(data).__name__}")
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty file name, got {name!r}")
-    Path(out).mkdir(parents=True, exist_ok=True)
     path = Path(out) / name
-    path.write_text(json.dumps(data, indent=1))
+    atomic_write_bytes(path, json.dumps(data, indent=1).encode())  # a failed write leaves the previous file whole
     return path
 
 

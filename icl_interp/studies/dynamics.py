@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 from .. import claims as cl
-from ..checkpoint import atomic_write_bytes, load_model, zoo_folder
+from ..atomic import atomic_write_bytes
+from ..checkpoint import load_model, resolve_model
 from ..evaluation import evaluate
 from ..training import snapshots as list_snapshots
 from ..tuning import best_lasso, best_ridge
@@ -49,7 +50,7 @@ PANELS: list[tuple[str, str, Callable[[dict], float], float, str]] = [
 
 def _init_from(source: Union[str, Path]) -> Optional[str]:
     """The model a run (folder) or zoo model was warm-started from (``TrainConfig.init_from``), if any."""
-    folder = Path(source) if Path(source).is_dir() else zoo_folder(str(source))
+    folder = resolve_model(source)[0]
     for config in (folder / "config.json", folder / "model" / "config.json"):
         if config.is_file():
             return json.loads(config.read_text()).get("training", {}).get("train_config", {}).get("init_from")

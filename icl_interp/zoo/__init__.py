@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-__all__ = ["Siblings", "siblings", "seeds", "recipe"]
+__all__ = ["Siblings", "siblings", "siblings_from", "seeds", "recipe", "ROLES"]
 
 INDEX = Path(__file__).parent / "index.json"
+#: the roles a model's relatives can have (index.json's "roles" says what each is for)
+ROLES = ("head_counts", "single_head", "noise_sweep", "concat_twin", "second_seed", "second_seed_settings", "linear_twin")
 
 
 @dataclass(frozen=True)
@@ -47,17 +49,86 @@ class Siblings:
 def siblings(name: Any) -> Siblings:
     """The relatives of zoo model ``name`` that the current zoo holds (``use_zoo`` respected); none for a non-anchor.
 
-    ``name`` is a zoo name; anything else (a folder, a model in memory, None) has no siblings.
+    ``name`` is a zoo name (``"default"`` or ``"zoo:default"``: siblings are the zoo's, so a bare name here
+    is always the zoo's); a path (a ``Path``, a str with a slash), a model in memory or None has no siblings.
+    A name neither in the zoo nor declared in its index raises a ValueError listing the zoo names, as
+    ``load_model`` does.
     """
-    from ..checkpoint import zoo_names
+    from ..checkpoint import ZOO_PREFIX, _is_path_like, zoo_names
 
-    if not isinstance(name, str):
+    if not isinstance(name, str) or _is_path_like(name):
         return Siblings()
-    entry = json.loads(INDEX.read_text())["siblings"].get(name)
+    name = name[len(ZOO_PREFIX):] if name.startswith(ZOO_PREFIX) else name
+    index = json.loads(INDEX.read_text())
     present = set(zoo_names())
+    if name not in present and name not in _every_declared(index):
+        raise ValueError(f"name {name!r} is not in the zoo; zoo names: {sorted(present)}")
+    entry = index["siblings"].get(name)
     if entry is None or name not in present:
         return Siblings()
+    return _siblings_of(name, entry, present)
 
+
+def siblings_from(name: Any, declared: Any) -> Siblings:
+    """The relatives of a model outside the zoo's index (a saved folder, an imported model) declared by the caller.
+
+    ``declared`` is a JSON file (path) or a dict in the form of one ``index.json`` ``"siblings"`` entry, e.g.
+    ``{"single_head": "runs/h1/model", "head_counts": ["runs/h4/model", "runs/h1/model"], "concat_twin": "zoo:default-concat"}``:
+    each model a saved folder (relative paths are read from the file's folder) or a zoo name. ``name`` is the anchor
+    as the caller loads it (a folder or zoo name). Roles: :data:`ROLES`.
+    """
+    from ..checkpoint import resolve_model
+
+    base = Path(".")
+    if isinstance(declared, (str, Path)):
+        path = Path(declared)
+        try:
+            declared = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"siblings file {str(path)!r} is not a readable JSON file ({e})") from None
+        base = path.parent
+    if not isinstance(declared, dict):
+        raise TypeError(f"declared must be a JSON file or a dict of roles, got {type(declared).__name__}")
+    unknown = sorted(set(declared) - set(ROLES))
+    if unknown:
+        raise ValueError(f"declared has unknown roles {unknown}; the roles are {list(ROLES)}")
+
+    from ..checkpoint import ZOO_PREFIX, _is_path_like
+
+    def folder(n: Any) -> bool:
+        return isinstance(n, Path) or (isinstance(n, str) and _is_path_like(n) and not n.startswith(ZOO_PREFIX))
+
+    anchor = str(name)
+    anchor_at = Path(anchor).resolve() if folder(name) else None
+
+    def where(n: Any) -> Any:  # a folder, read from the file's folder (the anchor's own spelling for the anchor); a zoo name as it is
+        if not isinstance(n, str):
+            raise TypeError(f"declared: every model must be a str (a folder or a zoo name), got {n!r}")
+        if not folder(n):
+            return anchor if n == anchor else n
+        at = (base / n).resolve()
+        return anchor if at == anchor_at else str(at)
+
+    entry = json.loads(json.dumps(declared))
+    for key, value in entry.items():
+        if isinstance(value, str):
+            entry[key] = where(value)
+        elif isinstance(value, list):
+            entry[key] = [[where(x) for x in v] if isinstance(v, list) else where(v) for v in value]
+        elif isinstance(value, dict):
+            entry[key] = {k: [where(x) for x in v] for k, v in value.items()}
+    present = {anchor}
+    for n in _declared(entry):
+        try:
+            resolve_model(n)
+            present.add(n)
+        except ValueError:
+            pass
+    return _siblings_of(anchor, entry, present)
+
+
+def _siblings_of(name: str, entry: dict, present: set) -> Siblings:
+    """``entry``'s declared relatives of ``name`` among ``present``, each comparison only between models trained alike."""
     other: list[str] = []
     recipes: dict[str, Optional[dict]] = {}  # each model's config read once
 
@@ -97,13 +168,21 @@ def seeds(name: Any) -> dict[int, str]:
     ``--seed k`` (``icl-interp train --preset NAME --seed k``); a model without seeds, a folder or a
     model in memory has only itself (``{0: name}``, or ``{}`` when ``name`` is not a zoo name).
     """
-    from ..checkpoint import zoo_names
+    from ..checkpoint import ZOO_PREFIX, zoo_names
 
+    if isinstance(name, str) and name.startswith(ZOO_PREFIX):
+        name = name[len(ZOO_PREFIX):]
     if not isinstance(name, str) or name not in zoo_names():
         return {}
     declared = json.loads(INDEX.read_text()).get("seeds", {}).get(name, {})
     present = set(zoo_names())
     return {0: name, **{int(k): n for k, n in sorted(declared.items(), key=lambda kv: int(kv[0])) if n in present}}
+
+
+def _every_declared(index: dict) -> set[str]:
+    """Every model name the index knows: the anchors and all they declare (trained or not)."""
+    seeds = {n for model, declared in index.get("seeds", {}).items() for n in (model, *declared.values())}
+    return seeds | {n for anchor, entry in index["siblings"].items() for n in (anchor, *_declared(entry))}
 
 
 def _declared(entry: dict) -> list[str]:
@@ -127,15 +206,15 @@ _NOT_ARCHITECTURE = ("n_heads", "d_head", "encoding", "task", "seed")
 
 
 def recipe(name: str) -> Optional[dict]:
-    """The training recipe a zoo model records: its train config without bookkeeping fields and, under
+    """The training recipe a zoo model (or a saved folder: a str with a slash) records: its train config without bookkeeping fields and, under
     ``"architecture"``, its model config without what a comparison varies; fields a config predates at their defaults
     (None when it records no train config, e.g. a hand-built construction). A 3-layer model is no head-count sibling of
     a 4-layer one, whatever their schedules."""
-    from ..checkpoint import read_config
+    from ..checkpoint import ZOO_PREFIX, _is_path_like, read_config
     from ..model import ModelConfig
     from ..training import TrainConfig
 
-    config = read_config(name)
+    config = read_config(name if name.startswith(ZOO_PREFIX) or _is_path_like(name) else ZOO_PREFIX + name)  # a folder, or the zoo's
     train = config.get("training", {}).get("train_config")
     if train is None:
         return None
