@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from .probing import probe_layer, probe_all_layers, ProbeResult, ProbeTable, collect_activations
     from .ridge_probe import RidgeProbe
     from .gd import gd_alignment, GDAlignment
+    from .learning_coefficient import llc, llc_of_loss, LLCResult
     from .attention_view import AttentionProfile, attention_profile, plot_attention, attention_html
     # studies, their figures, claims, the zoo index, recipes and the report
     from .studies import risk_curves, head_count_summary, importance_study, pruning_study, noise_pruning_study

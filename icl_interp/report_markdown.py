@@ -23,6 +23,10 @@ def _dynamics_lines(d: dict) -> list[str]:
               "|---|---|---|" + "---|" * len(s["claims"])]
     lines += [f"| {r['step']} | {r['over_ridge']:.2f} | {r['over_lasso']:.2f} | "
               + " | ".join(r["claims"].get(i, {}).get("verdict", "-") for i in s["claims"]) + " |" for r in d["rows"]]
+    if d.get("llc"):  # the stored local learning coefficient over the snapshots (recipes/dynamics.py computes it)
+        from .studies.dynamics import llc_lines
+
+        lines += llc_lines(d["llc"])
     return lines
 
 

@@ -219,12 +219,33 @@ def plot_dynamics_study(result: dict) -> Any:
         ax.plot(steps, values, "o-", ms=3, color="k")
         ax.axhline(panel["threshold"], color="tab:red", lw=0.8, ls="--")
         ax.set_title(f"{panel['claim']}\n{panel['label']} ({panel['good']} the line)", fontsize=7)
-    for ax in axes[len(panels) + 1:]:
+    used = len(panels) + 1
+    if result.get("llc") and used < len(axes):
+        _llc_panel(axes[used], result["llc"])
+        used += 1
+    for ax in axes[used:]:
         ax.remove()
-    for ax in axes[: len(panels) + 1]:
+    for ax in axes[:used]:
         ax.set_xscale("log")
         if exit_step is not None:
             ax.axvline(exit_step, color="tab:green", lw=0.8)
     axes[len(panels) // 2 + 1].set_xlabel("training step (green: leaves the ridge plateau)")
     fig.tight_layout()
     return fig
+
+
+def _llc_panel(ax: Any, llc: dict) -> None:
+    """The LLC per snapshot with its standard error (full task; hollow: on the snapshot's own curriculum stage) and
+    its turning points (dotted)."""
+    rows = llc["rows"]
+    ax.errorbar([r["step"] for r in rows], [r["llc"] for r in rows], yerr=[r["se"] for r in rows], fmt="o-", ms=3,
+                color="tab:purple", capsize=2, label="full task")
+    staged = [r for r in rows if r.get("stage")]
+    if staged:
+        ax.errorbar([r["step"] for r in staged], [r["stage"]["llc"] for r in staged], yerr=[r["stage"]["se"] for r in staged],
+                    fmt="o", mfc="none", ms=4, color="tab:purple", capsize=2, label="own curriculum stage")
+    ax.axhline(0.0, color="0.6", lw=0.8)
+    for b in llc.get("stages", {}).get("boundaries", []):
+        ax.axvline(b["step"], color="tab:purple", lw=0.8, ls=":")
+    ax.set_title("local learning coefficient (SGLD)\nbelow 0: not near a minimum; dotted: turning points", fontsize=7)
+    ax.legend(fontsize=6)

@@ -143,6 +143,13 @@ def check_dynamics(d):
     exit_step = d["summary"]["leaves_ridge_plateau_at"]
     if exit_step is not None:  # from there on the model stays clearly below ridge
         assert all(r["over_ridge"] * cl.CLEAR_ERROR_RATIO < 1 for r in d["rows"] if r["step"] >= exit_step)
+    if "llc" in d:  # with the optional extra: an LLC per snapshot, each curriculum snapshot on its stage too
+        llc = d["llc"]
+        assert [r["step"] for r in llc["rows"]] == steps
+        for r in llc["rows"]:
+            assert r["near_minimum"] == (r["llc"] >= 0) and r["se"] >= 0
+            assert r["llc"] == pytest.approx(sum(r["per_chain"]) / len(r["per_chain"]))
+        assert {b["step"] for b in llc["stages"]["boundaries"]} <= set(steps)
 
 
 CHECKS = {name: globals()[f"check_{name}"] for name in RECIPES}

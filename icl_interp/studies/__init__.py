@@ -14,7 +14,7 @@ the seed's other settings).
 
 from ._common import layer_risk, save_json
 from .algorithm import PTO_CANDIDATES, algorithm_study
-from .dynamics import dynamics_study, load_history
+from .dynamics import dynamics_study, llc_history, llc_stages, load_history
 from .heads import importance_study, noise_pruning_study, pruning_study
 from .mechanism import OTHER_TARGETS, PREPROCESSING_TARGETS, gd_distance, gd_study, preprocessing_study
 from .risk import baseline_suite, head_count_summary, risk_curves
@@ -24,5 +24,5 @@ from .single import single_model_studies
 __all__ = [
     "risk_curves", "baseline_suite", "head_count_summary", "importance_study", "pruning_study", "noise_pruning_study",
     "preprocessing_study", "gd_study", "gd_distance", "algorithm_study", "multihead_study", "settings_study", "prior_study", "fit_inverse_d",
-    "single_model_studies", "dynamics_study", "load_history", "layer_risk", "save_json", "PTO_CANDIDATES", "PREPROCESSING_TARGETS", "OTHER_TARGETS",
+    "single_model_studies", "dynamics_study", "load_history", "llc_history", "llc_stages", "layer_risk", "save_json", "PTO_CANDIDATES", "PREPROCESSING_TARGETS", "OTHER_TARGETS",
 ]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 from .. import claims as cl
+from ..atomic import atomic_write_bytes
 from ..checkpoint import load_model, resolve_model
 from ..evaluation import evaluate
 from ..training import snapshots as list_snapshots
@@ -26,7 +27,7 @@ from ..validation import check_int
 from ._common import PathLike
 from .single import single_model_studies
 
-__all__ = ["dynamics_study", "load_history", "PANELS"]
+__all__ = ["dynamics_study", "load_history", "llc_history", "llc_stages", "llc_lines", "PANELS"]
 
 CLAIMS = ("layer0_all_heads", "later_single_head", "pruning_preserves", "layer0_preprocesses", "later_gd_steps",
           "steps_on_preprocessed")
@@ -111,6 +112,119 @@ def dynamics_study(
 
         result["figure"] = save_figure(plot_dynamics_study(result), out, "dynamics.png")
     return result
+
+
+def llc_history(history: Sequence[tuple[int, Any]], *, progress: bool = False, cache: PathLike = None, **settings: Any) -> dict:
+    """The local learning coefficient (:func:`icl_interp.llc`) at every snapshot of ``history``, all at the same settings
+    (``settings``: any of ``llc``'s; default the calibrated ones) and the same prompts: ``{"settings", "rows"}``, a row
+    per snapshot ``{"step", "llc", "se", "converged", "near_minimum", "stage"}`` where ``stage`` is the estimate on the
+    prompts of the snapshot's own curriculum stage (``{"llc", "se", "active_dims", "n_points", ...}``) or None. Needs the
+    optional extra (``pip install 'icl-interp[devinterp]'``); about 40 s a snapshot (twice that with a stage) at one
+    thread. With ``cache`` (a JSON file) each finished snapshot is kept there as it comes, and a rerun with the same
+    settings takes the snapshots it holds (same step and weights) from it: a long run killed part-way goes on."""
+    from ..learning_coefficient import llc
+
+    if not isinstance(history, (list, tuple)) or not history:
+        raise ValueError(f"history must be a non-empty list of (step, model), got {history!r}")
+    kept: dict = {}
+    if cache is not None and Path(cache).is_file():
+        stored = json.loads(Path(cache).read_text())
+        if stored.get("requested") == settings:
+            kept = {(r["step"], r.get("weights")): r for r in stored["rows"]}
+    rows, used = [], None
+    for i, (step, snap) in enumerate(history):
+        weights = (getattr(snap, "saved_config", None) or {}).get("weights_sha256")
+        if (step, weights) in kept and weights is not None:
+            rows.append(kept[(step, weights)])
+            continue
+        if progress:
+            print(f"  LLC at step {step} ({i + 1}/{len(history)})", flush=True)
+        res = llc(snap, **settings)
+        used = res.settings
+        row = {"step": step, "weights": weights, **_llc_numbers(res), "prompts": res.prompts, "stage": None}
+        if res.stage is not None:
+            row["stage"] = {**_llc_numbers(res.stage), **res.stage.prompts}
+        rows.append(row)
+        if cache is not None:
+            atomic_write_bytes(Path(cache), json.dumps({"requested": settings, "settings": used, "rows": rows}).encode())
+    if used is None:  # every row from the cache
+        used = json.loads(Path(cache).read_text())["settings"]
+    return {"settings": used, "rows": rows}
+
+
+def _llc_numbers(res: Any) -> dict:
+    return {"llc": res.llc, "se": res.se, "per_chain": res.per_chain, "converged": res.converged,
+            "near_minimum": res.near_minimum}
+
+
+#: consecutive LLCs differ when their difference exceeds this many standard errors (of the difference)
+LLC_Z = 2.0
+
+
+def llc_stages(llc_rows: Sequence[dict], claim_rows: Sequence[dict] = ()) -> dict:
+    """Stage boundaries from the LLC over training: its turning points over the (log-spaced) snapshots.
+
+    Only snapshots near a minimum (a non-negative estimate) count. A step between neighbours is a rise or a fall when
+    the LLCs differ by more than :data:`LLC_Z` standard errors of the difference, else flat; a peak is the highest
+    snapshot between a rise and the next fall (a trough: the lowest between a fall and the next rise). Each boundary
+    carries the LLC and its standard error, and, from ``claim_rows`` (the dynamics study's rows), the claims' plotted
+    values and the error over ridge at that step. ``near_minimum_from``: the first snapshot from which every estimate
+    is non-negative.
+    """
+    rows = [r for r in llc_rows if r["near_minimum"]]
+    moves = []
+    for a, b in zip(rows, rows[1:]):
+        diff, se = b["llc"] - a["llc"], math.hypot(a["se"], b["se"])
+        moves.append(1 if diff > LLC_Z * se else (-1 if diff < -LLC_Z * se else 0))
+    boundaries = []
+    last, since = 0, 0  # the last non-flat move and the row where it ended
+    for j, move in enumerate(moves):
+        if move == 0:
+            continue
+        if last and move != last:  # a turn: the extreme snapshot between the previous move's end and this move's start
+            span = rows[since:j + 1]
+            pick = max if last > 0 else min
+            turn = pick(span, key=lambda r: r["llc"])
+            boundaries.append({"step": turn["step"], "kind": "peak" if last > 0 else "trough", "llc": turn["llc"], "se": turn["se"]})
+        last, since = move, j + 1
+    by_step = {r["step"]: r for r in claim_rows}
+    for b in boundaries:
+        at = by_step.get(b["step"])
+        if at is not None:
+            b["claims"] = dict(at.get("panels", {}))
+            b["over_ridge"] = at.get("over_ridge")
+    near = None
+    for r in llc_rows:
+        near = (r["step"] if near is None else near) if r["near_minimum"] else None
+    return {"boundaries": boundaries, "near_minimum_from": near, "z": LLC_Z}
+
+
+def llc_lines(llc: dict) -> list[str]:
+    """The report's Markdown for the stored LLC over training (``dynamics.json``'s ``llc``: no SGLD here) and its turning points."""
+    st = llc["settings"]
+    lines = ["", "### The local learning coefficient over training", "",
+             f"SGLD (devinterp) at lr {st['lr']:g}, localization {st['localization']:g}, n beta {st['n_beta']:.0f}, "
+             f"{st['num_chains']} chains x {st['num_draws']} draws (+ {st['num_burnin_steps']} burn-in), batch {st['batch_size']}: "
+             "values compare only at these settings (docs/llc.md). Below 0: the snapshot is not near a minimum of the loss.",
+             "", "| step | LLC (full task) | on its own curriculum stage |", "|---|---|---|"]
+    for r in llc["rows"]:
+        flag = "" if r["converged"] else " (still rising)"
+        stage = r.get("stage")
+        staged = f"{stage['llc']:.1f} +- {stage['se']:.1f} ({stage['active_dims']} dims)" if stage else "-"
+        lines.append(f"| {r['step']} | {r['llc']:.1f} +- {r['se']:.1f}{flag} | {staged} |")
+    stages = llc.get("stages", {})
+    bounds = stages.get("boundaries", [])
+    lines += ["", f"Near a minimum (LLC >= 0) from step {stages.get('near_minimum_from')}. Turning points of the LLC "
+              f"(consecutive snapshots {stages.get('z', 2):g} standard errors apart):", ""]
+    if bounds:
+        ids = list(bounds[0].get("claims", {}))
+        lines += ["| step | turn | LLC | error / ridge | " + " | ".join(f"`{i}`" for i in ids) + " |",
+                  "|---|---|---|---|" + "---|" * len(ids)]
+        lines += [f"| {b['step']} | {b['kind']} | {b['llc']:.1f} +- {b['se']:.1f} | {b.get('over_ridge', float('nan')):.2f} | "
+                  + " | ".join(f"{b['claims'].get(i, float('nan')):.3g}" for i in ids) + " |" for b in bounds]
+    else:
+        lines.append("none.")
+    return lines
 
 
 def _first(rows: list[dict], holds: Callable[[dict], bool]) -> Optional[int]:
