@@ -28,7 +28,7 @@ def _train(args: argparse.Namespace) -> int:
     keys = ("steps", "warmup_steps", "batch_size", "lr", "seed", "threads", "device", "dtype", "keep_every", "keep_log", "log_to")
     overrides = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
     preset = get_preset(args.preset)["train"]
-    if args.steps is not None and args.warmup_steps is None and not args.resume:  # keep the warmup's share of the run
+    if args.steps is not None and args.warmup_steps is None:  # keep the warmup's share of the run (the same on --resume)
         warmup = preset.get("warmup_steps", 0)
         scaled = min(warmup, round(warmup * args.steps / preset["steps"]))
         if scaled != warmup:

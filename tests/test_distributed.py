@@ -15,7 +15,7 @@ from icl_interp.presets import train_preset
 from icl_interp.train_state import read_state
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "icl_interp", "train"]
-ARGS = ["--preset", "tiny", "--steps", "30", "--threads", "1", "--no-progress"]
+ARGS = ["--preset", "tiny", "--steps", "30", "--warmup-steps", "5", "--threads", "1", "--no-progress"]  # the preset's warmup, as _single
 
 
 def _torchrun(out: Path, *extra: str, device: str = "cpu") -> subprocess.CompletedProcess:
