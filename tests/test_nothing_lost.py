@@ -338,7 +338,7 @@ def test_the_report_fails_at_every_write_and_the_previous_report_stays_whole(tmp
     old_json, old_md = (template / "report.json").read_text(), (template / "report.md").read_text()
     computed = {k: v for k, v in old.items() if k not in ("claims", "seconds")}
 
-    def collect(name, net, sib, quick, out):  # the same analyses' results, without minutes of computing; one figure
+    def collect(name, net, sib, quick, out, seeds):  # the same analyses' results, without minutes of computing; one figure
         fig = plt.figure()
         fig.gca().plot([0, 1], [1, 0])
         save_figure(fig, out, "attention.png")

@@ -261,7 +261,7 @@ def test_report_on_a_saved_folder_takes_the_siblings_a_file_declares_and_skips_t
     with how to declare them."""
     ii.save_model(ii.load_model("default"), tmp_path / "mine")
     ii.save_model(ii.load_model("default-h1"), tmp_path / "mine-h1")
-    (tmp_path / "sib.json").write_text('{"single_head": "mine-h1"}')
+    (tmp_path / "sib.json").write_text('{"single_head": "./mine-h1"}')   # a folder: a str with a slash (the name rule)
     report = ii.write_report(tmp_path / "rep", model=str(tmp_path / "mine"), quick=True, siblings=tmp_path / "sib.json")
     text = (tmp_path / "rep" / "report.md").read_text()
     assert [c["id"] for c in report["claims"]] == BASE_IDS + ["multihead_beats_single"]

@@ -26,10 +26,10 @@ def test_a_local_sweep_trains_each_seed_as_train_does_and_resumes_stopped_runs(t
         direct[seed] = load_model(tmp_path / "direct" / str(seed) / "model")
     out = tmp_path / "sweep"
     # every job stops at its first checkpoint (step 20 of 60): the sweep reports them stopped, with their folders
-    rows = sweep(["tiny"], [0, 1], out, executor="local", parallel=2, max_minutes=0)
+    rows = sweep(["tiny"], [0, 1], out, executor="local", parallel=2, max_minutes=0, threads=1)   # one thread, as the oracle
     assert [(r["seed"], r["state"], r["step"]) for r in rows] == [(0, "stopped", 20), (1, "stopped", 20)]
     assert [r["state"] for r in sweep_status(["tiny"], [0, 1, 2], out)] == ["stopped", "stopped", "not started"]
-    rows = sweep(["tiny"], [0, 1], out, executor="local")   # the same command again goes on to the end
+    rows = sweep(["tiny"], [0, 1], out, executor="local", threads=1)   # the same command again goes on to the end
     assert [r["state"] for r in rows] == ["finished", "finished"]
     for seed in (0, 1):
         got = load_model(out / seed_name("tiny", seed) / "model")
