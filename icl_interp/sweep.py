@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+from .atomic import writable_folder
 from .validation import check_choice, check_float, check_int
 
 __all__ = ["SweepRun", "seed_name", "sweep", "sweep_status", "EXECUTORS"]
@@ -75,22 +76,6 @@ def _last_error(log: Path) -> str:
     except OSError:
         return f"the job failed and left no log at {log}"
     return lines[-1] if lines else f"the job failed with an empty log {log}"
-
-
-def _check_out(out: Union[str, Path]) -> Path:
-    if not isinstance(out, (str, Path)):
-        raise TypeError(f"out must be a folder path (str or Path), got {type(out).__name__}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out {str(out)!r} is a file, expected a folder for the sweep's runs")
-    out.mkdir(parents=True, exist_ok=True)
-    probe = out / ".write-test"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise ValueError(f"out {str(out)!r} is not writable ({e.strerror}); choose another folder") from None
-    return out
 
 
 def _runs(presets: Sequence[str], seeds: Sequence[int], out: Path, **kw: Any) -> list[SweepRun]:
@@ -158,7 +143,7 @@ def sweep(
     from .devices import check_device
 
     check_device("device", device)
-    out = _check_out(out)
+    out = writable_folder(out, "out")  # the atomic writes' own check, before any job
     runs = _runs(presets, seeds, out, threads=threads, device=device, max_minutes=max_minutes)
     todo = [r for r in runs if not r.finished()]
     rows = {r.out: {"preset": r.preset, "seed": r.seed, "out": r.out, "state": "finished before"} for r in runs}

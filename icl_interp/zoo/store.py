@@ -36,10 +36,18 @@ class ZooFetchError(OSError):
     """A zoo model's files could not be had: not shipped here, not cached, and not downloadable."""
 
 
+_read: dict[tuple, dict] = {}  # index.json parsed once per (path, modification time): zoo_names() asks on every load
+
+
 def _index() -> dict:
     from . import INDEX
 
-    return json.loads(INDEX.read_text())
+    stat = INDEX.stat()
+    key = (str(INDEX), stat.st_mtime_ns, stat.st_size)
+    if key not in _read:
+        _read.clear()
+        _read[key] = json.loads(INDEX.read_text())
+    return _read[key]
 
 
 def manifest() -> dict[str, dict[str, dict]]:
