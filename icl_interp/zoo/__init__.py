@@ -59,7 +59,9 @@ def siblings(name: Any) -> Siblings:
     if not isinstance(name, str) or _is_path_like(name):
         return Siblings()
     name = name[len(ZOO_PREFIX):] if name.startswith(ZOO_PREFIX) else name
-    index = json.loads(INDEX.read_text())
+    from .store import _index
+
+    index = _index()  # parsed once per modification of index.json
     present = set(zoo_names())
     if name not in present and name not in _every_declared(index):
         raise ValueError(f"name {name!r} is not in the zoo; zoo names: {sorted(present)}")
@@ -174,7 +176,9 @@ def seeds(name: Any) -> dict[int, str]:
         name = name[len(ZOO_PREFIX):]
     if not isinstance(name, str) or name not in zoo_names():
         return {}
-    declared = json.loads(INDEX.read_text()).get("seeds", {}).get(name, {})
+    from .store import _index
+
+    declared = _index().get("seeds", {}).get(name, {})
     present = set(zoo_names())
     return {0: name, **{int(k): n for k, n in sorted(declared.items(), key=lambda kv: int(kv[0])) if n in present}}
 
