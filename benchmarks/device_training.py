@@ -4,7 +4,7 @@ For a GPU session (the workplace lends one only to some): the default model and 
 Garg-standard model (12 layers x 8 heads x 256 wide, dense regression d = 20, 41
 points, batch 64, as Garg et al. train it), each in float32 and bfloat16 (autocast;
 parameters and AdamW stay float32), eager and compiled (``TrainConfig(compile=True)``).
-Each variant is :class:`icl_interp.train_step.TrainStep`, exactly what ``train`` runs
+Each variant is :class:`icl_interp.training.step.TrainStep`, exactly what ``train`` runs
 (the fused forward, normalised MSE, backward, clipping at 1, fused AdamW), on one fixed
 batch already on the device; the time to sample a batch on the CPU and move it there
 is printed apart (the training loop adds it to every step). Before timing, each
@@ -29,16 +29,16 @@ from typing import Any, Callable
 import torch
 
 import icl_interp as ii
-from icl_interp.distributed import Dist
-from icl_interp.presets import get_preset
-from icl_interp.train_step import TrainStep, make_optimizer
+from icl_interp.training.distributed import Dist
+from icl_interp.training.presets import get_preset
+from icl_interp.training.step import TrainStep, make_optimizer
 
 
 def sizes(quick: bool) -> dict[str, dict[str, Any]]:
     """name -> task, model config, batch size, points per prompt (``quick``: small batches, for a CPU smoke run)."""
     default = get_preset("default")  # the shipped default's task, size and batch
     return {
-        "default": {"task": ii.task_from_dict(default["task"]), "points": default["model"]["max_points"],
+        "default": {"task": ii.core.tasks.task_from_dict(default["task"]), "points": default["model"]["max_points"],
                     "batch": 16 if quick else default["train"]["batch_size"], "model": ii.ModelConfig(**default["model"])},
         "garg-standard": {"task": ii.LinearRegression(d=20), "points": 41, "batch": 4 if quick else 64,
                           "model": ii.ModelConfig(d=20, n_layers=12, n_heads=8, d_model=256, max_points=41)},

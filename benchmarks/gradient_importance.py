@@ -85,7 +85,7 @@ def main() -> None:
     n_prompts, n_points = (1024, 20) if args.full else (256, 16)
     bench("default-v2", common.default_model(), n_prompts, 16, repeats)
     loop, ours = bench("4x8", common.model_4x8(max_points=20), n_prompts, n_points, repeats)
-    from icl_interp.checkpoint import zoo_names
+    from icl_interp.core.checkpoint import zoo_names
 
     print("every other shipped model with more than one head (its own task, its full context):")
     for name in zoo_names():

@@ -19,7 +19,7 @@ import _common as common
 LIGHT = (
     "import sys, icl_interp\n"
     "batch = icl_interp.SparseLinearRegression(d=8, s=2, noise_std=0.5).sample(64, 16, seed=0)\n"
-    "from icl_interp.baselines import Lasso\n"
+    "from icl_interp.baselines.estimators import Lasso\n"
     "Lasso(0.1).fit(batch.xs, batch.ys)\n"
     "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('transformer_lens', 'transformers'))\n"
     "sys.exit(f'the light path imported {heavy[:5]}' if heavy else 0)\n"

@@ -1,4 +1,4 @@
-"""Per-prompt Lasso: ``icl_interp.baselines.Lasso`` (batched) vs scikit-learn ``Lasso`` looped over the prompts.
+"""Per-prompt Lasso: ``icl_interp.baselines.estimators.Lasso`` (batched) vs scikit-learn ``Lasso`` looped over the prompts.
 
 Both minimise ``1/(2n)||y - Xw||^2 + alpha ||w||_1`` without intercept, one problem per
 prompt: 1,000 prompts of n = 40 examples in d = 20 (sparse regression, s = 3, noise 0.5).
@@ -21,7 +21,7 @@ import torch
 from sklearn.linear_model import Lasso as SkLasso
 
 import icl_interp as ii
-from icl_interp.baselines import LASSO_ALPHAS, Lasso, lasso_path
+from icl_interp.baselines.estimators import LASSO_ALPHAS, Lasso, lasso_path
 
 
 def sklearn_loop(xs: np.ndarray, ys: np.ndarray, alpha: float) -> np.ndarray:

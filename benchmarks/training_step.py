@@ -8,7 +8,7 @@ positions, exact GELU, no dropout) and the GPT-2 is loaded with *our* weights, s
 two are the same function: outputs, read-in gradients and the first step's loss must agree.
 Same batch (128 prompts x 16 points, interleaved: 31 tokens) for both.
 
-"ours" is :class:`icl_interp.train_step.TrainStep`, exactly what ``icl_interp.train``
+"ours" is :class:`icl_interp.training.step.TrainStep`, exactly what ``icl_interp.train``
 runs: the fused hook-free forward computing only what the loss reads (the last block at
 the x tokens), CPU attention as batched matrix products, normalised MSE, backward,
 clipping at 1, fused AdamW. "GPT-2" is the usual step: forward, the same loss, backward,
@@ -34,10 +34,10 @@ from torch.profiler import ProfilerActivity, profile
 from transformers import GPT2Config, GPT2Model
 
 import icl_interp as ii
-from icl_interp import _fast
-from icl_interp.checkpoint import read_config, zoo_folder
-from icl_interp.distributed import Dist
-from icl_interp.train_step import TrainStep, make_optimizer
+from icl_interp.core import fast_paths as _fast
+from icl_interp.core.checkpoint import read_config, zoo_folder
+from icl_interp.training.distributed import Dist
+from icl_interp.training.step import TrainStep, make_optimizer
 
 #: the model timed, and whose shipped log gives the steps to quality: the 3-layer v2 default, the size the figures in
 #: benchmarks/README.md were taken at

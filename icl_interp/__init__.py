@@ -1,9 +1,15 @@
 """icl_interp: train in-context-learning transformers and take them apart.
 
-The public API. The imports under ``TYPE_CHECKING`` are the one list of public
-names: IDEs and type checkers read them, and at run time each name is imported on
-first use (``__getattr__``), so ``import icl_interp`` with tasks, baselines and
-probes on given activations stays light (TransformerLens is not loaded).
+The public face: the names a researcher types (tasks, the model, load/save, train,
+the tools, the report). The imports under ``TYPE_CHECKING`` are the one list of them:
+IDEs and type checkers read it, and at run time each name is imported on first use
+(``__getattr__``), so ``import icl_interp`` stays light (TransformerLens is not loaded).
+The docs' API page lists the same names (a test keeps them equal).
+
+Everything else lives in the layers, each a subpackage loaded on first use:
+:mod:`~icl_interp.core` (tasks, model, checkpoints), :mod:`~icl_interp.baselines`,
+:mod:`~icl_interp.tools`, :mod:`~icl_interp.training`, :mod:`~icl_interp.zoo` and
+:mod:`~icl_interp.analysis` (studies, claims, figures, the report).
 """
 
 from __future__ import annotations
@@ -13,51 +19,32 @@ from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._lazy import submodules
+
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    # tasks
-    from .tasks import ICLBatch, Task, LinearRegression, SparseLinearRegression, Curriculum, task_from_dict
-    # the model, checkpoints, training
-    from .model import ModelConfig, ICLTransformer
-    from .checkpoint import save_model, load_model, zoo_names, use_zoo
-    from .garg import import_garg
-    # linear attention, and hand-built transformers that run GD / preprocess-then-optimize
-    from .attention import linear_attention
-    from .constructions import gd_model, pto_model, build_construction
-    from .training import TrainConfig, train, snapshots
-    from .devices import resolve_device
-    from .presets import preset_model, train_preset, retrain_zoo
-    # baselines and evaluation
-    from .evaluation import evaluate, EvalResult, ratio_interval
-    from .baselines import OLS, Ridge, Lasso, GD, PreprocessThenOptimize, OracleOLS, Averaging, lasso_path
-    from .tuning import Tuned, tune, best_ridge, best_lasso, best_gd, best_pto, prefix_predictions
-    from .preprocess import Preprocessing, get_preprocessing, correlation
-    from .plotting import plot_risk_curves, plot_head_importance
-    # the model the tools accept, a user's model, the shared clean run
-    from .protocol import ToolModel, Layout, AttachedModel
-    from .runner import attach, CleanRun, prepare, check_model
-    # toolkit
-    from .masking import mask_heads, masked
-    from .importance import head_importance, prune_heads
-    from .patching import patch_activations, patched, corrupt_batch, PatchResult
-    from .probing import probe_layer, probe_all_layers, ProbeResult, ProbeTable, collect_activations
-    from .ridge_probe import RidgeProbe
-    from .gd import gd_alignment, GDAlignment
-    from .learning_coefficient import llc, llc_of_loss, LLCResult
-    from .attention_view import AttentionProfile, attention_profile, plot_attention, attention_html
-    # studies, their figures, claims, the zoo index, recipes and the report
-    from .studies import risk_curves, head_count_summary, importance_study, pruning_study, noise_pruning_study
-    from .studies import preprocessing_study, gd_study, algorithm_study, multihead_study, settings_study, prior_study, save_json
-    from .studies import single_model_studies, dynamics_study, load_history
-    from .study_plots import save_figure, plot_risk_study, plot_importance_study, plot_pruning_study
-    from .study_plots import plot_noise_pruning_study, plot_preprocessing_study, plot_gd_study, plot_algorithm_study
-    from .study_plots import plot_multihead_study, plot_settings_study, plot_dynamics_study
-    from .claims import Claim
-    from .zoo import siblings, Siblings
-    from .experiments import run_recipe, recipe_arguments
-    from .report import write_report
-
+    # tasks and the model
+    from .core.tasks import ICLBatch, Task, LinearRegression, SparseLinearRegression, Curriculum
+    from .core.model import ModelConfig, ICLTransformer
+    # saved models: folders, the zoo, Garg et al.'s checkpoints
+    from .core.checkpoint import save_model, load_model, zoo_names
+    from .core.garg import import_garg
+    # training
+    from .training.loop import TrainConfig, train, snapshots
+    from .training.presets import preset_model, train_preset
+    # the tools: a user's model, the shared clean run, then one function per question
+    from .tools.runner import attach, prepare, CleanRun
+    from .tools.masking import mask_heads, masked
+    from .tools.importance import head_importance, prune_heads
+    from .tools.patching import patch_activations, patched, corrupt_batch
+    from .tools.probing import probe_layer, probe_all_layers
+    from .tools.gd_alignment import gd_alignment
+    from .tools.attention_view import attention_profile, plot_attention
+    from .tools.learning_coefficient import llc
+    from .tools.evaluation import evaluate
+    # the report
+    from .analysis.report import write_report, load_report
 
 def _exports() -> dict[str, str]:
     """``{name: module}`` read from the ``TYPE_CHECKING`` imports above (one list, no second table)."""
@@ -70,10 +57,13 @@ _EXPORTS = _exports()
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
+_layers, _ = submodules(__name__, __file__)
+
+
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'icl_interp' has no attribute {name!r}")
+        return _layers(name)  # a layer (icl_interp.tools ...), or an AttributeError
     value = getattr(import_module(f"icl_interp.{module}"), name)
     globals()[name] = value
     return value

@@ -19,11 +19,11 @@ import traceback
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .devices import DEVICE_HELP, DTYPES
+from .core.devices import DEVICE_HELP, DTYPES
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .presets import get_preset, train_preset
+    from .training.presets import get_preset, train_preset
 
     keys = ("steps", "warmup_steps", "batch_size", "lr", "seed", "threads", "device", "dtype", "keep_every", "keep_log", "log_to")
     overrides = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
@@ -54,9 +54,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .atomic import atomic_write_bytes, writable_file
-    from .checkpoint import load_model
-    from .evaluation import evaluate
+    from .core.atomic import atomic_write_bytes, writable_file
+    from .core.checkpoint import load_model
+    from .tools.evaluation import evaluate
 
     out = writable_file(args.out, "--out") if args.out else None  # its folder is created; checked before the evaluation
     model = load_model(args.model, device=args.device)
@@ -89,7 +89,7 @@ def _summary(res: object, args: argparse.Namespace) -> str:
 
 
 def _recipe(args: argparse.Namespace) -> int:
-    from .experiments import run_recipe
+    from .analysis.recipes import run_recipe
 
     _set_threads(args)
     run_recipe(args.name, args.out, quick=args.quick)
@@ -100,9 +100,9 @@ def _recipe(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     import contextlib
 
-    from .checkpoint import use_zoo
-    from .presets import retrain_zoo
-    from .report import write_report
+    from .analysis.report import write_report
+    from .core.checkpoint import use_zoo
+    from .training.presets import retrain_zoo
 
     _set_threads(args)
     if not args.retrain:
@@ -127,8 +127,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _import_garg(args: argparse.Namespace) -> int:
-    from .checkpoint import save_model
-    from .garg import CONFIG_KEYS, import_garg
+    from .core.checkpoint import save_model
+    from .core.garg import CONFIG_KEYS, import_garg
 
     step = None if args.step is None else ("latest" if args.step == "latest" else int(args.step) if args.step.isdigit() else args.step)
     model = import_garg(args.path, step=step, **{key: getattr(args, key) for key in CONFIG_KEYS})
@@ -138,14 +138,14 @@ def _import_garg(args: argparse.Namespace) -> int:
 
 
 def _build_construction(args: argparse.Namespace) -> int:
-    from .constructions import save_zoo_construction
+    from .core.constructions import save_zoo_construction
 
     print(f"wrote {save_zoo_construction(args.name, args.out)}")
     return 0
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from .sweep import sweep, sweep_status
+    from .training.sweep import sweep, sweep_status
 
     if args.status:
         rows = sweep_status(args.presets, args.seeds, args.out)
@@ -173,7 +173,7 @@ def _set_threads(args: argparse.Namespace) -> None:
     if getattr(args, "threads", None) is not None:
         import torch
 
-        from .validation import check_int
+        from .core.checks import check_int
 
         torch.set_num_threads(check_int("--threads", args.threads, min_value=1))
 
@@ -183,8 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="on an error, print the traceback as well as the one-line message")
     sub = p.add_subparsers(dest="command", required=True)
 
-    from .experiments import RECIPES
-    from .presets import PRESETS
+    from .analysis.recipes import RECIPES
+    from .training.presets import PRESETS
 
     t = sub.add_parser("train", help="train a model from a preset recipe", description="Train a preset into --out (resumable).")
     t.add_argument("--preset", default="default", metavar="NAME",
@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=_import_garg)
 
     c = sub.add_parser("build-construction", help="build a hand-made transformer of the zoo (construction-gd, construction-pto)")
-    c.add_argument("name", help="construction-gd or construction-pto (icl_interp.constructions.CONSTRUCTIONS)")
+    c.add_argument("name", help="construction-gd or construction-pto (icl_interp.core.constructions.CONSTRUCTIONS)")
     c.add_argument("--out", required=True, help="output folder for the saved model")
     c.set_defaults(func=_build_construction)
     sw = sub.add_parser("sweep", help="train presets x training seeds through submitit (SLURM on a cluster, local processes here)",

@@ -1,6 +1,6 @@
 """The catalogue of P-probe targets: what a layer's residual stream might hold.
 
-A target maps an :class:`~icl_interp.tasks.ICLBatch` to one value per prompt
+A target maps an :class:`~icl_interp.core.tasks.ICLBatch` to one value per prompt
 (``[B]`` or ``[B, k]``, the value at the query: the last example) or one value
 per example (``[B, n]`` or ``[B, n, k]``). The *context* of a prompt is every
 example but the last; the *query* is the last ``x``, whose ``y`` the model predicts.
@@ -36,10 +36,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from icl_interp.baselines import GD, OLS, Estimator, Lasso, PreprocessThenOptimize, Ridge
-from icl_interp.preprocess import PreprocessFn, Preprocessing, as_preprocessing, correlation, get_preprocessing
-from icl_interp.tasks import ICLBatch
-from icl_interp.validation import check_choice, check_float, check_int
+from icl_interp.baselines.estimators import GD, OLS, Estimator, Lasso, PreprocessThenOptimize, Ridge
+from icl_interp.baselines.preprocess import PreprocessFn, Preprocessing, as_preprocessing, correlation, get_preprocessing
+from icl_interp.core.checks import check_choice, check_float, check_int
+from icl_interp.core.tasks import ICLBatch
 
 __all__ = [
     "Target",
@@ -204,7 +204,7 @@ def gd_prediction(
     """A target: the query prediction after ``steps`` GD steps from 0 on the (preprocessed) context.
 
     ``lr=None`` uses :func:`default_lr`; ``preprocessing`` is ``None`` (raw data), a name
-    from :mod:`icl_interp.preprocess`, a Preprocessing or a callable ``pre(xs, ys, x)``.
+    from :mod:`icl_interp.baselines.preprocess`, a Preprocessing or a callable ``pre(xs, ys, x)``.
     Differentiable in ``batch.xs`` (used for von Oswald et al.'s model-cos).
     """
     steps = check_int("steps", steps, min_value=0)

@@ -13,18 +13,19 @@ Writes DIR/algorithm.png and DIR/algorithm.json. About 2 minutes here (--quick: 
 setting, d = 8 and noise 0.5, 100 test prompts, about 4 s).
 """
 
-import icl_interp as ii
+from icl_interp.analysis import studies, study_plots
+from icl_interp.analysis.recipes import recipe_arguments
 
 
 def main(out, quick=False):
     # 1. The study: no model, only the baselines. One of its candidates by hand:
-    #      ii.PreprocessThenOptimize("reweight", steps=3, lr=0.3).fit(xs, ys).predict(x_query)
-    #    and the tuning: ii.best_pto(task, n_points, 3, preprocessings=[...]).
-    result = ii.algorithm_study(dims=(8, 16), noises=(0.0, 0.5), s=2, steps=3, n_prompts=1000, quick=quick)
+    #      ii.baselines.PreprocessThenOptimize("reweight", steps=3, lr=0.3).fit(xs, ys).predict(x_query)
+    #    and the tuning: ii.baselines.tuning.best_pto(task, n_points, 3, preprocessings=[...]).
+    result = studies.algorithm_study(dims=(8, 16), noises=(0.0, 0.5), s=2, steps=3, n_prompts=1000, quick=quick)
 
     # 2. The figure (one panel per setting) and the JSON.
-    result["figure"] = ii.save_figure(ii.plot_algorithm_study(result), out, "algorithm.png")
-    ii.save_json(result, out, "algorithm.json")
+    result["figure"] = study_plots.save_figure(study_plots.plot_algorithm_study(result), out, "algorithm.png")
+    studies.save_json(result, out, "algorithm.json")
 
     # 3. What to look at: each method's excess risk at the largest n, and PtO's choices.
     for setting in result["settings"]:
@@ -37,5 +38,5 @@ def main(out, quick=False):
 
 
 if __name__ == "__main__":
-    args = ii.recipe_arguments(__doc__)
+    args = recipe_arguments(__doc__)
     main(args.out, quick=args.quick)

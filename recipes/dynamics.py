@@ -32,9 +32,9 @@ from pathlib import Path
 
 import torch
 
-import icl_interp as ii
-from icl_interp.atomic import atomic_write_bytes
-from icl_interp.studies import dynamics_study, llc_history, llc_stages, load_history
+from icl_interp.analysis import studies, study_plots
+from icl_interp.analysis.studies import dynamics_study, llc_history, llc_stages, load_history
+from icl_interp.core.atomic import atomic_write_bytes
 
 
 def add_llc(result, history, out, quick=False):
@@ -70,7 +70,7 @@ def main(out, quick=False, model="default", llc=True, threads=None, llc_only=Non
             raise ValueError(f"{llc_only} holds other snapshots than {model}'s")
         add_llc(result, history, out, quick)
         atomic_write_bytes(Path(llc_only), json.dumps(result, indent=1).encode())
-        ii.save_figure(ii.plot_dynamics_study(result), out, "dynamics.png")
+        study_plots.save_figure(study_plots.plot_dynamics_study(result), out, "dynamics.png")
         return result
 
     # 2. The study: for each snapshot, the six single-model studies on the same prompts and the claims decided on
@@ -82,8 +82,8 @@ def main(out, quick=False, model="default", llc=True, threads=None, llc_only=Non
         add_llc(result, history, out, quick)
 
     # 3. The figure and the JSON.
-    result["figure"] = ii.save_figure(ii.plot_dynamics_study(result), out, "dynamics.png")
-    ii.save_json(result, out, "dynamics.json")
+    result["figure"] = study_plots.save_figure(study_plots.plot_dynamics_study(result), out, "dynamics.png")
+    studies.save_json(result, out, "dynamics.json")
 
     # 4. What to look at: the error against the baselines, and when each claim holds.
     for row in result["rows"]:

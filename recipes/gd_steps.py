@@ -7,7 +7,7 @@ preprocess-then-optimize (PtO, tuned over four preprocessings and the step size)
 the same probes on a randomly initialised model of the same config. The deciding
 number of the claims `later_gd_steps` and `steps_on_preprocessed` is not a risk but
 the mean gap of layers 1.. to the iterates of one GD or PtO run (t = layer + t0 steps,
-the step size matched to the model's output; icl_interp/studies/iterates.py); the study
+the step size matched to the model's output; icl_interp/analysis/studies/iterates.py); the study
 computes it (`distance` in the JSON) for the model and for the random model.
 
 Run:   python recipes/gd_steps.py --out DIR [--quick]
@@ -17,7 +17,8 @@ metrics per layer under `alignment`). About 35 s here (--quick, t <= 3: about 10
 """
 
 import icl_interp as ii
-from icl_interp import claims
+from icl_interp.analysis import claims, studies, study_plots
+from icl_interp.analysis.recipes import recipe_arguments
 
 
 def main(out, quick=False):
@@ -28,15 +29,15 @@ def main(out, quick=False):
     # 2. The study: per-layer probe risk (and the random model's), tuned GD and PtO risk for every t,
     #    the alignment metrics of ii.gd_alignment, and the distances the claims use.
     steps = (1, 2, 3) if quick else (1, 2, 3, 4, 6, 8)
-    result = ii.gd_study(model, data, steps=steps)
+    result = studies.gd_study(model, data, steps=steps)
 
     # 3. The verdicts (None for a one-layer model: there is no later layer).
     found = [claim for claim in (claims.later_gd_steps(result), claims.steps_on_preprocessed(result)) if claim is not None]
     result["claims"] = [claim.to_dict() for claim in found]
 
     # 4. The figure and the JSON.
-    result["figure"] = ii.save_figure(ii.plot_gd_study(result), out, "gd_steps.png")
-    ii.save_json(result, out, "gd_steps.json")
+    result["figure"] = study_plots.save_figure(study_plots.plot_gd_study(result), out, "gd_steps.png")
+    studies.save_json(result, out, "gd_steps.json")
 
     # 5. What to look at.
     risk, control = result["probe_risk_per_layer"], result["probe_risk_per_layer_control"]
@@ -50,5 +51,5 @@ def main(out, quick=False):
 
 
 if __name__ == "__main__":
-    args = ii.recipe_arguments(__doc__)
+    args = recipe_arguments(__doc__)
     main(args.out, quick=args.quick)

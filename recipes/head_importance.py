@@ -13,7 +13,8 @@ Writes DIR/head_importance.png and DIR/head_importance.json. About 30 s here (--
 """
 
 import icl_interp as ii
-from icl_interp import claims
+from icl_interp.analysis import claims, studies, study_plots
+from icl_interp.analysis.recipes import recipe_arguments
 
 
 def main(out, quick=False):
@@ -26,15 +27,15 @@ def main(out, quick=False):
     # 2. The study: both importance scores, the clean error, and the numbers the claims use
     #    (each layer-0 head's error rise relative to the clean error; each later layer's top-head share).
     #    The same by hand: ii.head_importance(model, data, method="ablation" or "gradient").
-    result = ii.importance_study(model, data)
+    result = studies.importance_study(model, data)
 
     # 3. The verdicts.
     found = [claim for claim in (claims.layer0_all_heads(result), claims.later_single_head(result)) if claim is not None]
     result["claims"] = [claim.to_dict() for claim in found]
 
     # 4. The figure and the JSON.
-    result["figure"] = ii.save_figure(ii.plot_importance_study(result), out, "head_importance.png")
-    ii.save_json(result, out, "head_importance.json")
+    result["figure"] = study_plots.save_figure(study_plots.plot_importance_study(result), out, "head_importance.png")
+    studies.save_json(result, out, "head_importance.json")
 
     # 5. What to look at.
     print(f"clean error {result['clean_error']:.3f}; Spearman(ablation, gradient) = {result['spearman_ablation_vs_gradient']:.2f}")
@@ -45,5 +46,5 @@ def main(out, quick=False):
 
 
 if __name__ == "__main__":
-    args = ii.recipe_arguments(__doc__)
+    args = recipe_arguments(__doc__)
     main(args.out, quick=args.quick)

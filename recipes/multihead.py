@@ -14,12 +14,13 @@ Writes DIR/multihead.png and DIR/multihead.json. About 9 s here (--quick: 6 s).
 """
 
 import icl_interp as ii
-from icl_interp import claims
+from icl_interp.analysis import claims, studies, study_plots
+from icl_interp.analysis.recipes import recipe_arguments
 
 
 def main(out, quick=False):
     # 1. The models: the second seed's set, as the zoo index declares it.
-    names = ii.siblings("default").second_seed
+    names = ii.zoo.siblings("default").second_seed
     if not names:
         raise ValueError("the multihead recipe needs the softmax-p{16,8}-h{1,4} zoo models: icl-interp train --preset NAME")
     models = {name: ii.load_model("zoo:" + name) for name in names}
@@ -27,15 +28,15 @@ def main(out, quick=False):
 
     # 2. The study: each model's excess risk over D (2,000 prompts), the fitted c and e, and every
     #    (multi-head, single-head) pair of the same p compared.
-    result = ii.multihead_study(models, task, d_min=8, n_prompts=2000, quick=quick)
+    result = studies.multihead_study(models, task, d_min=8, n_prompts=2000, quick=quick)
 
     # 3. The verdicts: one per comparison (wide if p/h >= d, else narrow).
     found = [claims.seed2(comparison) for comparison in result["comparisons"]]
     result["claims"] = [claim.to_dict() for claim in found]
 
     # 4. The figure and the JSON.
-    result["figure"] = ii.save_figure(ii.plot_multihead_study(result), out, "multihead.png")
-    ii.save_json(result, out, "multihead.json")
+    result["figure"] = study_plots.save_figure(study_plots.plot_multihead_study(result), out, "multihead.png")
+    studies.save_json(result, out, "multihead.json")
 
     # 5. What to look at.
     for name, row in result["models"].items():
@@ -46,5 +47,5 @@ def main(out, quick=False):
 
 
 if __name__ == "__main__":
-    args = ii.recipe_arguments(__doc__)
+    args = recipe_arguments(__doc__)
     main(args.out, quick=args.quick)

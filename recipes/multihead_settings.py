@@ -1,7 +1,7 @@
 """The second seed (Cui et al. 2024) in its other settings: noisy labels, correlated features, local examples, a prior.
 
 What it shows: for each setting (the base task d = 4, noise 0.1, with one change; the
-definitions are ours, in the README and `icl_interp/presets.py`), one-layer softmax
+definitions are ours, in the README and `icl_interp/training/presets.py`), one-layer softmax
 models from the zoo, single- and multi-head at p/h >= d and p/h < d, each excess-risk
 curve over D = 8..40 fitted by c / D + e. The seed predicts that multi-head attention is
 preferred in general (claims `seed2_noisy`, `seed2_correlated`, `seed2_local`, with
@@ -17,12 +17,13 @@ Writes DIR/multihead_settings.png and DIR/multihead_settings.json. About 23 s he
 """
 
 import icl_interp as ii
-from icl_interp import claims
+from icl_interp.analysis import claims, studies, study_plots
+from icl_interp.analysis.recipes import recipe_arguments
 
 
 def main(out, quick=False):
     # 1. The models: each setting's set, as the zoo index declares it (a setting only when all its models are there).
-    sets = ii.siblings("default").second_seed_settings
+    sets = ii.zoo.siblings("default").second_seed_settings
     if not sets:
         raise ValueError("the multihead_settings recipe needs the softmax-<setting>-p*-h* zoo models: icl-interp train --preset NAME")
     settings = {setting: {name: ii.load_model("zoo:" + name) for name in names} for setting, names in sets}
@@ -30,15 +31,15 @@ def main(out, quick=False):
     # 2. The study: per setting, each model's excess risk over D (2,000 prompts), the fitted c and e, every
     #    (multi-head, single-head) pair of the same p compared; for the prior settings, each model's mean function
     #    u against theta_0 at D = 1..d, beside predicting 0, theta_0 . x_q, the Bayes posterior mean and a no-prior ridge.
-    result = ii.settings_study(settings, d_min=8, n_prompts=2000, quick=quick)
+    result = studies.settings_study(settings, d_min=8, n_prompts=2000, quick=quick)
 
     # 3. The verdicts: one per comparison (the prior settings: their p/h >= d pair).
     found = claims.seed2_settings(result)
     result["claims"] = [claim.to_dict() for claim in found]
 
     # 4. The figure and the JSON.
-    result["figure"] = ii.save_figure(ii.plot_settings_study(result), out, "multihead_settings.png")
-    ii.save_json(result, out, "multihead_settings.json")
+    result["figure"] = study_plots.save_figure(study_plots.plot_settings_study(result), out, "multihead_settings.png")
+    studies.save_json(result, out, "multihead_settings.json")
 
     # 5. What to look at.
     for setting, res in result["settings"].items():
@@ -49,5 +50,5 @@ def main(out, quick=False):
 
 
 if __name__ == "__main__":
-    args = ii.recipe_arguments(__doc__)
+    args = recipe_arguments(__doc__)
     main(args.out, quick=args.quick)

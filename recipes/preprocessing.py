@@ -15,7 +15,8 @@ Writes DIR/preprocessing_probes.png and DIR/preprocessing.json. About a minute h
 """
 
 import icl_interp as ii
-from icl_interp import claims
+from icl_interp.analysis import claims, studies, study_plots
+from icl_interp.analysis.recipes import recipe_arguments
 
 
 def main(out, quick=False):
@@ -26,15 +27,15 @@ def main(out, quick=False):
     # 2. The study. One probe by hand:
     #      ii.probe_layer(model, data, layer=0, target="pre_reweight_all", positions="all", control=True).r2
     #    The targets are the `probes` catalogue's (probes/targets.py); your own callables work too.
-    result = ii.preprocessing_study(model, data)
+    result = studies.preprocessing_study(model, data)
 
     # 3. The verdict: the best candidate's gain over the input and over the random model.
     found = [claims.layer0_preprocesses(result)]
     result["claims"] = [claim.to_dict() for claim in found]
 
     # 4. The figure and the JSON.
-    result["figure"] = ii.save_figure(ii.plot_preprocessing_study(result), out, "preprocessing_probes.png")
-    ii.save_json(result, out, "preprocessing.json")
+    result["figure"] = study_plots.save_figure(study_plots.plot_preprocessing_study(result), out, "preprocessing_probes.png")
+    studies.save_json(result, out, "preprocessing.json")
 
     # 5. What to look at.
     print(f"{'target':28s} {'input R2':>9s} {'layer 0':>9s} {'random':>9s}")
@@ -47,5 +48,5 @@ def main(out, quick=False):
 
 
 if __name__ == "__main__":
-    args = ii.recipe_arguments(__doc__)
+    args = recipe_arguments(__doc__)
     main(args.out, quick=args.quick)

@@ -15,20 +15,21 @@ About a minute here, beside a training job (--quick: about 10 s).
 """
 
 import icl_interp as ii
-from icl_interp import claims
+from icl_interp.analysis import claims, studies, study_plots
+from icl_interp.analysis.recipes import recipe_arguments
 
 
 def main(out, quick=False):
     # 1. The model, its declared relatives (icl_interp/zoo/index.json) and fresh prompts (seed 7).
     model = ii.load_model("zoo:default")
-    family = ii.siblings("default")
+    family = ii.zoo.siblings("default")
     single = ii.load_model(family.single_head) if family.single_head else None
     data = model.task.sample(256 if quick else 2000, model.cfg.max_points, seed=7)
 
     # 2. The study at the model's own noise level. By hand it is:
     #      imp = ii.head_importance(model, data); mask = ii.prune_heads(imp, keep={0: "all", "rest": 1})
     #      ii.mask_heads(model, data, mask)  and  ii.probe_all_layers(model, data, targets=["y_query"])
-    result = ii.pruning_study(model, data, single_head=single)
+    result = studies.pruning_study(model, data, single_head=single)
 
     # 3. The same across noise levels: one (all heads, single head) pair per level, each on
     #    prompts of its own task; the level already done above is not run again.
@@ -38,7 +39,7 @@ def main(out, quick=False):
         big = model if full == "default" else ii.load_model(full)
         small = single if one == family.single_head else (ii.load_model(one) if one else None)
         pairs[float(big.task.noise_std)] = (big, small)
-    sweep = ii.noise_pruning_study(pairs, n_prompts=data.batch_size, quick=quick, known={noise: result})
+    sweep = studies.noise_pruning_study(pairs, n_prompts=data.batch_size, quick=quick, known={noise: result})
     result["noise_sweep"] = sweep
 
     # 4. The verdicts.
@@ -50,9 +51,9 @@ def main(out, quick=False):
     result["claims"] = [claim.to_dict() for claim in found]
 
     # 5. The figures and the JSON.
-    result["figure"] = ii.save_figure(ii.plot_pruning_study(result), out, "pruning_probing.png")
-    sweep["figure"] = ii.save_figure(ii.plot_noise_pruning_study(sweep), out, "pruning_noise.png")
-    ii.save_json(result, out, "pruning_probing.json")
+    result["figure"] = study_plots.save_figure(study_plots.plot_pruning_study(result), out, "pruning_probing.png")
+    sweep["figure"] = study_plots.save_figure(study_plots.plot_noise_pruning_study(sweep), out, "pruning_noise.png")
+    studies.save_json(result, out, "pruning_probing.json")
 
     # 6. What to look at.
     print(f"pruned mask (rows = layers): {result['mask']}")
@@ -64,5 +65,5 @@ def main(out, quick=False):
 
 
 if __name__ == "__main__":
-    args = ii.recipe_arguments(__doc__)
+    args = recipe_arguments(__doc__)
     main(args.out, quick=args.quick)

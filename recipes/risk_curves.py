@@ -15,31 +15,32 @@ here, beside a training job (--quick, 200 prompts: about 8 s).
 """
 
 import icl_interp as ii
-from icl_interp import claims
+from icl_interp.analysis import claims, studies, study_plots
+from icl_interp.analysis.recipes import recipe_arguments
 
 
 def main(out, quick=False):
     # 1. The models: `default` and its head-count siblings, as the zoo index declares them
     #    (icl_interp/zoo/index.json). Any dict label -> model works here.
-    names = ii.siblings("default").head_counts or ("default",)
+    names = ii.zoo.siblings("default").head_counts or ("default",)
     models = {name: ii.load_model("zoo:" + name) for name in names}
     default = models["default"]
     task, n_points = default.task, default.cfg.max_points  # sparse regression d=8, s=2, noise 0.5; 16 examples
 
     # 2. The study: every model and every baseline on the same fresh prompts (seed 1).
     #    The baselines are tuned on other prompts (seed 10,000), separately for each n.
-    result = ii.risk_curves(models, task, n_points, n_prompts=2000, seed=1, quick=quick)
+    result = studies.risk_study(models, task, n_points, n_prompts=2000, seed=1, quick=quick)
 
-    # 3. The numbers the verdicts use, and the verdicts (icl_interp/claims/ holds the thresholds).
+    # 3. The numbers the verdicts use, and the verdicts (icl_interp/analysis/claims/ holds the thresholds).
     result["quality_bar"] = claims.quality_bar(result, "default", task.d)
-    result["head_counts"] = ii.head_count_summary(result, models)  # {heads: error at the largest n, mean over n}
+    result["head_counts"] = studies.head_count_summary(result, models)  # {heads: error at the largest n, mean over n}
     found = [claims.head_count_order(result["head_counts"])] if len(models) > 1 else []
     result["claims"] = [claim.to_dict() for claim in found]
 
     # 4. The figure (the transformers in black) and the JSON.
-    fig = ii.plot_risk_study(result, highlight=list(models))
-    result["figure"] = ii.save_figure(fig, out, "risk_curves.png")
-    ii.save_json(result, out, "risk_curves.json")
+    fig = study_plots.plot_risk_study(result, highlight=list(models))
+    result["figure"] = study_plots.save_figure(fig, out, "risk_curves.png")
+    studies.save_json(result, out, "risk_curves.json")
 
     # 5. What to look at.
     bar = result["quality_bar"]
@@ -54,5 +55,5 @@ def main(out, quick=False):
 
 
 if __name__ == "__main__":
-    args = ii.recipe_arguments(__doc__)
+    args = recipe_arguments(__doc__)
     main(args.out, quick=args.quick)

@@ -87,7 +87,7 @@ def write_legacy_checkpoint(folder, edit=None):
     from safetensors.torch import load_file
     from safetensors.torch import save as st_save
 
-    from icl_interp.train_state import read_state
+    from icl_interp.training.state import read_state
 
     folder = Path(folder)
     state = read_state(folder)

@@ -3,7 +3,7 @@
 
 def build_user_hooked(n_layers=2, n_heads=2, d_model=16, n_ctx=32, d_vocab=1, seed=0):
     """A hooked model built the way a user would: HookedTransformer on TL 3.x, boot_native on TL 4.x."""
-    from icl_interp.backend import tl_major
+    from icl_interp.core.backend import tl_major
 
     kwargs = dict(d_model=d_model, d_head=d_model // n_heads, n_layers=n_layers, n_heads=n_heads, n_ctx=n_ctx,
                   d_vocab=d_vocab, d_vocab_out=1, act_fn="gelu", normalization_type="LN", seed=seed)

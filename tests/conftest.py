@@ -13,7 +13,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def tiny_task():
-    from icl_interp.tasks import SparseLinearRegression
+    from icl_interp.core.tasks import SparseLinearRegression
 
     return SparseLinearRegression(d=4, s=2, noise_std=0.1)
 
@@ -21,7 +21,7 @@ def tiny_task():
 @pytest.fixture(scope="session")
 def tiny_model(tiny_task):
     """An untrained 2-layer, 2-head interleaved model on d=4."""
-    from icl_interp.model import ICLTransformer, ModelConfig
+    from icl_interp.core.model import ICLTransformer, ModelConfig
 
     return ICLTransformer(ModelConfig(d=4, n_layers=2, n_heads=2, d_model=16, max_points=8), tiny_task)
 
@@ -34,7 +34,7 @@ def tiny_batch(tiny_task):
 @pytest.fixture(scope="session")
 def user_model(tiny_task):
     """A user's own hooked model attached with a float-residual encoding (concatenated [x; y] tokens, query last)."""
-    from icl_interp.runner import attach
+    from icl_interp.tools.runner import attach
 
     hooked = build_user_hooked()
     proj = torch.randn(5, 16, generator=torch.Generator().manual_seed(0))

@@ -3,10 +3,10 @@ import torch
 from _util import build_user_hooked
 
 import icl_interp
-from icl_interp.backend import tl_major
-from icl_interp.masking import mask_heads
-from icl_interp.protocol import as_model
-from icl_interp.runner import attach, predict, residual_input
+from icl_interp.core.backend import tl_major
+from icl_interp.core.protocol import as_model
+from icl_interp.tools.masking import mask_heads
+from icl_interp.tools.runner import attach, predict, residual_input
 
 pytestmark = pytest.mark.tl3
 
@@ -63,7 +63,7 @@ def test_attaching_the_core_of_an_icl_transformer_reproduces_it(tiny_model, tiny
 
 
 def test_user_hook_on_resid_pre_fires_once_for_token_models(token_model, tiny_batch):
-    icl_interp.check_model(token_model, tiny_batch)  # the once-per-model self-check runs the model twice itself
+    icl_interp.tools.runner.check_model(token_model, tiny_batch)  # the once-per-model self-check runs the model twice itself
     calls = []
 
     def count(x, hook):

@@ -60,7 +60,7 @@ def test_plot_attention_draws_a_panel_per_head_and_layer(tiny_model, tiny_batch,
 
 def test_attention_html_renders_one_prompt(tiny_model, tiny_batch, tmp_path):
     pytest.importorskip("circuitsvis")
-    html = ii.attention_html(tiny_model, tiny_batch, layer=1, prompt=2, path=tmp_path / "view.html")
+    html = ii.tools.attention_view.attention_html(tiny_model, tiny_batch, layer=1, prompt=2, path=tmp_path / "view.html")
     assert (tmp_path / "view.html").read_text() == html and "x0" in html and "y0" in html
 
 

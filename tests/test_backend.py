@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from icl_interp import backend
+from icl_interp.core import backend
 
 pytestmark = pytest.mark.tl3
 

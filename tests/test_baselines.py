@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from sklearn.linear_model import Lasso as SkLasso
 from sklearn.linear_model import Ridge as SkRidge
 
-from icl_interp.baselines import (
+from icl_interp.baselines.estimators import (
     GD,
     OLS,
     Averaging,
@@ -19,8 +19,7 @@ from icl_interp.baselines import (
     Ridge,
     lasso_path,
 )
-from icl_interp.evaluation import evaluate
-from icl_interp.preprocess import (
+from icl_interp.baselines.preprocess import (
     Preprocessing,
     correlation,
     get_preprocessing,
@@ -29,8 +28,9 @@ from icl_interp.preprocess import (
     rank_one,
     reweight,
 )
-from icl_interp.tasks import LinearRegression, SparseLinearRegression
-from icl_interp.tuning import Tuned, best_gd, best_lasso, prefix_predictions, tune
+from icl_interp.baselines.tuning import Tuned, best_gd, best_lasso, prefix_predictions, tune
+from icl_interp.core.tasks import LinearRegression, SparseLinearRegression
+from icl_interp.tools.evaluation import evaluate
 
 
 def _data(b=20, n=30, d=10, noise=0.1, seed=0, sparse=True):

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from icl_interp.checkpoint import load_model, save_model, zoo_names
+from icl_interp.core.checkpoint import load_model, save_model, zoo_names
 
 pytestmark = pytest.mark.tl3
 

@@ -1,13 +1,13 @@
-"""Every seed claim on synthetic study results on both sides of each of its thresholds (icl_interp/claims.py)."""
+"""Every seed claim on synthetic study results on both sides of each of its thresholds (icl_interp/analysis/claims/)."""
 
 import json
 
 import pytest
 import torch
 
-from icl_interp import claims as cl
-from icl_interp.claims import Claim
-from icl_interp.studies.iterates import gd_distance, output_gap, read_out_gap
+from icl_interp.analysis import claims as cl
+from icl_interp.analysis.claims import Claim
+from icl_interp.analysis.studies.iterates import gd_distance, output_gap, read_out_gap
 
 R, M, N, U = "reproduced", "mixed", "not reproduced", "undecided"
 

@@ -5,9 +5,9 @@ import argparse
 
 import pytest
 
+from icl_interp.analysis.recipes import RECIPES
 from icl_interp.cli import build_parser, main
-from icl_interp.experiments import RECIPES
-from icl_interp.presets import PRESETS, get_preset
+from icl_interp.training.presets import PRESETS, get_preset
 
 pytestmark = pytest.mark.tl3
 

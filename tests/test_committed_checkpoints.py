@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import icl_interp as ii
-from icl_interp.presets import _preset_and_seed, get_preset
-from icl_interp.train_state import has_checkpoint, read_state
+from icl_interp.training.presets import _preset_and_seed, get_preset
+from icl_interp.training.state import has_checkpoint, read_state
 
 COMMITTED = Path(__file__).resolve().parent.parent / "checkpoints"
 RUNS = sorted(p.name for p in COMMITTED.iterdir() if has_checkpoint(p / "checkpoint")) if COMMITTED.is_dir() else []

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import icl_interp as ii
-from icl_interp.baselines import GD, PreprocessThenOptimize
-from icl_interp.constructions import CONSTRUCTIONS, gd_model, pto_model, zoo_construction
+from icl_interp.baselines.estimators import GD, PreprocessThenOptimize
+from icl_interp.core.constructions import CONSTRUCTIONS, gd_model, pto_model, zoo_construction
 
 pytestmark = pytest.mark.tl3
 
@@ -132,13 +132,13 @@ def test_arguments_are_checked():
     with pytest.raises(ValueError, match="task d"):
         gd_model(4, 1, 0.1, task=TASK)
     with pytest.raises(ValueError, match="unknown fields"):
-        ii.build_construction({"kind": "gd", "d": 4, "steps": 1, "lr": 0.1, "preprocessing": "reweight"})
+        ii.core.constructions.build_construction({"kind": "gd", "d": 4, "steps": 1, "lr": 0.1, "preprocessing": "reweight"})
 
 
 @pytest.mark.slow
 def test_shipped_step_sizes():
     """GD: the tuned baseline's choice at n = 15; PtO: below its neighbours in mean error at n = 15 (see CONSTRUCTIONS)."""
-    assert ii.best_gd(TASK, 16, 3).chosen(15) == f"gd3_{CONSTRUCTIONS['construction-gd']['lr']:g}"
+    assert ii.baselines.tuning.best_gd(TASK, 16, 3).chosen(15) == f"gd3_{CONSTRUCTIONS['construction-gd']['lr']:g}"
     lr = CONSTRUCTIONS["construction-pto"]["lr"]
     batch = TASK.sample(20_000, 16, seed=999)
 

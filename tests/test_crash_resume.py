@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from icl_interp.train_state import read_state
+from icl_interp.training.state import read_state
 
 pytestmark = pytest.mark.slow
 

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 import icl_interp as ii
-from icl_interp.baselines import OLS
-from icl_interp.checkpoint import load_model, save_model
-from icl_interp.devices import resolve_device
-from icl_interp.model import ICLTransformer, ModelConfig
-from icl_interp.tasks import SparseLinearRegression
-from icl_interp.training import TrainConfig, train
+from icl_interp.baselines.estimators import OLS
+from icl_interp.core.checkpoint import load_model, save_model
+from icl_interp.core.devices import resolve_device
+from icl_interp.core.model import ICLTransformer, ModelConfig
+from icl_interp.core.tasks import SparseLinearRegression
+from icl_interp.training.loop import TrainConfig, train
 
 CUDA = torch.cuda.is_available()
 no_cuda = pytest.mark.skipif(CUDA, reason="checks the refusal on a machine without CUDA")
@@ -151,7 +151,7 @@ def test_models_and_baselines_evaluate_on_cuda_as_on_the_cpu(tmp_path):
     assert torch.allclose(a.error, b.error, rtol=1e-4)
     with pytest.raises(ValueError, match="model is on"):
         ii.evaluate(model, task, n_points=8, n_prompts=10, device="cuda")
-    for est in (OLS(), ii.Lasso(0.1), ii.Ridge(0.5)):
+    for est in (OLS(), ii.baselines.Lasso(0.1), ii.baselines.Ridge(0.5)):
         a = ii.evaluate(est, task, n_points=8, n_prompts=200, seed=3, device="cuda")
         b = ii.evaluate(est, task, n_points=8, n_prompts=200, seed=3)
         assert torch.allclose(a.error, b.error, rtol=1e-4, atol=1e-6), est

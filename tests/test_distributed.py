@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from icl_interp.distributed import Dist, context
-from icl_interp.presets import train_preset
-from icl_interp.train_state import read_state
+from icl_interp.training.distributed import Dist, context
+from icl_interp.training.presets import train_preset
+from icl_interp.training.state import read_state
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "icl_interp", "train"]
 ARGS = ["--preset", "tiny", "--steps", "30", "--warmup-steps", "5", "--threads", "1", "--no-progress"]  # the preset's warmup, as _single
@@ -47,7 +47,7 @@ def _assert_same_weights(dist_dir: Path, single_dir: Path) -> None:
     assert float((flat_a - flat_b).norm() / flat_b.norm()) < 1e-5
     for k in keys:
         assert float((a[k] - b[k]).norm()) <= 1e-5 * float(b[k].norm()) + 1e-7, k
-    from icl_interp.checkpoint import load_model
+    from icl_interp.core.checkpoint import load_model
 
     batch = load_model(single_dir).task.sample(64, 8, seed=5)
     with torch.no_grad():

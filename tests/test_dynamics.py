@@ -3,8 +3,8 @@
 import pytest
 
 import icl_interp as ii
-from icl_interp import claims as cl
-from icl_interp.studies.dynamics import CLAIMS, _summary
+from icl_interp.analysis import claims as cl
+from icl_interp.analysis.studies.dynamics import CLAIMS, _summary
 
 pytestmark = pytest.mark.tl3
 
@@ -17,30 +17,30 @@ def tiny_run(tmp_path_factory):
 
 
 def test_the_study_decides_every_snapshot_like_the_report(tiny_run):
-    history = ii.load_history(tiny_run)
+    history = ii.analysis.studies.load_history(tiny_run)
     assert [s for s, _ in history] == [1, 6, 40]
-    res = ii.dynamics_study(history, n_prompts=64, error_prompts=128)
+    res = ii.analysis.studies.dynamics_study(history, n_prompts=64, error_prompts=128)
     assert [r["step"] for r in res["rows"]] == [1, 6, 40]
     last = res["rows"][-1]
-    again = {c.id: c for c in cl.decide(ii.single_model_studies(history[-1][1], n_prompts=64))}
+    again = {c.id: c for c in cl.decide(ii.analysis.studies.single_model_studies(history[-1][1], n_prompts=64))}
     assert {i: v["verdict"] for i, v in last["claims"].items()} == {i: again[i].verdict for i in last["claims"]}
     err = float(ii.evaluate(history[-1][1], history[-1][1].task, n_points=8, n_prompts=128, seed=1).error[-1])
     assert last["error_last"] == pytest.approx(err)
     assert last["over_ridge"] == pytest.approx(err / res["baselines_at_largest_n"]["ridge"])
     assert set(last["panels"]) <= set(CLAIMS)
-    fig = ii.plot_dynamics_study(res)
+    fig = ii.analysis.study_plots.plot_dynamics_study(res)
     assert len([ax for ax in fig.axes if ax.get_title()]) == 1 + len(res["panels"])
 
 
 def test_load_history_checks_its_source(tmp_path, tiny_run):
     with pytest.raises(ValueError, match="snapshots"):
-        ii.load_history(tmp_path)
+        ii.analysis.studies.load_history(tmp_path)
     with pytest.raises(ValueError, match="history"):
-        ii.dynamics_study([])
-    history = ii.load_history(tiny_run)
+        ii.analysis.studies.dynamics_study([])
+    history = ii.analysis.studies.load_history(tiny_run)
     with pytest.raises(ValueError, match="step order"):
-        ii.dynamics_study(list(reversed(history)))
-    assert [s for s, _ in ii.load_history(tiny_run, every=2)] == [1, 40]  # the last one is always kept
+        ii.analysis.studies.dynamics_study(list(reversed(history)))
+    assert [s for s, _ in ii.analysis.studies.load_history(tiny_run, every=2)] == [1, 40]  # the last one is always kept
 
 
 def _row(step, over_ridge, reproduced):
@@ -68,5 +68,5 @@ def test_a_second_stage_continues_the_first_ones_history(tiny_run, tmp_path):
     model = ii.ICLTransformer(ii.load_model(tiny_run / "model").cfg, task)
     ii.train(model, task, ii.TrainConfig(steps=10, batch_size=16, keep_every=5, init_from=str(tiny_run / "model"),
                                          progress=False, eval_every=100), out_dir=tmp_path)
-    history = ii.load_history(tmp_path)
+    history = ii.analysis.studies.load_history(tmp_path)
     assert [s for s, _ in history] == [1, 6, 40, 45, 50]

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from icl_interp.baselines import OLS, Averaging, Ridge
-from icl_interp.evaluation import EvalResult, evaluate, model_predictions
-from icl_interp.plotting import plot_head_importance, plot_risk_curves
-from icl_interp.tasks import LinearRegression, SparseLinearRegression
+from icl_interp.baselines.estimators import OLS, Averaging, Ridge
+from icl_interp.core.tasks import LinearRegression, SparseLinearRegression
+from icl_interp.tools.evaluation import EvalResult, evaluate, model_predictions
+from icl_interp.tools.plotting import plot_head_importance, plot_risk_curves
 
 TASK = SparseLinearRegression(d=5, s=2, noise_std=0.3)
 
@@ -157,7 +157,7 @@ def test_model_predictions_directly():
 
 def test_ratio_interval_is_exact_for_a_planted_ratio_and_matches_the_delta_method():
     """A model 1.1x the baseline on every prompt: no spread. Independent noise: the delta method's width (oracle)."""
-    from icl_interp.evaluation import ratio_interval
+    from icl_interp.tools.evaluation import ratio_interval
 
     gen = torch.Generator().manual_seed(0)
     base = torch.rand(500, generator=gen, dtype=torch.float64) + 0.1

@@ -7,8 +7,8 @@ import torch
 from _util import hook_counts
 
 import probes
-from icl_interp.gd import gd_alignment
-from icl_interp.tasks import ICLBatch
+from icl_interp.core.tasks import ICLBatch
+from icl_interp.tools.gd_alignment import gd_alignment
 
 pytestmark = pytest.mark.tl3
 
@@ -57,7 +57,7 @@ def test_all_positions(tiny_model, data):
 @pytest.fixture(scope="module")
 def identity_read_in_model(tiny_task):
     """A model whose residual input holds x_i (token 2i) and y_i (token 2i+1) in its first coordinates."""
-    from icl_interp.model import ICLTransformer, ModelConfig
+    from icl_interp.core.model import ICLTransformer, ModelConfig
 
     model = ICLTransformer(ModelConfig(d=D, n_layers=2, n_heads=2, d_model=D_MODEL, max_points=8), tiny_task)
     with torch.no_grad():
@@ -110,7 +110,7 @@ def test_a_layer_that_is_gd_is_recognised(identity_read_in_model, data):
 def test_model_cos_is_nan_without_a_differentiable_encoding(tiny_task, data):
     from _util import build_user_hooked
 
-    from icl_interp.runner import attach
+    from icl_interp.tools.runner import attach
 
     hooked = build_user_hooked(d_vocab=16, n_ctx=16, seed=3)
     weights = 2 ** torch.arange(D)

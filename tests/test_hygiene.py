@@ -5,7 +5,7 @@ import torch
 from _util import hook_counts
 
 import icl_interp as ii
-from icl_interp.runner import predict
+from icl_interp.tools.runner import predict
 
 pytestmark = pytest.mark.tl3
 

@@ -2,9 +2,9 @@ import pytest
 import torch
 from _util import hook_counts
 
-from icl_interp.importance import head_importance, prune_heads
-from icl_interp.masking import mask_heads, masked
-from icl_interp.runner import default_metric, model_norm, normalised_error, predict
+from icl_interp.tools.importance import head_importance, prune_heads
+from icl_interp.tools.masking import mask_heads, masked
+from icl_interp.tools.runner import default_metric, model_norm, normalised_error, predict
 
 pytestmark = pytest.mark.tl3
 
@@ -95,9 +95,9 @@ def test_prune_heads_rejects_bad_keep(kwargs, match):
 
 def test_noise_pruning_study_numbers_are_the_pruning_studys(tiny_task, tmp_path):
     """Each noise level's row is pruning_study on that level's pair; the noise floor is sigma^2 / norm."""
-    from icl_interp.experiments import noise_pruning_study, pruning_study
-    from icl_interp.model import ICLTransformer, ModelConfig
-    from icl_interp.tasks import SparseLinearRegression
+    from icl_interp.analysis.studies import noise_pruning_study, pruning_study
+    from icl_interp.core.model import ICLTransformer, ModelConfig
+    from icl_interp.core.tasks import SparseLinearRegression
 
     pairs = {}
     for sigma in (0.1, 1.0):
@@ -133,9 +133,9 @@ def test_gradient_importance_equals_plain_autograd_with_a_mask_multiplier(tiny_m
 def test_heads_studies_keep_per_prompt_errors_under_each_ablation_kind(tiny_model, tiny_task):
     """importance_study's and pruning_study's per-prompt errors (issue 26) are head_importance's and mask_heads' under
     each kind: their means give the importances, the pruned error, and the context-free error."""
-    from icl_interp.runner import prepare
-    from icl_interp.studies import importance_study, pruning_study
-    from icl_interp.studies.heads import context_free_error
+    from icl_interp.analysis.studies import importance_study, pruning_study
+    from icl_interp.analysis.studies.heads import context_free_error
+    from icl_interp.tools.runner import prepare
 
     batch = tiny_task.sample(48, 8, seed=3)
     imp = importance_study(tiny_model, batch)

@@ -7,10 +7,10 @@ import torch
 
 import icl_interp as ii
 import probes
-from icl_interp.baselines import GD, PreprocessThenOptimize
-from icl_interp.studies import gd_study, preprocessing_study
-from icl_interp.studies.iterates import AlgorithmRun, algorithms, match_step_size
-from icl_interp.studies.mechanism import seen_view
+from icl_interp.analysis.studies import gd_study, preprocessing_study
+from icl_interp.analysis.studies.iterates import AlgorithmRun, algorithms, match_step_size
+from icl_interp.analysis.studies.mechanism import seen_view
+from icl_interp.baselines.estimators import GD, PreprocessThenOptimize
 
 pytestmark = pytest.mark.tl3
 
@@ -64,11 +64,11 @@ def test_r_seen_sums_the_examples_each_token_can_see():
 def test_small_constructions_are_found_with_their_steps_and_step_sizes():
     task = ii.SparseLinearRegression(d=3, s=1, noise_std=0.1)
     data = task.sample(300, 12, seed=1)
-    gd = gd_study(ii.gd_model(3, 3, 0.4, task=task, max_points=12), data, steps=(1, 2))
+    gd = gd_study(ii.core.constructions.gd_model(3, 3, 0.4, task=task, max_points=12), data, steps=(1, 2))
     d = gd["distance"]
     assert d["gd"] < 1e-3 and d["gd_t0"] == 1 and d["pto"] > 0.1 and d["control_gd"] > 0.5
     assert gd["iterates"]["algorithms"]["gd|t0=1"]["step_size"] == pytest.approx(0.4, rel=1e-3)
-    pto = ii.pto_model(3, 2, 0.05, task=task, max_points=12)
+    pto = ii.core.constructions.pto_model(3, 2, 0.05, task=task, max_points=12)
     d = gd_study(pto, data, steps=(1, 2))["distance"]
     assert d["pto"] < 1e-3 and (d["pto_t0"], d["pto_candidate"]) == (0, "reweight") and d["gd"] > d["pto"] + 0.1
     pre = preprocessing_study(pto, data)
@@ -76,7 +76,7 @@ def test_small_constructions_are_found_with_their_steps_and_step_sizes():
 
 
 def test_gd_study_refuses_bad_steps(batch):
-    model = ii.gd_model(8, 2, 0.5, task=TASK, max_points=16)
+    model = ii.core.constructions.gd_model(8, 2, 0.5, task=TASK, max_points=16)
     with pytest.raises(ValueError, match="steps"):
         gd_study(model, batch, steps=())
 
@@ -84,10 +84,10 @@ def test_gd_study_refuses_bad_steps(batch):
 def test_the_gd_claims_bootstrap_the_studys_distances_from_per_prompt_gaps():
     """gd_study keeps the four closest runs' per-prompt gap numbers (issue 26); the claims' values recomputed from them
     are the study's distances (population against unbiased variance: within 1e-3), each inside its interval."""
-    from icl_interp import claims as cl
+    from icl_interp.analysis import claims as cl
 
     task = ii.SparseLinearRegression(d=3, s=1, noise_std=0.1)
-    gd = gd_study(ii.gd_model(3, 3, 0.4, task=task, max_points=12), task.sample(300, 12, seed=1), steps=(1,))
+    gd = gd_study(ii.core.constructions.gd_model(3, 3, 0.4, task=task, max_points=12), task.sample(300, 12, seed=1), steps=(1,))
     d = gd["distance"]
     assert set(d["per_prompt"]) == {"gd", "pto", "control_gd", "control_pto"} and len(d["per_prompt"]["pto"]["sq"]) == 300
     assert {"sse:1", "sst:1"} <= set(d["per_prompt"]["control_pto"]) and sum(v > 0 for v in d["per_prompt"]["gd"]["sst:1"]) == 75

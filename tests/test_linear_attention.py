@@ -5,8 +5,9 @@ import torch
 from _util import build_user_hooked, hook_counts
 
 import icl_interp as ii
-from icl_interp import _fast, backend
-from icl_interp.attention import has_linear_attention, linear_pattern
+from icl_interp.core import backend
+from icl_interp.core import fast_paths as _fast
+from icl_interp.core.linear_attention import has_linear_attention, linear_pattern
 
 pytestmark = pytest.mark.tl3
 
@@ -22,7 +23,7 @@ def _model(encoding, direction, attention="linear", **kw):
 
 
 def _by_hand(model, batch):
-    """The forward from the canonical weights, no TransformerLens: linear attention as documented in icl_interp.attention."""
+    """The forward from the canonical weights, no TransformerLens: linear attention as documented in icl_interp.core.linear_attention."""
     sd = model.own_state_dict()
     cfg = model.cfg
     resid = model.encode(batch.xs, batch.ys)
@@ -181,13 +182,13 @@ def test_linear_attention_on_a_users_model():
     resid = torch.randn(3, 5, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad(), backend.quiet_tl():
         softmax_out = hooked(resid, start_at_layer=0)
-        assert ii.linear_attention(hooked, normalise="none") is hooked
+        assert ii.core.linear_attention.linear_attention(hooked, normalise="none") is hooked
         out, cache = hooked.run_with_cache(resid, start_at_layer=0)
     assert not torch.allclose(out, softmax_out, atol=1e-4)
     want = linear_pattern(cache["blocks.1.attn.hook_q"], cache["blocks.1.attn.hook_k"], scale=8 ** 0.5, causal=True, normalise="none")
     assert torch.allclose(cache["blocks.1.attn.hook_pattern"], want, atol=1e-6)
     with pytest.raises(ValueError, match="already has linear attention"):
-        ii.linear_attention(hooked)
+        ii.core.linear_attention.linear_attention(hooked)
     mine = ii.attach(hooked, encode=lambda b: torch.cat([b.xs, b.ys[..., None]], -1) @ torch.ones(5, 16) / 5,
                      readout=lambda o: o[:, -1, 0], task=TASK)
     assert ii.head_importance(mine, TASK.sample(16, 4, seed=0)).shape == (2, 2)
@@ -195,11 +196,11 @@ def test_linear_attention_on_a_users_model():
 
 def test_helper_checks_its_arguments():
     with pytest.raises(TypeError, match="hooked must be a TransformerLens"):
-        ii.linear_attention(torch.nn.Linear(2, 2))
+        ii.core.linear_attention.linear_attention(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="normalise"):
-        ii.linear_attention(build_user_hooked(), normalise="softmax")
+        ii.core.linear_attention.linear_attention(build_user_hooked(), normalise="softmax")
     with pytest.raises(TypeError, match="query_key must be a bool"):
-        ii.linear_attention(build_user_hooked(), query_key="no")
+        ii.core.linear_attention.linear_attention(build_user_hooked(), query_key="no")
     q = torch.ones(1, 3, 2, 4)
     with pytest.raises(ValueError, match="k must have shape"):
         linear_pattern(q, torch.ones(1, 4, 2, 4), scale=1.0, causal=True)

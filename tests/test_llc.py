@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import icl_interp as ii
-from icl_interp import learning_coefficient as L
-from icl_interp.train_step import LossModule
+from icl_interp.tools import learning_coefficient as L
+from icl_interp.training.step import LossModule
 
 pytestmark = pytest.mark.tl3
 
@@ -121,7 +121,7 @@ def test_an_attached_model_samples_its_core(devinterp, user_model, tiny_task):
         L.llc(user_model, **kw)
     res = L.llc(user_model, n_points=6, **kw)
     batch = tiny_task.sample(64, 6, seed=0)
-    assert res.init_loss == pytest.approx(float(ii.runner.normalised_error(user_model(batch), batch, tiny_task.norm).detach()), rel=1e-5)
+    assert res.init_loss == pytest.approx(float(ii.tools.runner.normalised_error(user_model(batch), batch, tiny_task.norm).detach()), rel=1e-5)
     assert len(res.trace[0]) == 4
 
 
@@ -178,7 +178,7 @@ def _llc_rows(values, se=1.0):
 
 
 def test_stage_boundaries_are_the_significant_turning_points():
-    from icl_interp.studies import llc_stages
+    from icl_interp.analysis.studies import llc_stages
 
     # negative (not near a minimum), a rise to a peak at step 16, a flat top, a fall to a trough at 128, a late rise
     rows = _llc_rows([-9, -2, 5, 20, 30, 29.5, 20, 12, 10, 15])
@@ -193,15 +193,15 @@ def test_stage_boundaries_are_the_significant_turning_points():
 
 
 def test_the_llc_panel_and_report_lines_read_the_stored_values():
-    from icl_interp.studies import llc_stages
-    from icl_interp.studies.dynamics import llc_lines
+    from icl_interp.analysis.studies import llc_stages
+    from icl_interp.analysis.studies.dynamics import llc_lines
 
     rows = _llc_rows([-3, 4, 9, 6, 7])
     rows[0]["stage"] = {"llc": 2.0, "se": 0.5, "active_dims": 3, "n_points": 16, "converged": True, "near_minimum": True}
     llc = {"settings": dict(L.DEFAULTS, n_beta=492.4), "rows": rows}
     llc["stages"] = llc_stages(rows)
     dyn = json.loads((Path(ii.__file__).parent / "zoo" / "default" / "dynamics.json").read_text())
-    fig = ii.plot_dynamics_study({**dyn, "llc": llc})
+    fig = ii.analysis.study_plots.plot_dynamics_study({**dyn, "llc": llc})
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert len(titles) == 2 + len(dyn["panels"]) and any("local learning coefficient" in t for t in titles)
     text = "\n".join(llc_lines(llc))
@@ -210,7 +210,7 @@ def test_the_llc_panel_and_report_lines_read_the_stored_values():
 
 
 def test_llc_history_keeps_each_snapshot_and_a_rerun_goes_on_from_there(devinterp, tmp_path, monkeypatch):
-    from icl_interp.studies import llc_history, load_history
+    from icl_interp.analysis.studies import llc_history, load_history
 
     history = load_history("default")[-2:]
     kw = {"n_prompts": 64, "num_chains": 2, "num_draws": 3, "num_burnin_steps": 0, "batch_size": 16}
@@ -228,8 +228,8 @@ def test_llc_history_keeps_each_snapshot_and_a_rerun_goes_on_from_there(devinter
 
 
 def test_the_default_ships_its_llc_curve_and_the_report_reads_it():
-    from icl_interp.report_markdown import _dynamics_lines
-    from icl_interp.studies import llc_stages
+    from icl_interp.analysis.report_markdown import _dynamics_lines
+    from icl_interp.analysis.studies import llc_stages
 
     dyn = json.loads((Path(ii.__file__).parent / "zoo" / "default" / "dynamics.json").read_text())
     llc = dyn["llc"]

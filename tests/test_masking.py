@@ -3,7 +3,7 @@ import torch
 from _util import hook_counts
 
 import icl_interp
-from icl_interp.masking import mask_heads, masked
+from icl_interp.tools.masking import mask_heads, masked
 
 pytestmark = pytest.mark.tl3
 
@@ -14,7 +14,7 @@ def any_model(request, tiny_model, user_model):
 
 
 def _run(model, batch, fwd_hooks=()):
-    from icl_interp.runner import predict
+    from icl_interp.tools.runner import predict
 
     with model.hooked.hooks(fwd_hooks=list(fwd_hooks)):
         return predict(model, batch)
@@ -117,7 +117,7 @@ def test_public_names():
 
 def test_split_attention_path_is_taken_for_standard_blocks(any_model, tiny_batch, monkeypatch):
     """Our blocks and a user's standard ones take the within-layer reuse path (attention rebuilt from z)."""
-    from icl_interp import _fast
+    from icl_interp.core import fast_paths as _fast
 
     calls = []
     real = _fast.run_mlp_half

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 import icl_interp
-from icl_interp.model import ICLTransformer, ModelConfig
-from icl_interp.tasks import LinearRegression, SparseLinearRegression
+from icl_interp.core.model import ICLTransformer, ModelConfig
+from icl_interp.core.tasks import LinearRegression, SparseLinearRegression
 
 pytestmark = pytest.mark.tl3
 
@@ -109,7 +109,8 @@ FUSED_CONFIGS = [
 @pytest.mark.parametrize("extra", FUSED_CONFIGS)
 def test_fused_training_forward_is_the_same_function(tiny_task, extra):
     """The training forward (fused, no hooks) gives the hooked forward's outputs and gradients."""
-    from icl_interp import _fast, backend
+    from icl_interp.core import backend
+    from icl_interp.core import fast_paths as _fast
 
     if backend.tl_major() < 4:
         pytest.skip("the fused path is for the 4.x native bridge")
@@ -139,7 +140,7 @@ def test_fused_training_forward_is_the_same_function(tiny_task, extra):
 @pytest.mark.parametrize("kind", ["forward", "pre"])
 def test_a_hook_turns_the_fused_path_off(tiny_model, tiny_batch, where, kind):
     """Any listener fires, even with fast=True: a hook point's hook or a plain torch hook on any module of the core."""
-    from icl_interp import _fast
+    from icl_interp.core import fast_paths as _fast
 
     module = tiny_model.hooked.hook_dict[where] if where in tiny_model.hooked.hook_dict else tiny_model.hooked.get_submodule(where)
     seen = []
@@ -161,7 +162,7 @@ def test_a_hook_turns_the_fused_path_off(tiny_model, tiny_batch, where, kind):
 
 def test_forward_runs_the_hooked_core_unless_asked(tiny_model, tiny_batch, monkeypatch):
     """Training mode alone never switches paths: only fast=True does (TrainConfig.fast)."""
-    from icl_interp import _fast
+    from icl_interp.core import fast_paths as _fast
 
     calls = []
     real = _fast.fused_forward

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from icl_interp.backend import tl_major
+from icl_interp.core.backend import tl_major
 
 NOTEBOOK = Path(__file__).parent.parent / "notebooks" / "tour.ipynb"
 

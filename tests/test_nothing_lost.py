@@ -22,11 +22,11 @@ import torch
 from _disk import DiskFaults, InjectedFault, write_legacy_checkpoint
 from safetensors.torch import load_file
 
-from icl_interp.atomic import atomic_write_bytes
-from icl_interp.checkpoint import load_model, save_model
-from icl_interp.presets import get_preset, preset_model
-from icl_interp.train_state import has_checkpoint, read_state
-from icl_interp.training import TrainConfig, train
+from icl_interp.core.atomic import atomic_write_bytes
+from icl_interp.core.checkpoint import load_model, save_model
+from icl_interp.training.loop import TrainConfig, train
+from icl_interp.training.presets import get_preset, preset_model
+from icl_interp.training.state import has_checkpoint, read_state
 
 pytestmark = pytest.mark.tl3
 
@@ -189,7 +189,7 @@ def test_a_run_killed_with_sigkill_at_random_moments_ends_bitwise_equal(tmp_path
     import icl_interp
 
     overrides = {"steps": 60, "checkpoint_every": 1, "threads": 1, "progress": False, "eval_prompts": 16}
-    child = ("import sys, json; from icl_interp.presets import train_preset; "
+    child = ("import sys, json; from icl_interp.training.presets import train_preset; "
              "train_preset('tiny', sys.argv[1], resume=sys.argv[2] == '1', overrides=json.loads(sys.argv[3]))")
     root = str(Path(icl_interp.__file__).resolve().parent.parent)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
@@ -220,7 +220,7 @@ def test_a_run_killed_with_sigkill_at_random_moments_ends_bitwise_equal(tmp_path
                          timeout=300, env=env)
     assert res.returncode == 0, res.stderr
 
-    from icl_interp.presets import train_preset
+    from icl_interp.training.presets import train_preset
 
     train_preset("tiny", tmp_path / "straight", overrides=overrides)  # unbroken, in this process (one thread too)
     a = load_file(tmp_path / "straight" / "model" / "model.safetensors")
@@ -235,7 +235,7 @@ def test_a_run_killed_with_sigkill_at_random_moments_ends_bitwise_equal(tmp_path
 def test_a_refused_resume_leaves_the_callers_model_untouched(tmp_path):
     model = preset_model("tiny")
     train(model, model.task, _tiny_cfg(), out_dir=tmp_path, max_minutes=0)
-    from icl_interp.tasks import task_from_dict
+    from icl_interp.core.tasks import task_from_dict
 
     other_task = task_from_dict({**get_preset("tiny")["task"], "noise_std": 0.5})
     mine = preset_model("tiny", seed=4)
@@ -300,7 +300,7 @@ def test_an_extra_that_is_not_json_fails_before_any_step(tmp_path):
 
 
 def test_evaluate_out_creates_its_folder_and_refuses_a_bad_one_before_the_evaluation(tmp_path, monkeypatch, capsys):
-    import icl_interp.evaluation as evaluation
+    import icl_interp.tools.evaluation as evaluation
     from icl_interp.cli import main
 
     save_model(preset_model("tiny"), tmp_path / "m")
@@ -329,8 +329,8 @@ def test_the_report_fails_at_every_write_and_the_previous_report_stays_whole(tmp
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    import icl_interp.report as report
-    from icl_interp.study_plots import save_figure
+    import icl_interp.analysis.report as report
+    from icl_interp.analysis.study_plots import save_figure
 
     model = preset_model("tiny")
     template = tmp_path / "template"
@@ -380,7 +380,7 @@ def test_the_report_fails_at_every_write_and_the_previous_report_stays_whole(tmp
 
 
 def test_a_report_into_a_file_fails_before_the_analyses(tmp_path, monkeypatch):
-    import icl_interp.report as report
+    import icl_interp.analysis.report as report
 
     def never(*a, **k):
         raise AssertionError("the analyses ran before out was checked")
@@ -402,7 +402,7 @@ def test_atomic_writes_get_the_permissions_of_an_ordinary_file(tmp_path):
     """mkstemp's temporary files are 0600; a model or report written atomically must be readable as open() would leave it."""
     import os
 
-    from icl_interp.atomic import atomic_write_bytes
+    from icl_interp.core.atomic import atomic_write_bytes
 
     old = os.umask(0o022)
     try:

@@ -15,11 +15,12 @@ import torch
 from _util import build_user_hooked
 
 import icl_interp as ii
-from icl_interp import cli, tracking
-from icl_interp.checkpoint import load_model, read_config, save_model
-from icl_interp.model import ICLTransformer, ModelConfig
-from icl_interp.runner import prepare, run_from
-from icl_interp.tasks import SparseLinearRegression
+from icl_interp import cli
+from icl_interp.core.checkpoint import load_model, read_config, save_model
+from icl_interp.core.model import ICLTransformer, ModelConfig
+from icl_interp.core.tasks import SparseLinearRegression
+from icl_interp.tools.runner import prepare, run_from
+from icl_interp.training import tracking
 
 pytestmark = pytest.mark.tl3   # every case here also runs under transformer-lens 3.x (about 20 s)
 
@@ -116,7 +117,7 @@ def test_an_output_path_under_a_file_ends_in_one_line(tmp_path, capsys):
 
 def test_evaluate_out_that_cannot_be_a_file_is_refused_before_the_work(tmp_path, capsys, monkeypatch):
     """--out's missing folders are created (test_cli_help); a path under a file, or a folder, is refused before loading."""
-    monkeypatch.setattr("icl_interp.checkpoint.load_model", lambda *a, **k: pytest.fail("loaded before checking --out"))
+    monkeypatch.setattr("icl_interp.core.checkpoint.load_model", lambda *a, **k: pytest.fail("loaded before checking --out"))
     (tmp_path / "file").write_text("")
     for out, named in ((tmp_path / "file" / "e.json", tmp_path / "file"), (tmp_path, tmp_path)):
         got, err = _run_cli(["evaluate", "default", "--out", str(out)], capsys)
@@ -126,7 +127,7 @@ def test_evaluate_out_that_cannot_be_a_file_is_refused_before_the_work(tmp_path,
 @pytest.mark.parametrize("flags", [["--presets", "default"], ["--max-minutes", "5"], ["--zoo-dir", "z"],
                                    ["--presets", "default", "--max-minutes", "5"]])
 def test_report_retrain_flags_without_retrain_refuse(flags, capsys, monkeypatch):
-    monkeypatch.setattr("icl_interp.report.write_report", lambda *a, **k: pytest.fail("the report ran"))
+    monkeypatch.setattr("icl_interp.analysis.report.write_report", lambda *a, **k: pytest.fail("the report ran"))
     got, err = _run_cli(["report", "--out", "unused", *flags], capsys)
     assert got == 2
     line = _one_line(err, "report")
@@ -275,7 +276,7 @@ def test_an_intervention_that_gives_nan_names_the_site():
 def test_gradient_importance_that_is_nan_names_the_heads(monkeypatch):
     model, task = _tiny()
     batch = task.sample(8, 6, seed=1)
-    import icl_interp.importance as imp
+    import icl_interp.tools.importance as imp
 
     real = torch.autograd.grad
     monkeypatch.setattr(imp.torch.autograd, "grad", lambda *a, **k: tuple(g * float("nan") for g in real(*a, **k)))
@@ -325,7 +326,7 @@ def test_a_missing_or_wrong_field_is_named(saved, field, value, text):
 
 
 def test_a_garbage_config_yaml_names_the_file(tmp_path):
-    from icl_interp.garg import read_garg_config
+    from icl_interp.core.garg import read_garg_config
 
     path = tmp_path / "config.yaml"
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(128, 256)))
@@ -350,7 +351,7 @@ def test_a_refused_pickle_names_the_blocked_global_and_never_advises_weights_onl
 
 
 def test_a_training_checkpoint_json_names_the_file_and_field(tmp_path):
-    from icl_interp.train_state import load_state, save_state
+    from icl_interp.training.state import load_state, save_state
 
     model, task = _tiny()
     opt = torch.optim.AdamW(model.parameters())
@@ -359,7 +360,7 @@ def test_a_training_checkpoint_json_names_the_file_and_field(tmp_path):
     from safetensors.torch import load as st_load
     from safetensors.torch import save as st_save
 
-    from icl_interp.train_state import _META_KEY, read_state
+    from icl_interp.training.state import _META_KEY, read_state
 
     path = tmp_path / "state.safetensors"
     state, tensors = read_state(tmp_path), st_load(path.read_bytes())
@@ -390,26 +391,26 @@ def test_a_zoo_name_that_is_also_a_folder_is_refused_with_both_spellings(tmp_pat
     assert got == 2 and "zoo:default" in _one_line(err, "evaluate")
     got, err = _run_cli(["report", "--model", "default", "--out", "r"], capsys)
     assert got == 2 and "./default" in _one_line(err, "report")
-    from icl_interp.checkpoint import resolve_model
+    from icl_interp.core.checkpoint import resolve_model
 
     assert resolve_model("zoo:default")[1] == "default" and resolve_model("./default") == (Path("./default"), None)
 
 
 def test_a_report_on_zoo_prefixed_name_keeps_its_label_and_siblings(tmp_path, monkeypatch):
-    from icl_interp.report import _resolve
+    from icl_interp.analysis.report import _resolve
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "default").mkdir()
     label, _, sib = _resolve("zoo:default")
-    assert label == "default" and sib == ii.siblings("default") and sib.head_counts
+    assert label == "default" and sib == ii.zoo.siblings("default") and sib.head_counts
 
 
 def test_siblings_of_a_typo_raises_like_load_model():
     with pytest.raises(ValueError, match=r"'defualt' is not in the zoo; zoo names: \[.*'default'"):
-        ii.siblings("defualt")
+        ii.zoo.siblings("defualt")
     with pytest.raises(ValueError, match="zoo names"):
         load_model("defualt")
-    assert ii.siblings("zoo:default") == ii.siblings("default")
+    assert ii.zoo.siblings("zoo:default") == ii.zoo.siblings("default")
 
 
 # -- flag combinations -----------------------------------------------------------------------------

@@ -2,8 +2,8 @@ import pytest
 import torch
 from _util import hook_counts
 
-from icl_interp.patching import corrupt_batch, patch_activations, patched
-from icl_interp.runner import predict
+from icl_interp.tools.patching import corrupt_batch, patch_activations, patched
+from icl_interp.tools.runner import predict
 
 pytestmark = pytest.mark.tl3
 
@@ -72,7 +72,7 @@ def test_scores_shapes_and_reuse_match_full_forwards(tiny_model, pair, site, sha
     index = {"head": (1, 1), "head_pos": (1, 1, 14)}.get(site, (1, 14))
     with patched(tiny_model, _cache(tiny_model, clean), site, index), torch.no_grad():
         preds = predict(tiny_model, corrupted)
-    from icl_interp.runner import default_metric
+    from icl_interp.tools.runner import default_metric
 
     m = default_metric(tiny_model)
     frac = (result.corrupted_value - float(m(preds, clean))) / (result.corrupted_value - result.clean_value)
@@ -139,7 +139,8 @@ def test_residual_sweep_equals_one_full_forward_per_patch(any_model, pair, site)
 
 
 def test_residual_sweep_runs_only_the_suffix_on_native_blocks(tiny_model, pair, monkeypatch):
-    from icl_interp import _fast, backend
+    from icl_interp.core import backend
+    from icl_interp.core import fast_paths as _fast
 
     if backend.tl_major() < 4:
         pytest.skip("the suffix path is for native 4.x blocks")
@@ -156,7 +157,7 @@ def test_attribution_is_the_first_order_term_of_exact_patching(tiny_model, tiny_
     """Attribution equals exact patching to first order: scale the clean-corrupted difference by eps and compare slopes."""
     import copy
 
-    from icl_interp.interventions import replace_slice, scoped
+    from icl_interp.tools.interventions import replace_slice, scoped
 
     tiny_model = copy.deepcopy(tiny_model).double()  # float64 (3.x keeps a few float32 casts: eps stays at 1e-2)
     clean = tiny_task.sample(16, 8, seed=21).to(dtype=torch.float64)
@@ -190,7 +191,7 @@ def test_attribution_is_the_first_order_term_of_exact_patching(tiny_model, tiny_
 
 def test_attribution_is_exact_where_the_metric_is_linear_in_the_site(tiny_task):
     """No LayerNorm, attention only, metric = mean prediction: linear in the last residual, so attribution = exact."""
-    from icl_interp.model import ICLTransformer, ModelConfig
+    from icl_interp.core.model import ICLTransformer, ModelConfig
 
     model = ICLTransformer(ModelConfig(d=4, n_layers=2, n_heads=2, d_model=16, max_points=8, attn_only=True, normalization=None))
     clean = tiny_task.sample(16, 8, seed=2)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import probes
-from icl_interp.tasks import ICLBatch, SparseLinearRegression
+from icl_interp.core.tasks import ICLBatch, SparseLinearRegression
 
 pytestmark = pytest.mark.tl3
 
@@ -159,7 +159,7 @@ def test_context_of_one_example():
 
 def test_importable_without_transformer_lens():
     code = (
-        "import sys, probes; from icl_interp.probing import RidgeProbe; "
+        "import sys, probes; from icl_interp.tools.probing import RidgeProbe; "
         "assert 'transformer_lens' not in sys.modules, 'transformer_lens was imported'"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -170,7 +170,7 @@ def test_importable_without_transformer_lens():
 
 def test_per_example_preprocessing_uses_the_prefix():
     import probes
-    from icl_interp.tasks import SparseLinearRegression
+    from icl_interp.core.tasks import SparseLinearRegression
 
     batch = SparseLinearRegression(d=3, s=1, noise_std=0.1).sample(2, 5, seed=0)
     got = probes.get("pre_reweight_all").fn(batch)

@@ -6,7 +6,7 @@ import torch
 from _util import hook_counts
 
 import probes
-from icl_interp.probing import RidgeProbe, _plan, collect_activations, probe_all_layers, probe_layer
+from icl_interp.tools.probing import RidgeProbe, _plan, collect_activations, probe_all_layers, probe_layer
 
 pytestmark = pytest.mark.tl3
 
@@ -172,8 +172,8 @@ def test_per_example_feature_lines_up_with_x_tokens(tiny_model, data):
 
 
 def test_position_plans(tiny_model):
-    from icl_interp.model import ICLTransformer, ModelConfig
-    from icl_interp.protocol import Layout
+    from icl_interp.core.model import ICLTransformer, ModelConfig
+    from icl_interp.core.protocol import Layout
 
     inter = tiny_model.layout(8)
     concat = ICLTransformer(ModelConfig(d=4, n_layers=1, n_heads=1, d_model=8, max_points=8, encoding="concatenated")).layout(8)
@@ -206,7 +206,7 @@ def test_position_plans(tiny_model):
     ],
 )
 def test_probe_layer_validates(tiny_model, data, kwargs, match):
-    from icl_interp.runner import attach
+    from icl_interp.tools.runner import attach
 
     args = dict(model=tiny_model, data=data, layer=0, target="y_query")
     args.update(kwargs)
@@ -224,7 +224,7 @@ def test_too_little_data(tiny_model, tiny_task):
 
 
 def test_control_needs_an_icl_transformer(tiny_model, data):
-    from icl_interp.runner import attach
+    from icl_interp.tools.runner import attach
 
     attached = attach(tiny_model.hooked, lambda b: tiny_model.encode(b.xs, b.ys), lambda o: o[:, 0::2, 0])
     with pytest.raises(ValueError, match="control"):
@@ -256,8 +256,8 @@ def test_all_layers_equals_probe_layer(tiny_model, data):
 
 def test_probing_an_attached_bridge(tiny_task, data):
     """A user-built TransformerBridge (TL 4.x; HookedTransformer on 3.x) with a float encoding."""
-    from icl_interp.backend import tl_major
-    from icl_interp.runner import attach
+    from icl_interp.core.backend import tl_major
+    from icl_interp.tools.runner import attach
 
     if tl_major() >= 4:
         from transformer_lens.config import TransformerBridgeConfig
@@ -296,7 +296,7 @@ def test_probe_layer_equals_sklearn_ridgecv_on_the_same_split(tiny_model, tiny_t
     """probe_layer against scikit-learn's RidgeCV (same prompts split, same penalties, efficient leave-one-out)."""
     from sklearn.linear_model import RidgeCV
 
-    from icl_interp.probing import PROBE_ALPHAS
+    from icl_interp.tools.probing import PROBE_ALPHAS
 
     data = tiny_task.sample(256, 8, seed=11)
     row = probe_layer(tiny_model, data, 1, "y_query", site="resid_post")

@@ -5,9 +5,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from icl_interp.importance import prune_heads
-from icl_interp.masking import check_mask
-from icl_interp.tasks import LinearRegression, SparseLinearRegression
+from icl_interp.core.tasks import LinearRegression, SparseLinearRegression
+from icl_interp.tools.importance import prune_heads
+from icl_interp.tools.masking import check_mask
 
 pytestmark = pytest.mark.tl3
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from icl_interp.claims import quality_bar
-from icl_interp.claims._core import BEST_LASSO, BEST_RIDGE
-from icl_interp.claims.quality import NEAR_ZERO_ERROR
+from icl_interp.analysis.claims import quality_bar
+from icl_interp.analysis.claims._core import BEST_LASSO, BEST_RIDGE
+from icl_interp.analysis.claims.quality import NEAR_ZERO_ERROR
 
 
 def _risk(model, ridge, lasso, ols, floor=0.0):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from icl_interp.backend import tl_major
+from icl_interp.core.backend import tl_major
 
 ROOT = Path(__file__).parent.parent
 README = ROOT / "README.md"

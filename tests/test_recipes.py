@@ -2,7 +2,7 @@
 
 Each recipe's JSON must hold its figure, numbers with the shipped models' known
 shape (e.g. layer 0's head 3 carries the layer; pruning hurts; the probe risk falls
-with depth), and claims equal to :mod:`icl_interp.claims` decided again on the JSON's
+with depth), and claims equal to :mod:`icl_interp.analysis.claims` decided again on the JSON's
 own numbers (one source per verdict).
 """
 
@@ -13,10 +13,10 @@ import re
 import pytest
 
 import icl_interp as ii
-from icl_interp import claims as cl
-from icl_interp.checkpoint import zoo_names
-from icl_interp.experiments import RECIPES, run_recipe
-from icl_interp.studies import gd_distance
+from icl_interp.analysis import claims as cl
+from icl_interp.analysis.recipes import RECIPES, run_recipe
+from icl_interp.analysis.studies import gd_distance
+from icl_interp.core.checkpoint import zoo_names
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif("default" not in zoo_names(), reason="needs the shipped default model")]
 
@@ -33,7 +33,7 @@ def _claims_again(found):
 
 
 def check_risk_curves(d):
-    curves, family = d["curves"], ii.siblings("default")
+    curves, family = d["curves"], ii.zoo.siblings("default")
     assert {"default", *family.head_counts, "OLS", "Lasso (best alpha)", "oracle OLS"} <= set(curves)
     model, lasso, ols = curves["default"]["error"], curves["Lasso (best alpha)"]["error"], curves["OLS"]["error"]
     assert len(model) == 16 and model[-1] < 0.5 * model[1]          # it learns in context
@@ -67,7 +67,7 @@ def check_pruning_probing(d):
     assert d["mask"][0] == [1.0] * 4 and all(sum(row) == 1.0 for row in d["mask"][1:])
     assert d["error_pruned"] > 1.3 * d["error_full"] and d["pruned_over_full"] == pytest.approx(d["error_pruned"] / d["error_full"])
     assert len(d["probe_risk_full"]) == 5 and d["probe_risk_full"][-1] < 0.5 * d["probe_risk_full"][0]   # input, layers 0..3
-    family, sweep = ii.siblings("default"), d["noise_sweep"]
+    family, sweep = ii.zoo.siblings("default"), d["noise_sweep"]
     levels = sweep["levels"]
     assert sorted(map(float, levels)) == sorted(float(ii.load_model(full).task.noise_std) for full, _ in family.noise_sweep)
     assert levels["0.5"]["error_pruned"] == d["error_pruned"]   # the model's own level is this study, not run again
@@ -157,9 +157,9 @@ CHECKS = {name: globals()[f"check_{name}"] for name in RECIPES}
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_recipe_quick(name, tmp_path):
-    if name == "multihead" and not ii.siblings("default").second_seed:
+    if name == "multihead" and not ii.zoo.siblings("default").second_seed:
         pytest.skip("the one-layer softmax models are not in the zoo")
-    if name == "multihead_settings" and len(ii.siblings("default").second_seed_settings) < 5:
+    if name == "multihead_settings" and len(ii.zoo.siblings("default").second_seed_settings) < 5:
         pytest.skip("the models of the second seed's other settings are not in the zoo")
     if name == "dynamics" and not ii.snapshots("default"):
         pytest.skip("the shipped default carries no snapshots")
@@ -223,13 +223,13 @@ def test_report_quick(tmp_path, anchor):
 
     assert main(["report", "--out", str(tmp_path), "--quick", "--model", anchor]) == 0
     text = (tmp_path / "report.md").read_text()
-    from icl_interp.report import PER_PROMPT_KEYS, load_report
+    from icl_interp.analysis.report import PER_PROMPT_KEYS, load_report
 
     slim = json.loads((tmp_path / "report.json").read_text())         # report.json without the per-prompt numbers
     assert not PER_PROMPT_KEYS & set(_keys(slim)) and [p.name for p in tmp_path.glob("per_prompt-*.json.gz")] == [slim["per_prompt_file"]]
     report = load_report(tmp_path)                                    # they come back beside it: the claims decide again
     assert "per_prompt" in report["importance"] and report["claims"] == slim["claims"] and "per_prompt_file" not in report
-    family = ii.siblings(anchor)
+    family = ii.zoo.siblings(anchor)
     present = {"head_counts": len(family.head_counts) > 1, "single_head": bool(family.single_head),
                "noise_sweep": len(family.noise_sweep) > 1, "concat_twin": bool(family.concat_twin),
                "linear_twin": bool(family.linear_twin), "second_seed": bool(family.second_seed),
@@ -295,7 +295,7 @@ def test_report_bars_each_noise_level_against_its_own_baselines(tmp_path):
     ridge and Lasso tuned on its own task (lower noise, lower errors), on its own prompts."""
     from dataclasses import replace
 
-    from icl_interp.checkpoint import read_config
+    from icl_interp.core.checkpoint import read_config
 
     train = read_config("default")["training"]
     default = ii.load_model("default")
@@ -304,7 +304,7 @@ def test_report_bars_each_noise_level_against_its_own_baselines(tmp_path):
     noisy = ii.ICLTransformer(replace(default.cfg, task=None), ii.SparseLinearRegression(d=8, s=2, noise_std=0.1))
     noisy.load_own_state_dict(default.own_state_dict())
     ii.save_model(noisy, tmp_path / "zoo" / "noise0.1-h4", training=train)
-    with ii.use_zoo(tmp_path / "zoo"):
+    with ii.core.checkpoint.use_zoo(tmp_path / "zoo"):
         report = ii.write_report(tmp_path / "rep", model="default", quick=True)
     assert list(report["pruning_noise"]["levels"]) == ["0.1", "0.5"] and "noise_pruning" in [c["id"] for c in report["claims"]]
     (name, bar), = report["quality_bar_noise"].items()

@@ -5,9 +5,10 @@ import json
 import pytest
 
 import icl_interp as ii
-from icl_interp.checkpoint import zoo_names
-from icl_interp.presets import PRESETS
-from icl_interp.zoo import INDEX, Siblings, siblings
+from icl_interp.core.checkpoint import zoo_names
+from icl_interp.core.zoo_store import INDEX
+from icl_interp.training.presets import PRESETS
+from icl_interp.zoo import Siblings, siblings
 
 INDEXED = json.loads(INDEX.read_text())["siblings"]
 
@@ -31,7 +32,7 @@ def test_default_siblings_in_the_shipped_zoo():
     assert got.head_counts == ("default", *retrained) and got.other_recipe == ()
     assert got.single_head == ("default-h1" if "default-h1" in retrained else None)
     assert set(got.missing).isdisjoint(zoo_names()) and "default-concat" in got.missing + (got.concat_twin,)
-    assert len(got.second_seed) == 4 and got.linear_twin == "linear-concat" and ii.siblings is siblings
+    assert len(got.second_seed) == 4 and got.linear_twin == "linear-concat" and ii.zoo.siblings is siblings
     v2 = siblings("default-v2")
     assert v2.head_counts == ("default-v2", "default-v2-h1", "default-v2-h2", "default-v2-h8") and v2.missing == ()
     assert v2.noise_sweep == (("noise0.1-v2-h4", "noise0.1-v2-h1"), ("default-v2", "default-v2-h1"),
@@ -53,7 +54,7 @@ def test_only_models_of_the_zoo_in_use_count(tmp_path):
     for name, source in (("default", "default"), ("default-h2", "default-v1-h2"), ("noise0.1-h4", "noise0.1-v1-h4"),
                          ("softmax-p8-h1", "softmax-p8-h1")):
         ii.save_model(ii.load_model(source), tmp_path / name)  # saved without their training record: no recipe to compare
-    with ii.use_zoo(tmp_path):
+    with ii.core.checkpoint.use_zoo(tmp_path):
         got = siblings("default")
     assert got.head_counts == ("default", "default-h2") and got.single_head is None and got.concat_twin is None
     assert got.noise_sweep == (("noise0.1-h4", None), ("default", None))   # the pairs present, singles absent
@@ -80,7 +81,7 @@ def test_siblings_trained_with_another_recipe_are_left_out_and_named(tmp_path):
     for name, train in recipes.items():
         ii.save_model(ii.load_model("softmax-p16-h1") if name == "default-h8" else model, tmp_path / name,
                       training={"train_config": train})
-    with ii.use_zoo(tmp_path):
+    with ii.core.checkpoint.use_zoo(tmp_path):
         got = siblings("default")
         assert ii.zoo.recipe("default") == ii.zoo.recipe("default-h1") != ii.zoo.recipe("default-h2")
     assert got.head_counts == ("default", "default-h1") and got.single_head == "default-h1"
@@ -93,16 +94,17 @@ def test_seeds_lists_a_models_training_seeds_present_in_the_zoo_in_use(tmp_path,
     """index.json's "seeds" names each model's seed-k twins; only those in the zoo in use count, and a seed is no other
     recipe: a seed-1 single-head sibling stays a sibling of a seed-1 anchor."""
     from icl_interp import zoo
+    from icl_interp.core import zoo_store
 
     index = json.loads(INDEX.read_text())
     index["seeds"] = {"default": {"1": "default-seed1", "2": "default-seed2"}}
-    monkeypatch.setattr(zoo, "INDEX", tmp_path / "index.json")
+    monkeypatch.setattr(zoo_store, "INDEX", tmp_path / "index.json")
     (tmp_path / "index.json").write_text(json.dumps(index))
     base = ii.TrainConfig(steps=100).to_dict()
     model = ii.load_model("softmax-p8-h1")
     for name, seed in (("default", 0), ("default-seed1", 1), ("default-h1", 0)):
         ii.save_model(model, tmp_path / "zoo" / name, training={"train_config": {**base, "seed": seed}})
-    with ii.use_zoo(tmp_path / "zoo"):
+    with ii.core.checkpoint.use_zoo(tmp_path / "zoo"):
         assert zoo.seeds("default") == {0: "default", 1: "default-seed1"}   # seed 2 not in this zoo
         assert zoo.seeds("default-h1") == {0: "default-h1"} and zoo.seeds("nothing") == {} and zoo.seeds(None) == {}
         assert zoo.recipe("default") == zoo.recipe("default-seed1")   # the seed is not part of the recipe
@@ -112,7 +114,7 @@ def test_every_declared_seed_is_shipped_and_trained_by_its_preset_with_that_seed
     """index.json's seeds: each one in the zoo, trained with its base model's recipe (ii.zoo.recipe) and the
     declared seed for both the data order and the initial weights (icl-interp train --preset NAME --seed K)."""
     from icl_interp import zoo
-    from icl_interp.checkpoint import read_config
+    from icl_interp.core.checkpoint import read_config
 
     declared = json.loads(INDEX.read_text()).get("seeds", {})
     for base, by_seed in declared.items():

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from icl_interp.report import PER_PROMPT_KEYS, _save, load_report
+from icl_interp.analysis.report import PER_PROMPT_KEYS, _save, load_report
 
 RESULTS = {"model": "m", "importance": {"clean_error": 0.5, "per_prompt": {"clean": [0.4, 0.6]}, "by_ablation": {
     "zero": {"ablation": [[0.1]], "per_prompt": [[0.5, 0.7]]}}},

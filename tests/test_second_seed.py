@@ -4,10 +4,10 @@ import pytest
 import torch
 
 import icl_interp as ii
-from icl_interp.checkpoint import zoo_names
-from icl_interp.presets import get_preset
-from icl_interp.studies import fit_inverse_d, prior_study, settings_study
-from icl_interp.tasks import task_from_dict
+from icl_interp.analysis.studies import fit_inverse_d, prior_study, settings_study
+from icl_interp.core.checkpoint import zoo_names
+from icl_interp.core.tasks import task_from_dict
+from icl_interp.training.presets import get_preset
 
 pytestmark = pytest.mark.tl3
 
@@ -39,8 +39,8 @@ def test_prior_study_reads_theta0_off_planted_predictors():
     assert 0.68 < ridge["theta0_distance"][0] < 0.82 and ridge["theta0_distance"][3] < ridge["theta0_distance"][0]
     assert ridge["error"][0] > 5 * bayes["error"][0]
     draws = res["theta0_distance_draws"]                            # paired bootstrap draws at D = 1 (issue 26)
-    assert len(draws["no-prior ridge"]) == ii.claims.N_BOOT and max(draws["knows"]) < 1e-5 and set(draws["zero"]) == {1.0}
-    low, high = ii.claims._core.percentiles(draws["no-prior ridge"])
+    assert len(draws["no-prior ridge"]) == ii.analysis.claims.N_BOOT and max(draws["knows"]) < 1e-5 and set(draws["zero"]) == {1.0}
+    low, high = ii.analysis.claims._core.percentiles(draws["no-prior ridge"])
     assert low < ridge["theta0_distance"][0] < high < low + 0.1
 
 
@@ -65,7 +65,7 @@ def test_settings_study_runs_multihead_study_per_setting_and_the_prior_probe_whe
                 "prior-strong": {"s1": _softmax(STRONG, 1), "s4": _softmax(STRONG, 4)}}
     res = settings_study(settings, d_min=2, quick=True, out=tmp_path)
     assert list(res["settings"]) == ["noisy", "prior-strong"] and (tmp_path / res["figure"]).is_file()
-    again = ii.multihead_study(settings["noisy"], noisy, d_min=2, quick=True)
+    again = ii.analysis.studies.multihead_study(settings["noisy"], noisy, d_min=2, quick=True)
     got = res["settings"]["noisy"]
     assert got.keys() == again.keys() and "prior" not in got                      # the same study, per setting
     for name in ("n1", "n4"):
@@ -74,7 +74,7 @@ def test_settings_study_runs_multihead_study_per_setting_and_the_prior_probe_whe
     prior = res["settings"]["prior-strong"]["prior"]
     assert cmp["prior"]["distance_multi"] == prior["rows"]["s4"]["theta0_distance"][0]
     assert cmp["prior"]["error_single"] == prior["rows"]["s1"]["error"][0] and cmp["prior"]["D"] == 1
-    assert [c.id for c in ii.claims.seed2_settings(res)] == ["seed2_noisy", "seed2_prior_strong"]
+    assert [c.id for c in ii.analysis.claims.seed2_settings(res)] == ["seed2_noisy", "seed2_prior_strong"]
 
 
 def test_settings_study_needs_one_task_per_setting():
@@ -88,7 +88,7 @@ def test_settings_study_needs_one_task_per_setting():
 
 @pytest.mark.skipif("softmax-prior-weak-p16-h4" not in zoo_names(), reason="the settings' models are not in the zoo yet")
 def test_the_zoo_declares_every_setting_with_all_its_models():
-    got = dict(ii.siblings("default").second_seed_settings)
+    got = dict(ii.zoo.siblings("default").second_seed_settings)
     assert list(got) == ["noisy", "correlated", "local", "prior-strong", "prior-weak"]
     for setting, names in got.items():
         assert len(names) == (2 if setting.startswith("prior") else 4)
@@ -101,13 +101,13 @@ def test_a_setting_with_a_missing_model_is_left_out(tmp_path):
         if name not in zoo_names():
             pytest.skip(f"{name} is not in the zoo")
         ii.save_model(ii.load_model(name), tmp_path / name)
-    with ii.use_zoo(tmp_path):
-        assert ii.siblings("default").second_seed_settings == ()
+    with ii.core.checkpoint.use_zoo(tmp_path):
+        assert ii.zoo.siblings("default").second_seed_settings == ()
 
 
 def test_each_prompts_share_of_c_averages_to_the_fitted_c():
     """multihead_study's per-prompt c (issue 26): c is linear in the losses, so the prompts' shares average to the fit's c."""
-    from icl_interp.studies.second_seed import c_weights
+    from icl_interp.analysis.studies.second_seed import c_weights
 
     ds, losses = [8, 10, 12, 16], [0.5, 0.42, 0.37, 0.3]
     c, _ = fit_inverse_d(ds, losses)

@@ -1,4 +1,5 @@
-"""The package's edges: no import cycle (function-local imports included), no module over 400 lines, probes on the public API."""
+"""The package's edges: the layers (who may import whom), no import cycle (function-local imports included), no module
+over 400 lines, probes on the public API."""
 
 import ast
 from pathlib import Path
@@ -85,3 +86,50 @@ def test_probes_use_only_the_public_api():
                 parts = node.module.split(".")
                 assert not any(p.startswith("_") for p in parts), f"{path.name} imports the private {node.module}"
                 assert not any(a.name.startswith("_") for a in node.names), f"{path.name} imports a private name from {node.module}"
+
+
+#: the package's layers, from the ground up, and the layers each may import (function-local imports included): the
+#: model and checkpoints never reach up into the tools, the probe catalogue (``probes/``) stands on the baselines, training never uses the tools, the tools never use training,
+#: the zoo's relations read saved training configs, the analysis stands on everything, and the CLI and the public face
+#: on top. ``_lazy`` (submodules loaded on attribute access) is the one helper every package's ``__init__`` uses.
+LAYERS = {
+    "icl_interp._lazy": set(),
+    "icl_interp.core": {"icl_interp._lazy"},
+    "icl_interp.baselines": {"icl_interp._lazy", "icl_interp.core"},
+    "probes": {"icl_interp._lazy", "icl_interp.core", "icl_interp.baselines"},  # the catalogue of probe targets
+    "icl_interp.tools": {"icl_interp._lazy", "icl_interp.core", "icl_interp.baselines", "probes"},
+    "icl_interp.training": {"icl_interp._lazy", "icl_interp.core"},
+    "icl_interp.zoo": {"icl_interp._lazy", "icl_interp.core", "icl_interp.training"},
+    "icl_interp.analysis": {"icl_interp._lazy", "icl_interp.core", "icl_interp.baselines", "icl_interp.tools",
+                            "icl_interp.training", "icl_interp.zoo", "probes"},
+}
+TOP = {"icl_interp", "icl_interp.cli", "icl_interp.__main__"}  # may import every layer
+
+
+def _layer(module: str) -> str:
+    if module in TOP:
+        return "top"
+    return max((name for name in LAYERS if module == name or module.startswith(name + ".")), key=len)
+
+
+def test_every_module_belongs_to_one_layer_and_imports_only_the_layers_below_it():
+    modules = _modules()
+    wrong = []
+    for name, path in modules.items():
+        layer = _layer(name)
+        if layer == "top":
+            continue
+        for target in _imports(name, path, modules):
+            other = _layer(target)
+            if other != layer and other not in LAYERS[layer]:
+                wrong.append(f"{name} ({layer}) imports {target} ({other})")
+    assert not wrong, "imports across the layers' order:\n" + "\n".join(sorted(wrong))
+
+
+def test_the_layering_test_sees_an_import_that_runs_up(tmp_path):
+    """The check above reads function-local imports too: a planted one from the model up into the tools is caught."""
+    planted = tmp_path / "model.py"
+    planted.write_text("def f():\n    from ..tools.runner import check_model\n")
+    modules = {**_modules(), "icl_interp.core.model": planted}
+    found = _imports("icl_interp.core.model", planted, modules)
+    assert "icl_interp.tools.runner" in found and _layer("icl_interp.tools.runner") not in LAYERS[_layer("icl_interp.core.model")]

@@ -7,9 +7,9 @@ import torch
 
 pytest.importorskip("submitit")
 
-from icl_interp.checkpoint import load_model  # noqa: E402
-from icl_interp.presets import train_preset  # noqa: E402
-from icl_interp.sweep import SweepRun, seed_name, sweep, sweep_status  # noqa: E402
+from icl_interp.core.checkpoint import load_model  # noqa: E402
+from icl_interp.training.presets import train_preset  # noqa: E402
+from icl_interp.training.sweep import SweepRun, seed_name, sweep, sweep_status  # noqa: E402
 
 
 def _same_weights(a, b) -> bool:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from icl_interp.tasks import Curriculum, ICLBatch, LinearRegression, SparseLinearRegression, task_from_dict
+from icl_interp.core.tasks import Curriculum, ICLBatch, LinearRegression, SparseLinearRegression, task_from_dict
 
 
 def test_same_seed_same_batch_and_different_seeds_differ():

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import icl_interp as ii
-from icl_interp.backend import tl_major
+from icl_interp.core.backend import tl_major
 
 pytestmark = pytest.mark.tl3
 
@@ -108,7 +108,7 @@ def test_shortformer_is_refused_by_name():
 
 def test_the_self_check_catches_a_tool_path_that_differs():
     """A model whose block-by-block run differs from its forward (a hook only the full forward sees) is refused."""
-    from icl_interp import runner
+    from icl_interp.tools import runner
 
     hooked = _hooked()
     model = ii.attach(hooked, encode=_encode, readout=_readout)
@@ -116,7 +116,7 @@ def test_the_self_check_catches_a_tool_path_that_differs():
     try:
         runner.backend.run_blocks = lambda h, resid, start, stop: real(h, resid * 1.01, start, stop)
         with pytest.raises(ValueError, match="differs from the model's own forward"):
-            ii.check_model(model, TASK.sample(4, 6, seed=0))
+            ii.tools.runner.check_model(model, TASK.sample(4, 6, seed=0))
     finally:
         runner.backend.run_blocks = real
 
@@ -145,7 +145,7 @@ WRITTEN = ["hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out
 @pytest.mark.parametrize("name", WRITTEN)
 def test_a_write_has_the_effect_of_transformer_lens_in_place_edit(tiny_model, tiny_batch, name):
     """Every hook name a tool writes: our write changes what flows on exactly as TL's run_with_hooks with an in-place edit."""
-    from icl_interp.interventions import replace_slice, scoped
+    from icl_interp.tools.interventions import replace_slice, scoped
 
     full = f"blocks.0.{name}"
     _, cache = tiny_model.run_with_cache(tiny_batch)

@@ -3,10 +3,10 @@ import json
 import pytest
 import torch
 
-from icl_interp.model import ICLTransformer, ModelConfig
-from icl_interp.tasks import SparseLinearRegression
-from icl_interp.train_state import has_checkpoint, read_state
-from icl_interp.training import TrainConfig, lr_at, train
+from icl_interp.core.model import ICLTransformer, ModelConfig
+from icl_interp.core.tasks import SparseLinearRegression
+from icl_interp.training.loop import TrainConfig, lr_at, train
+from icl_interp.training.state import has_checkpoint, read_state
 
 
 def _tiny(seed=0):
@@ -112,8 +112,8 @@ def test_cli_trains_in_chunks(tmp_path, capsys):
 
 
 def test_preset_model_is_the_shipped_models_architecture_and_task_freshly_initialised():
-    from icl_interp.checkpoint import load_model, zoo_names
-    from icl_interp.presets import preset_model
+    from icl_interp.core.checkpoint import load_model, zoo_names
+    from icl_interp.training.presets import preset_model
 
     if "default" not in zoo_names():
         pytest.skip("default is not in the zoo")
@@ -128,7 +128,7 @@ def test_preset_model_is_the_shipped_models_architecture_and_task_freshly_initia
 
 
 def test_a_training_seed_changes_the_initial_weights_and_the_data_order_and_is_recorded(tmp_path):
-    from icl_interp.presets import preset_model, train_preset
+    from icl_interp.training.presets import preset_model, train_preset
 
     base, seeded = preset_model("tiny"), preset_model("tiny", seed=1)
     assert seeded.cfg.seed == 1 and base.cfg.seed == 0
@@ -143,8 +143,8 @@ def test_a_training_seed_changes_the_initial_weights_and_the_data_order_and_is_r
 
 
 def test_retrain_zoo_trains_presets_into_a_zoo_that_use_zoo_serves(tmp_path):
-    from icl_interp.checkpoint import load_model, use_zoo, zoo_names
-    from icl_interp.presets import retrain_zoo
+    from icl_interp.core.checkpoint import load_model, use_zoo, zoo_names
+    from icl_interp.training.presets import retrain_zoo
 
     shipped = zoo_names()
     first = retrain_zoo(tmp_path, ["tiny"], max_minutes=0)  # stops at the first checkpoint
@@ -185,8 +185,8 @@ def test_wsd_schedule_holds_then_decays():
 
 
 def test_snapshots_are_kept_loadable_and_listed(tmp_path):
-    from icl_interp.checkpoint import load_model
-    from icl_interp.training import snapshot_steps, snapshots
+    from icl_interp.core.checkpoint import load_model
+    from icl_interp.training.loop import snapshot_steps, snapshots
 
     assert snapshot_steps(TrainConfig(steps=100, keep_every=40)) == [40, 80]
     assert snapshot_steps(TrainConfig(steps=1000, keep_log=4)) == [1, 10, 100, 1000]
@@ -206,7 +206,7 @@ def test_snapshots_are_kept_loadable_and_listed(tmp_path):
 
 
 def test_init_from_starts_from_a_saved_model(tmp_path):
-    from icl_interp.checkpoint import save_model
+    from icl_interp.core.checkpoint import save_model
 
     donor, task = _tiny(seed=3)
     save_model(donor, tmp_path / "donor")
@@ -234,8 +234,8 @@ def _loss_and_grads(model, loss):
 @pytest.mark.parametrize("encoding", ["interleaved", "concatenated"])
 def test_the_training_loss_is_the_models_own(encoding, max_points):
     """The step's loss and gradients (fused, last block only where the loss reads) equal the hooked model's."""
-    from icl_interp import _fast
-    from icl_interp.train_step import LossModule, read_positions
+    from icl_interp.core import fast_paths as _fast
+    from icl_interp.training.step import LossModule, read_positions
 
     task = SparseLinearRegression(d=4, s=1, noise_std=0.1)
     model = ICLTransformer(ModelConfig(d=4, n_layers=3, n_heads=2, d_model=16, max_points=max_points, encoding=encoding), task)
@@ -279,7 +279,7 @@ def test_a_non_finite_loss_stops_the_run_at_its_step():
 
 
 def test_bfloat16_training_on_the_cpu_learns_keeps_float32_and_is_recorded(tmp_path):
-    from icl_interp.checkpoint import load_model
+    from icl_interp.core.checkpoint import load_model
 
     logs = {}
     for dtype in ("float32", "bfloat16"):
@@ -333,7 +333,7 @@ def test_a_checkpoint_from_before_the_device_fields_resumes(tmp_path):
 
 def test_cli_keeps_snapshots(tmp_path):
     from icl_interp.cli import main
-    from icl_interp.training import snapshots
+    from icl_interp.training.loop import snapshots
 
     args = ["train", "--preset", "tiny", "--out", str(tmp_path), "--no-progress", "--threads", "1", "--steps", "20",
             "--keep-every", "10", "--keep-log", "3"]
@@ -400,10 +400,10 @@ def test_a_run_extends_its_schedule_only_where_the_past_lrs_stay(tmp_path):
 
 
 def test_retrain_zoo_trains_a_seed_name_with_its_seed_and_knows_every_shipped_name(tmp_path):
-    from icl_interp.checkpoint import read_config, use_zoo
-    from icl_interp.constructions import CONSTRUCTIONS
-    from icl_interp.presets import _preset_and_seed, retrain_zoo
-    from icl_interp.zoo.store import manifest
+    from icl_interp.core.checkpoint import read_config, use_zoo
+    from icl_interp.core.constructions import CONSTRUCTIONS
+    from icl_interp.core.zoo_store import manifest
+    from icl_interp.training.presets import _preset_and_seed, retrain_zoo
 
     got = retrain_zoo(tmp_path, ["tiny-seed3"], threads=1)
     assert got["done"] == ["tiny-seed3"]

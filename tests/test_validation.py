@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import icl_interp as ii
-from icl_interp.tasks import ICLBatch
+from icl_interp.core.tasks import ICLBatch
 
 pytestmark = pytest.mark.tl3
 
@@ -53,12 +53,12 @@ CASES = [
     ("train wrong task d", lambda m: ii.train(m, ii.LinearRegression(d=5), ii.TrainConfig(steps=1, progress=False)), ValueError, "d"),
     ("train config bad schedule", lambda m: ii.TrainConfig(schedule="step"), ValueError, "schedule"),
     ("model config bad normalization", lambda m: ii.ModelConfig(normalization="batch"), ValueError, "normalization"),
-    ("lasso negative alpha", lambda m: ii.Lasso(alpha=-1.0), ValueError, "alpha"),
-    ("ridge fit wrong rank", lambda m: ii.Ridge(alpha=1.0).fit(torch.zeros(3, 4), torch.zeros(3)), ValueError, "xs"),
-    ("ols fit NaN", lambda m: ii.OLS().fit(*_nan_batch()[:2]), ValueError, "xs"),
-    ("gd negative steps", lambda m: ii.GD(steps=-1, lr=0.1), ValueError, "steps"),
-    ("predict wrong d", lambda m: ii.OLS().fit(_batch().xs, _batch().ys).predict(torch.zeros(8, 5)), ValueError, "x"),
-    ("evaluate zero prompts", lambda m: ii.evaluate(ii.OLS(), ii.LinearRegression(d=3), n_points=4, n_prompts=0), ValueError, "n_prompts"),
+    ("lasso negative alpha", lambda m: ii.baselines.Lasso(alpha=-1.0), ValueError, "alpha"),
+    ("ridge fit wrong rank", lambda m: ii.baselines.Ridge(alpha=1.0).fit(torch.zeros(3, 4), torch.zeros(3)), ValueError, "xs"),
+    ("ols fit NaN", lambda m: ii.baselines.OLS().fit(*_nan_batch()[:2]), ValueError, "xs"),
+    ("gd negative steps", lambda m: ii.baselines.GD(steps=-1, lr=0.1), ValueError, "steps"),
+    ("predict wrong d", lambda m: ii.baselines.OLS().fit(_batch().xs, _batch().ys).predict(torch.zeros(8, 5)), ValueError, "x"),
+    ("evaluate zero prompts", lambda m: ii.evaluate(ii.baselines.OLS(), ii.LinearRegression(d=3), n_points=4, n_prompts=0), ValueError, "n_prompts"),
     ("evaluate model on wrong task d", lambda m: ii.evaluate(m, ii.LinearRegression(d=5), n_points=4, n_prompts=8), ValueError, "d=5"),
     ("probe unknown target", lambda m: ii.probe_layer(m, _batch(), 0, "no_such_target"), ValueError, "y_query"),
     ("probe layer out of range", lambda m: ii.probe_layer(m, _batch(), 7, "y_query"), ValueError, "layer"),
@@ -82,7 +82,7 @@ CASES = [
     ("probe layer as a string", lambda m: ii.probe_layer(m, _batch(), "1", "y_query"), ValueError, "int"),
     ("probe layer as a bool", lambda m: ii.probe_layer(m, _batch(), True, "y_query"), TypeError, "layer"),
     ("prepare a tensor", lambda m: ii.prepare(m, torch.zeros(2, 3, 4)), TypeError, "data"),
-    ("check_model bare hooked", lambda m: ii.check_model(m.hooked), TypeError, "attach"),
+    ("check_model bare hooked", lambda m: ii.tools.runner.check_model(m.hooked), TypeError, "attach"),
     # degenerate patching and index ranges, checked before any forward
     ("patch identical prompts", lambda m: ii.patch_activations(m, _batch(), _batch()), ValueError, "same error"),
     ("patched pos out of range", lambda m: ii.patched(m, _cache(m), "resid_pre", (0, 100)).__enter__(), ValueError, "index[1] (pos)"),

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import icl_interp as ii
-from icl_interp import claims as cl
-from icl_interp.report import single_model_studies
+from icl_interp.analysis import claims as cl
+from icl_interp.analysis.report import single_model_studies
 
 pytestmark = pytest.mark.slow  # two constructions at 2,000 prompts, six random models at 500, one full report: about 2 minutes here
 

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 import icl_interp as ii
-from icl_interp import zoo
-from icl_interp.zoo import store
+from icl_interp.core import zoo_store as store
 
 pytest.importorskip("pooch")
 
@@ -32,7 +31,7 @@ def published(tmp_path, monkeypatch):
     """A published zoo of MODELS served on 127.0.0.1, an installation that ships none of them, an empty cache."""
     src = tmp_path / "checkout"
     src.mkdir()
-    index = json.loads(zoo.INDEX.read_text())
+    index = json.loads(store.INDEX.read_text())
     index["files"] = {n: index["files"][n] for n in MODELS}
     for n in MODELS:
         shutil.copytree(store.HERE / n, src / n)
@@ -42,7 +41,7 @@ def published(tmp_path, monkeypatch):
     installed = tmp_path / "installed"   # a wheel's zoo folder: the index, no models
     installed.mkdir()
     (installed / "index.json").write_text(json.dumps(index))
-    monkeypatch.setattr(zoo, "INDEX", installed / "index.json")
+    monkeypatch.setattr(store, "INDEX", installed / "index.json")
     monkeypatch.setattr(store, "HERE", installed)
     monkeypatch.setenv(store.ENV_CACHE, str(tmp_path / "cache"))
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(pub))
@@ -126,4 +125,4 @@ def test_the_wheel_carries_the_code_the_index_and_the_default_model_only(tmp_pat
     assert zoo_files == ["icl_interp/zoo/default/" + f for f in ("config.json", "dynamics.json", "model.safetensors", "training_log.json")] \
         + ["icl_interp/zoo/index.json"]
     assert wheel.stat().st_size < 2_000_000, wheel.stat().st_size
-    assert "icl_interp/zoo/store.py" in names and "probes/targets.py" in names
+    assert "icl_interp/core/zoo_store.py" in names and "probes/targets.py" in names

@@ -158,7 +158,7 @@ def zoo(index_json: Path = ZOO / "index.json") -> str:
                    f"{minutes} | {error} | {snaps or ''} | {'; '.join(notes)} |")
     roles = index.get("roles", {})
     if roles:
-        out += ["", "The roles an anchor declares (`ii.siblings(name)`):", ""]
+        out += ["", "The roles an anchor declares (`ii.zoo.siblings(name)`):", ""]
         out += [f"- `{role}`: {text}" for role, text in roles.items()]
     return "\n".join(out) + "\n"
 

@@ -13,7 +13,6 @@ from typing import Any, Optional
 
 __all__ = ["Siblings", "siblings", "siblings_from", "seeds", "recipe", "ROLES"]
 
-INDEX = Path(__file__).parent / "index.json"
 #: the roles a model's relatives can have (index.json's "roles" says what each is for)
 ROLES = ("head_counts", "single_head", "noise_sweep", "concat_twin", "second_seed", "second_seed_settings", "linear_twin")
 
@@ -54,12 +53,12 @@ def siblings(name: Any) -> Siblings:
     A name neither in the zoo nor declared in its index raises a ValueError listing the zoo names, as
     ``load_model`` does.
     """
-    from ..checkpoint import ZOO_PREFIX, _is_path_like, zoo_names
+    from ..core.checkpoint import ZOO_PREFIX, _is_path_like, zoo_names
 
     if not isinstance(name, str) or _is_path_like(name):
         return Siblings()
     name = name[len(ZOO_PREFIX):] if name.startswith(ZOO_PREFIX) else name
-    from .store import _index
+    from ..core.zoo_store import _index
 
     index = _index()  # parsed once per modification of index.json
     present = set(zoo_names())
@@ -79,7 +78,7 @@ def siblings_from(name: Any, declared: Any) -> Siblings:
     each model a saved folder (relative paths are read from the file's folder) or a zoo name. ``name`` is the anchor
     as the caller loads it (a folder or zoo name). Roles: :data:`ROLES`.
     """
-    from ..checkpoint import resolve_model
+    from ..core.checkpoint import resolve_model
 
     base = Path(".")
     if isinstance(declared, (str, Path)):
@@ -95,7 +94,7 @@ def siblings_from(name: Any, declared: Any) -> Siblings:
     if unknown:
         raise ValueError(f"declared has unknown roles {unknown}; the roles are {list(ROLES)}")
 
-    from ..checkpoint import ZOO_PREFIX, _is_path_like
+    from ..core.checkpoint import ZOO_PREFIX, _is_path_like
 
     def folder(n: Any) -> bool:
         return isinstance(n, Path) or (isinstance(n, str) and _is_path_like(n) and not n.startswith(ZOO_PREFIX))
@@ -170,13 +169,13 @@ def seeds(name: Any) -> dict[int, str]:
     ``--seed k`` (``icl-interp train --preset NAME --seed k``); a model without seeds, a folder or a
     model in memory has only itself (``{0: name}``, or ``{}`` when ``name`` is not a zoo name).
     """
-    from ..checkpoint import ZOO_PREFIX, zoo_names
+    from ..core.checkpoint import ZOO_PREFIX, zoo_names
 
     if isinstance(name, str) and name.startswith(ZOO_PREFIX):
         name = name[len(ZOO_PREFIX):]
     if not isinstance(name, str) or name not in zoo_names():
         return {}
-    from .store import _index
+    from ..core.zoo_store import _index
 
     declared = _index().get("seeds", {}).get(name, {})
     present = set(zoo_names())
@@ -214,9 +213,9 @@ def recipe(name: str) -> Optional[dict]:
     ``"architecture"``, its model config without what a comparison varies; fields a config predates at their defaults
     (None when it records no train config, e.g. a hand-built construction). A 3-layer model is no head-count sibling of
     a 4-layer one, whatever their schedules."""
-    from ..checkpoint import ZOO_PREFIX, _is_path_like, read_config
-    from ..model import ModelConfig
-    from ..training import TrainConfig
+    from ..core.checkpoint import ZOO_PREFIX, _is_path_like, read_config
+    from ..core.model import ModelConfig
+    from ..training.loop import TrainConfig
 
     config = read_config(name if name.startswith(ZOO_PREFIX) or _is_path_like(name) else ZOO_PREFIX + name)  # a folder, or the zoo's
     train = config.get("training", {}).get("train_config")

@@ -1,10 +1,10 @@
 """``python -m icl_interp.zoo refresh``: record the checkout's zoo files in index.json;
-``python -m icl_interp.zoo publish DIR``: prepare the folder to publish (see :mod:`icl_interp.zoo.store`)."""
+``python -m icl_interp.zoo publish DIR``: prepare the folder to publish (see :mod:`icl_interp.core.zoo_store`)."""
 
 import argparse
 import sys
 
-from .store import ENV_URL, publish, refresh_manifest
+from ..core.zoo_store import ENV_URL, publish, refresh_manifest
 
 
 def main(argv=None) -> int:
