@@ -128,7 +128,11 @@ _VERDICT_RULE = (
     "(heads, layers, noise levels) disagree, named in its row. A claim without an interval (\"point\") is decided on its value. "
     "Head claims are decided under zero, mean and resample ablation (the reference of the last two: the study's own prompts); "
     "the headline verdict and numbers are **{headline}** ablation's, and a row says which kind changes its verdict. "
-    "The study prompts were drawn with seed {seed} (`icl-interp report --prompt-seed K`)."
+    "A claim on models with training seeds (column seeds) is decided on every seed, pairing seed k of each model with seed k "
+    "of the others: it takes the seeds' verdict where every seed gives the same one; else each of its statistics (the deciding "
+    "one, its other thresholds, each part) is decided across the seeds, on the hull of the seeds' intervals where all lie on "
+    "one side, else on the t-interval of the seeds' mean widened by the prompts' mean half-width (the seeds share their prompt "
+    "seed). The study prompts were drawn with seed {seed} (`icl-interp report --prompt-seed K`)."
 )
 
 

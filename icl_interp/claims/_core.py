@@ -299,7 +299,7 @@ def _seed_test(tests: Sequence[Mapping[str, Any]]) -> Test:
 def across_seeds(claims: Mapping[Any, Claim]) -> Claim:
     """One claim decided on every training seed of its model(s) (``{seed: claim}``, seed 0 the shipped model first).
 
-    The verdict holds across seeds: reproduced (not reproduced) when every seed's is. Else each statistic of the claim
+    The verdict holds across seeds: the seeds' verdict where every seed gives the same one. Else each statistic of the claim
     (the deciding one, its other thresholds and each part) is decided across the seeds (:func:`_seed_test`: every seed
     on one side, or the across-seed interval of the seeds' values, :func:`seed_interval`) and the claim by the rules of
     one seed (:func:`all_of`; "mixed" where its parts disagree); the deciding statistic's mean and interval become the
@@ -316,7 +316,7 @@ def across_seeds(claims: Mapping[Any, Claim]) -> Claim:
     first.seeds = len(claims)
     verdicts = {c.verdict for c in each}
     words = ", ".join(f"seed {k}: {c.verdict} ({interval_text(Test(c.value, c.interval, 0.0, ABOVE), '.2f')})" for k, c in claims.items())
-    if len(verdicts) == 1 and verdicts <= {REPRODUCED, NOT_REPRODUCED}:
+    if len(verdicts) == 1:  # the same verdict on every seed (mixed: its parts disagree on every one)
         first.number += f"; on every one of {len(claims)} training seeds ({words})"
         return first
     main = _seed_test([{"value": c.value, "interval": c.interval, "threshold": c.threshold, "direction": c.direction} for c in each])
@@ -331,10 +331,12 @@ def across_seeds(claims: Mapping[Any, Claim]) -> Claim:
     if first.conditions is not None and conditions:
         first.conditions = [t.to_dict() for t in conditions]
     first.number += f"; across {len(claims)} training seeds the mean is {interval_text(main)} ({words})"
+    first.number += "".join(f"; across the seeds its other threshold ({t.direction} {t.threshold:g}): {t.verdict}, {interval_text(t)}"
+                            for t in conditions if t.verdict != REPRODUCED)
+    if parts:
+        first.number += "; across the seeds by part: " + ", ".join(f"{k}: {p.verdict} ({interval_text(p, '.2f')})" for k, p in parts.items())
     if all(t.verdict != NOT_REPRODUCED for t in conditions) and of_parts({k: p.verdict for k, p in parts.items()}) == MIXED:
         first.verdict = MIXED
-        first.number += (f"; across the seeds it holds for {', '.join(k for k, p in parts.items() if p.verdict == REPRODUCED)}, not for "
-                         + ", ".join(k for k, p in parts.items() if p.verdict == NOT_REPRODUCED))
     return first
 
 
