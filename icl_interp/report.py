@@ -107,7 +107,7 @@ def _resolve(model: Any, declared: Any = None) -> tuple[str, Any, Siblings]:
 
 def _seed_sets(names: Any) -> dict[str, dict[str, str]]:
     """``{k: {name: its seed-k model}}`` for each training seed k >= 1 that every one of ``names`` has in the zoo in use
-    (:func:`icl_interp.zoo.seeds`): a comparison of models is made on seed k only with seed k of each of them. None where
+    (:func:`icl_interp.zoo.seeds`): a comparison of models is made on seed k only with seed k of each of them. Empty where
     one of them has no seeds (a folder, a model in memory, a model trained once)."""
     by_seed = [zoo_seeds(n) for n in names]
     common = set.intersection(*(set(s) for s in by_seed)) - {0} if by_seed else set()

@@ -225,3 +225,16 @@ def test_report_decides_the_sibling_comparisons_on_every_training_seed_all_their
         assert c["seeds"] == 2 and c["per_seed"]["1"] == c["per_seed"]["0"] and c["verdict"] == c["per_seed"]["0"]["verdict"]
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "| 0.5 (training seed 1) |" in text and "| noisy | sm-p16-h4-seed1 |" in text
+
+
+def test_single_model_studies_refuse_a_single_head_model_of_another_task():
+    from dataclasses import replace
+
+    from icl_interp.studies import single_model_studies
+
+    model = ii.load_model("softmax-p8-h4")
+    other = ii.ICLTransformer(replace(model.cfg, task=None), ii.LinearRegression(d=model.task.d, noise_std=0.7))
+    with pytest.raises(ValueError, match="single_head must be a model of model's task"):
+        single_model_studies(model, n_prompts=8, single_head=other)
+    with pytest.raises(ValueError, match="got one of task None"):
+        single_model_studies(model, n_prompts=8, single_head=lambda xs, ys: xs)
