@@ -572,3 +572,69 @@ def test_decide_decides_a_models_claims_on_each_of_its_training_seeds():
     prune = found["pruning_preserves"]                                  # 1.05 on seed 0, 1.3 on seed 1: the seeds' mean decides
     assert prune.per_seed == {"0": {"value": 1.05, "interval": None, "verdict": R}, "1": {"value": pytest.approx(1.3), "interval": None, "verdict": N}}
     assert prune.value == pytest.approx(1.175) and prune.verdict == U and prune.interval[0] < 1.1 < prune.interval[1]
+
+
+def test_seed_interval_adds_the_prompts_half_width_in_quadrature():
+    """The seeds' studies share their prompt seed: the prompts' error does not average out over seeds. Seeds that agree
+    exactly keep their own prompt interval; the seeds' spread and the mean half-width add in quadrature."""
+    assert cl._core.seed_interval([1.0, 1.0, 1.0], [0.05, 0.05, 0.05]) == pytest.approx([0.95, 1.05])
+    t_se = 2.920 * (0.1 / 3 ** 0.5)                                       # values 0.9, 1.0, 1.1: sd 0.1, t(0.95, 2)
+    half = (t_se ** 2 + 0.04 ** 2) ** 0.5                                 # mean half-width (0.02 + 0.04 + 0.06) / 3
+    assert cl._core.seed_interval([0.9, 1.0, 1.1], [0.02, 0.04, 0.06]) == pytest.approx([1.0 - half, 1.0 + half])
+    assert cl._core.seed_interval([0.9, 1.0, 1.1]) == pytest.approx([1.0 - t_se, 1.0 + t_se])
+    with pytest.raises(ValueError, match="half_widths must hold one half-width >= 0 per value"):
+        cl._core.seed_interval([0.9, 1.0], [0.1])
+    with pytest.raises(ValueError, match="half_widths must hold one half-width >= 0 per value"):
+        cl._core.seed_interval([0.9, 1.0], [0.1, -0.1])
+
+
+def test_across_seeds_decides_every_threshold_and_part_of_the_claim_across_the_seeds():
+    """A claim's other thresholds and parts are decided across seeds too, not its deciding statistic alone."""
+    # the gain over the input clears on every seed (0.3), the gain over the random model only on two (0.15, 0.25; 0.04):
+    # across the three, 0.147 -+ 2.92 x 0.061 straddles 0.05, so undecided, though the deciding statistic's seeds agree
+    gated = cl.across_seeds({str(k): cl.layer0_preprocesses(pre(0.3, layer0=0.6, control=0.6 - over)) for k, over in enumerate((0.15, 0.25, 0.04))})
+    assert [v["verdict"] for v in gated.per_seed.values()] == [R, R, N] and gated.verdict == U
+    assert gated.value == pytest.approx(0.3) and gated.interval == pytest.approx([0.3, 0.3])    # the hull of three points
+    low, high = gated.conditions[0]["interval"]
+    assert gated.conditions[0]["value"] == pytest.approx(0.1467, abs=1e-4) and low < cl.PREPROCESS_R2_GAIN < high
+    assert f"across the seeds its other threshold (above 0.05): undecided, 0.147 [{low:.3f}, {high:.3f}]" in gated.number
+    # a claim whose parts disagree on every seed is mixed across them (not decided by its deciding part, which holds)
+    every = cl.across_seeds({str(k): cl.seed2_prior_strong(prior_cmp(ratio, multi=0.1)) for k, ratio in enumerate((1.2, 1.3, 1.25))})
+    assert {v["verdict"] for v in every.per_seed.values()} == {M} and every.verdict == M and every.value == 0.1
+    # mixed on four seeds, reproduced on one: each part across the seeds; c ratio 1.378 -+ 0.26 (t(0.95, 4) x se) is not below 0.9
+    mixed = cl.across_seeds({str(k): cl.seed2_prior_strong(prior_cmp(ratio, multi=0.1)) for k, ratio in enumerate((1.5, 1.5, 1.5, 1.5, 0.89))})
+    assert [v["verdict"] for v in mixed.per_seed.values()] == [M, M, M, M, R] and mixed.verdict == M
+    assert mixed.parts["learns theta_0"]["verdict"] == R and mixed.parts["smaller c"]["verdict"] == N
+    assert mixed.parts["smaller c"]["interval"][0] == pytest.approx(1.378 - 2.132 * 0.2728 / 5 ** 0.5, abs=1e-3)
+    assert "across the seeds by part: learns theta_0: reproduced (0.10 [0.10, 0.10]), smaller c: not reproduced (1.38 [1.12, 1.64])" in mixed.number
+    # the same part undecided across seeds (0.85, 0.95, 0.8: c ratio mean 0.867 -+ 0.126 straddles 0.9): undecided
+    part = cl.across_seeds({str(k): cl.seed2_prior_strong(prior_cmp(ratio, multi=0.1)) for k, ratio in enumerate((0.85, 0.95, 0.8))})
+    assert part.verdict == U and part.parts["smaller c"]["verdict"] == U and part.parts["learns theta_0"]["verdict"] == R
+
+
+def test_decide_decides_the_sibling_comparisons_on_the_training_seeds_their_studies_carry():
+    """multihead_beats_single on each seed whose pruning study has a single-head model, the noise claims on the sweep's
+    seeds, head_count_order on head_counts_seeds, the second seed's settings on their study's seeds."""
+    r = _results()
+    r["seeds"] = {"1": {"importance": importance(), "pruning": pruning(1.05, single=1.3), "preprocessing": pre(0.1), "gd": gd(0.1, 0.3)},
+                  "2": {"importance": importance(), "pruning": pruning(1.05), "preprocessing": pre(0.1), "gd": gd(0.1, 0.3)}}
+    r["pruning_noise"]["seeds"] = {"1": sweep((1.3, 1.25), (1.2, 1.05))}
+    r["head_counts_seeds"] = {"1": {h: {"last": e, "mean": e} for h, e in ((1, 0.3), (4, 0.28))}}
+    r["seed2_settings"] = {"settings": {"noisy": {"comparisons": [cmp(0.7, True)]}, "local": {"comparisons": [cmp(0.8, True)]}},
+                           "seeds": {"1": {"settings": {"noisy": {"comparisons": [cmp(0.75, True)]}}}}}  # local: no seed 1
+    found = {c.id: c for c in cl.decide(r)}
+    beats = found["multihead_beats_single"]                                # seed 2's study has no single-head model
+    assert beats.seeds == 2 and beats.per_seed == {"0": {"value": pytest.approx(1.2), "interval": None, "verdict": R},
+                                                   "1": {"value": pytest.approx(1.3), "interval": None, "verdict": R}}
+    assert found["layer0_all_heads"].seeds == 3
+    noise = found["noise_pruning"]                                         # worst level 1.2 on seed 0, 1.3 on seed 1: not
+    assert noise.seeds == 2 and noise.verdict == N and noise.per_seed["1"]["value"] == pytest.approx(1.3)
+    single = found["noise_single_head"]       # seed 0: both levels hold (worst 1.2); seed 1: 1.2 holds, 1.05 not (mixed)
+    assert single.seeds == 2 and [v["verdict"] for v in single.per_seed.values()] == [R, M] and single.value == pytest.approx(1.125)
+    assert single.parts["noise 0.1"]["verdict"] == R and single.parts["noise 0.2"]["verdict"] == U and single.verdict == U
+    heads = found["head_count_order"]                                      # h4 / h1: 0.667 (R) on seed 0, 0.933 (not) on seed 1
+    assert heads.seeds == 2 and heads.per_seed["1"]["value"] == pytest.approx(0.28 / 0.3) and heads.per_seed["1"]["verdict"] == M   # ordered, gain too small
+    assert heads.value == pytest.approx((0.2 / 0.3 + 0.28 / 0.3) / 2) and heads.verdict == U
+    assert found["seed2_noisy"].seeds == 2 and found["seed2_noisy"].per_seed["1"]["value"] == 0.75
+    assert found["seed2_local"].seeds == 1 and found["seed2_local"].per_seed is None
+    assert [c.id for c in cl.decide(r)] == [c.id for c in cl.decide(_results())] + ["seed2_noisy", "seed2_local"]

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 import icl_interp as ii
 from icl_interp.core.checkpoint import zoo_names
@@ -145,3 +146,97 @@ def test_a_model_outside_the_index_gets_the_siblings_a_file_declares(tmp_path):
         siblings_from(anchor, {"single_heads": h1})
     with pytest.raises(ValueError, match="not a readable JSON file"):
         siblings_from(anchor, tmp_path / "none.json")
+
+
+def _plant_seeded_zoo(tmp_path, monkeypatch):
+    """A zoo of tiny untrained models whose index declares training seeds (issue 26): seed k of each model a copy of it,
+    except ``default-h1-seed1``, another single-head model (``other``). Seed 1: every model; seed 2: ``default`` and
+    the noisy setting's p = 16 pair only. Returns (other, its task)."""
+    from icl_interp.core import zoo_store
+
+    task, noisy = ii.LinearRegression(d=4, noise_std=0.5), ii.LinearRegression(d=4, noise_std=0.1)
+
+    def net(h, t=task, seed=0):
+        return ii.ICLTransformer(ii.ModelConfig(d=4, n_layers=2, n_heads=h, d_model=16, max_points=8, seed=seed), t)
+
+    def softmax(p, h):
+        return ii.ICLTransformer(ii.ModelConfig(d=4, n_layers=1, n_heads=h, d_model=p, attn_only=True, normalization=None,
+                                                positional="none", encoding="concatenated", max_points=10, seed=p + h), task)
+
+    models = {"default": net(2), "default-h1": net(1, seed=1), "default-h4": net(4, seed=2), "noise0.1-h2": net(2, noisy, 3),
+              "noise0.1-h1": net(1, noisy, 4), **{f"sm-p{p}-h{h}": softmax(p, h) for p in (8, 16) for h in (1, 4)}}
+    seeds = {n: {"1": f"{n}-seed1"} for n in models}
+    for n in ("default", "sm-p16-h1", "sm-p16-h4"):
+        seeds[n]["2"] = f"{n}-seed2"
+    other = net(1, seed=9)
+    for name, m in models.items():
+        for k in ("", *(f"-seed{s}" for s in seeds[name])):
+            ii.save_model(other if name + k == "default-h1-seed1" else m, tmp_path / "zoo" / (name + k))
+    index = json.loads(INDEX.read_text())
+    index["siblings"] = {"default": {"head_counts": ["default", "default-h1", "default-h4"], "single_head": "default-h1",
+                                     "noise_sweep": [["noise0.1-h2", "noise0.1-h1"], ["default", "default-h1"]],
+                                     "second_seed_settings": {"noisy": [f"sm-p{p}-h{h}" for p in (8, 16) for h in (1, 4)]}}}
+    index["seeds"] = seeds
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    monkeypatch.setattr(zoo_store, "INDEX", tmp_path / "index.json")
+    return other, task
+
+
+def test_report_decides_the_sibling_comparisons_on_every_training_seed_all_their_models_have(tmp_path, monkeypatch):
+    """Issue 26: multihead_beats_single, head_count_order, the noise claims and the second seed's settings are computed on
+    each training seed k that every model of the comparison has (seed k paired with seed k), and decided across them.
+    Seeds that are copies give seed 0's numbers; the seed-1 single-head model that is another model gives its own."""
+    from icl_interp.analysis.report import SEED_PROMPTS, prompt_seeds
+
+    other, task = _plant_seeded_zoo(tmp_path, monkeypatch)
+    with ii.core.checkpoint.use_zoo(tmp_path / "zoo"):
+        r = ii.write_report(tmp_path / "rep", model="default", quick=True)
+    claims = {c["id"]: c for c in r["claims"]}
+    # the model's own claims: seeds 1 and 2; multihead_beats_single: seed 1 only (default-h1 has no seed 2)
+    assert claims["pruning_preserves"]["seeds"] == 3 and set(r["seeds"]) == {"1", "2"}
+    assert "error_single_head" in r["seeds"]["1"]["pruning"] and "error_single_head" not in r["seeds"]["2"]["pruning"]
+    beats = claims["multihead_beats_single"]
+    assert beats["seeds"] == 2 and list(beats["per_seed"]) == ["0", "1"]
+    # seed 1's single-head model is `other`, on the seed studies' prompts (quick: the shipped model's 256, study seed)
+    batch = task.sample(256, 8, seed=prompt_seeds(0)["study"])
+    with ii.core.checkpoint.use_zoo(tmp_path / "zoo"):
+        default = ii.load_model("default")
+    with torch.no_grad():                           # the error over every predicted position, over the task's norm
+        err = {m: float(((mdl(batch.xs, batch.ys) - batch.ys) ** 2).mean() / task.norm) for m, mdl in (("default", default), ("other", other))}
+    assert r["seeds"]["1"]["pruning"]["error_single_head"] == pytest.approx(err["other"], rel=1e-4)
+    assert beats["per_seed"]["1"]["value"] == pytest.approx(err["other"] / err["default"], rel=1e-4)
+    assert beats["per_seed"]["0"]["value"] == pytest.approx(r["pruning"]["error_single_head"] / r["pruning"]["error_full"], rel=1e-9)
+    assert beats["per_seed"]["0"]["value"] != pytest.approx(beats["per_seed"]["1"]["value"])
+    # head counts on seed 1 (every head count has it), on SEED_PROMPTS risk prompts (quick: 256)
+    hc = claims["head_count_order"]
+    assert hc["seeds"] == 2 and set(r["head_counts_seeds"]) == {"1"} and sorted(r["head_counts_seeds"]["1"]) == [1, 2, 4]
+    curve = ii.evaluate(other, task, n_points=8, n_prompts=min(256, SEED_PROMPTS), seed=prompt_seeds(0)["risk"])
+    assert r["head_counts_seeds"]["1"][1]["last"] == pytest.approx(float(curve.error[-1]), rel=1e-5)
+    # the noise sweep on seed 1: the copies' level as seed 0's, the anchor's level with seed 1's single head
+    sweep = r["pruning_noise"]
+    assert set(sweep["seeds"]) == {"1"} and claims["noise_pruning"]["seeds"] == claims["noise_single_head"]["seeds"] == 2
+    level0, level1 = sweep["levels"], sweep["seeds"]["1"]["levels"]
+    assert level1["0.1"]["single_over_full"] == level0["0.1"]["single_over_full"]
+    assert level1["0.5"]["single_over_full"] == pytest.approx(err["other"] / err["default"], rel=1e-4)
+    assert claims["noise_pruning"]["per_seed"]["1"]["value"] == claims["noise_pruning"]["per_seed"]["0"]["value"]   # copies
+    # the noisy setting: seed 1 (all four models), not seed 2 (only the p = 16 pair): copies, so seed 0's numbers
+    settings = r["seed2_settings"]
+    assert set(settings["seeds"]) == {"1"} and set(settings["seeds"]["1"]["settings"]) == {"noisy"}
+    for cid in ("seed2_noisy", "seed2_noisy_narrow"):
+        c = claims[cid]
+        assert c["seeds"] == 2 and c["per_seed"]["1"] == c["per_seed"]["0"] and c["verdict"] == c["per_seed"]["0"]["verdict"]
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "| 0.5 (training seed 1) |" in text and "| noisy | sm-p16-h4-seed1 |" in text
+
+
+def test_single_model_studies_refuse_a_single_head_model_of_another_task():
+    from dataclasses import replace
+
+    from icl_interp.analysis.studies import single_model_studies
+
+    model = ii.load_model("softmax-p8-h4")
+    other = ii.ICLTransformer(replace(model.cfg, task=None), ii.LinearRegression(d=model.task.d, noise_std=0.7))
+    with pytest.raises(ValueError, match="single_head must be a model of model's task"):
+        single_model_studies(model, n_prompts=8, single_head=other)
+    with pytest.raises(ValueError, match="got one of task None"):
+        single_model_studies(model, n_prompts=8, single_head=lambda xs, ys: xs)

@@ -43,6 +43,9 @@ PROMPT_SEED_STRIDE = 100_000
 #: prompts per study on a model's other training seeds (the shipped model's studies keep theirs): across seeds the
 #: seeds' spread, not the prompts', dominates, and every seed's studies cost as much as the model's own
 SEED_PROMPTS = 500
+#: the prior probe's prompts on the second seed's other training seeds (the shipped models' probe keeps its 20,000): a
+#: quarter, as SEED_PROMPTS is of the studies' 2,000 (its prompts have at most d + 1 points: about a second a seed)
+SEED_PRIOR_PROMPTS = 5000
 
 
 def prompt_seeds(prompt_seed: int = 0) -> dict[str, int]:
@@ -102,6 +105,25 @@ def _resolve(model: Any, declared: Any = None) -> tuple[str, Any, Siblings]:
     return zoo_name, load_model(folder), siblings(ZOO_PREFIX + zoo_name)
 
 
+def _seed_sets(names: Any) -> dict[str, dict[str, str]]:
+    """``{k: {name: its seed-k model}}`` for each training seed k >= 1 that every one of ``names`` has in the zoo in use
+    (:func:`icl_interp.zoo.seeds`): a comparison of models is made on seed k only with seed k of each of them. Empty where
+    one of them has no seeds (a folder, a model in memory, a model trained once)."""
+    by_seed = [zoo_seeds(n) for n in names]
+    common = set.intersection(*(set(s) for s in by_seed)) - {0} if by_seed else set()
+    return {str(k): {n: s[k] for n, s in zip(names, by_seed)} for k in sorted(common)}
+
+
+def _curves_at_last(models: dict[str, Any], task: Any, n: int, n_prompts: int, seed: int) -> dict:
+    """The part of :func:`icl_interp.analysis.studies.risk_curves` that :func:`~icl_interp.analysis.studies.head_count_summary` reads (each
+    model's error curve and its per-prompt errors at the largest n, on the same prompts), without the baselines."""
+    from .studies._common import per_prompt_list
+
+    curves = {v: evaluate(m, task, n_points=n, n_prompts=n_prompts, seed=seed) for v, m in models.items()}
+    return {"curves": {v: c.to_dict(per_prompt=False) for v, c in curves.items()},
+            "per_prompt_last": {v: per_prompt_list(c.per_prompt[:, -1]) for v, c in curves.items()}}
+
+
 def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path, seeds: dict[str, int]) -> dict:
     """Run every study that applies to ``model`` (and its siblings) on the same prompts; the results by study.
 
@@ -128,17 +150,39 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path, seeds
     # (issue 14: the comparison models reach the bar too, or the report says which do not)
     r["quality_bar_siblings"] = {v: cl.quality_bar(r["risk"], v, task.d) for v in variants if v != name}
     r["head_counts"] = st.head_count_summary(r["risk"], variants)
+    seed_prompts = min(n_prompts, SEED_PROMPTS)  # prompts per study on the other training seeds
+    for k, names in _seed_sets(list(variants) if len(variants) > 1 else []).items():  # seed k of every head count, risk prompts
+        twins = {names[v]: get(names[v]) for v in variants}
+        r.setdefault("head_counts_seeds", {})[k] = st.head_count_summary(_curves_at_last(twins, task, n, seed_prompts, seeds["risk"]), twins)
     r["importance"] = st.importance_study(model, data, out=out)
     r["attention"] = _attention(model, data, out)
     single = get(sib.single_head) if sib.single_head else None
     # every ablation kind removes the same heads, those zero ablation's importance prunes (so at every noise level)
     r["pruning"] = st.pruning_study(model, data, single_head=single, importance=torch.tensor(r["importance"]["ablation"]), out=out)
+
+    def seed_studies(zoo_name: str, single_head: Optional[str] = None) -> dict:
+        """The single-model studies of each training seed k >= 1 of ``zoo_name`` the zoo holds; seed k's pruning study
+        compared with seed k of ``single_head`` where the zoo holds that too (``multihead_beats_single`` on seed k)."""
+        paired = _seed_sets([zoo_name, single_head]) if single_head else {}
+        return {str(k): st.single_model_studies(get(v), n_prompts=seed_prompts, seed=seeds["study"], name=v, risk_seed=seeds["risk"],
+                                                tuning_seed=seeds["gd_tuning"],
+                                                single_head=get(paired[str(k)][single_head]) if str(k) in paired else None)
+                for k, v in zoo_seeds(zoo_name).items() if k}
+
+    if seed_studies_of := seed_studies(name, sib.single_head):  # the model's own training seeds: its claims decided on every one
+        r["seeds"] = seed_studies_of
     pairs = {}
     for full, one in sib.noise_sweep:
         pairs[float(get(full).task.noise_std)] = (get(full), get(one) if one else None)
     if len(pairs) > 1:
         known = {float(task.noise_std): r["pruning"]}  # the same model, prompts and seed: not run again
         r["pruning_noise"] = st.noise_pruning_study(pairs, n_prompts=n_prompts, seed=seeds["study"], quick=quick, known=known, out=out)
+        for k, names in _seed_sets([m for pair in sib.noise_sweep for m in pair if m]).items():  # seed k of every model of the sweep
+            twins = {float(get(names[full]).task.noise_std): (get(names[full]), get(names[one]) if one else None) for full, one in sib.noise_sweep}
+            # the anchor's seed-k level is its seed study's pruning (the same prompts) where that compared the same single head
+            own = r["seeds"][k]["pruning"] if dict(sib.noise_sweep).get(name, "") == sib.single_head else None
+            r["pruning_noise"].setdefault("seeds", {})[k] = st.noise_pruning_study(
+                twins, n_prompts=seed_prompts, seed=seeds["study"], quick=quick, known=None if own is None else {float(task.noise_std): own})
         r["quality_bar_noise"] = {}  # each other level's pair against its own task's tuned baselines
         for full, one in sib.noise_sweep:
             if full != name:
@@ -157,12 +201,6 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path, seeds
         if twin.task.to_dict() == task.to_dict() and len(curve.error) == len(r["risk"]["curves"][name]["error"]):  # same prompts
             with_twin = {"curves": {**r["risk"]["curves"], sib.concat_twin: {"error": r["concat"]["error"]}}}
             r["quality_bar_siblings"][sib.concat_twin] = cl.quality_bar(with_twin, sib.concat_twin, task.d)
-    def seed_studies(zoo_name: str) -> dict:  # the single-model studies of each training seed k >= 1 the zoo holds
-        return {str(k): st.single_model_studies(get(v), n_prompts=min(n_prompts, SEED_PROMPTS), seed=seeds["study"], name=v, risk_seed=seeds["risk"],
-                                                tuning_seed=seeds["gd_tuning"]) for k, v in zoo_seeds(zoo_name).items() if k}
-
-    if seed_studies_of := seed_studies(name):  # the model's own training seeds: its claims decided on every one
-        r["seeds"] = seed_studies_of
     if sib.linear_twin:  # the same task in the seed's theory class (bidirectional linear attention): every single-model claim
         r["linear"] = st.single_model_studies(get(sib.linear_twin), n_prompts=n_prompts, seed=seeds["study"], name=sib.linear_twin,
                                               risk_seed=seeds["risk"], tuning_seed=seeds["gd_tuning"])
@@ -172,17 +210,23 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path, seeds
         softmax = {v: get(v) for v in sib.second_seed}
         r["multihead"] = st.multihead_study(softmax, next(iter(softmax.values())).task, seed=seeds["second_seed"], quick=quick, out=out)
         r["multihead"]["seeds"] = {}  # the same study on each training seed k that every one of these models has
-        by_seed = [zoo_seeds(v) for v in sib.second_seed]
-        for k in sorted(set.intersection(*(set(s) for s in by_seed)) - {0}):
-            twins = {s[k]: get(s[k]) for s in by_seed}
-            r["multihead"]["seeds"][str(k)] = st.multihead_study(twins, next(iter(twins.values())).task, n_prompts=SEED_PROMPTS,
-                                                                 seed=seeds["second_seed"], quick=quick)
+        for k, names in _seed_sets(sib.second_seed).items():
+            twins = {v: get(v) for v in names.values()}
+            r["multihead"]["seeds"][k] = st.multihead_study(twins, next(iter(twins.values())).task, n_prompts=SEED_PROMPTS,
+                                                            seed=seeds["second_seed"], quick=quick)
     dyn = _stored_dynamics(name, out)
     if dyn is not None:
         r["dynamics"] = dyn
     if sib.second_seed_settings:  # the seed's other settings (our definitions: README)
         r["seed2_settings"] = st.settings_study({s: {v: get(v) for v in names} for s, names in sib.second_seed_settings},
                                                 seed=seeds["second_seed"], prior_seed=seeds["prior"], quick=quick, out=out)
+        by_seed: dict[str, dict] = {}  # training seed k -> each setting all of whose models have seed k, with those
+        for setting, names in sib.second_seed_settings:
+            for k, twins in _seed_sets(names).items():
+                by_seed.setdefault(k, {})[setting] = {v: get(v) for v in twins.values()}
+        for k in sorted(by_seed, key=int):
+            r["seed2_settings"].setdefault("seeds", {})[k] = st.settings_study(
+                by_seed[k], n_prompts=SEED_PROMPTS, prior_prompts=SEED_PRIOR_PROMPTS, seed=seeds["second_seed"], prior_seed=seeds["prior"], quick=quick)
     have = {"head_counts": len(variants) > 1, "single_head": single is not None, "noise_sweep": len(pairs) > 1,
             "concat_twin": bool(sib.concat_twin), "linear_twin": bool(sib.linear_twin), "second_seed": bool(sib.second_seed),
             "second_seed_settings": bool(sib.second_seed_settings)}

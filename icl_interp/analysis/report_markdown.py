@@ -62,9 +62,9 @@ def _settings_lines(study: dict) -> list[str]:
     lines = ["", "## The second seed's other settings", "", "![multihead settings](multihead_settings.png)", "",
              "Each setting is the base task with one change (our definitions: README). Claims `seed2_<setting>`.", "",
              "| setting | model | p/h | fitted c | fitted e | excess risk at the largest D |", "|---|---|---|---|---|---|"]
-    for setting, res in study["settings"].items():
+    for one in [study, *study.get("seeds", {}).values()]:  # the shipped models, then each training seed's
         lines += [f"| {setting} | {n} | {m['p_over_h']:g} | {m['c']:.3f} | {m['e']:.4f} | {m['excess_risk'][-1]:.4f} |"
-                  for n, m in res["models"].items()]
+                  for setting, res in one["settings"].items() for n, m in res["models"].items()]
     priors = {s: res["prior"] for s, res in study["settings"].items() if "prior" in res}
     if priors:
         lines += ["", "Has a model learned theta_0? u: its predictions fitted on x_q over the prompts (its mean function); the "
@@ -128,7 +128,11 @@ _VERDICT_RULE = (
     "(heads, layers, noise levels) disagree, named in its row. A claim without an interval (\"point\") is decided on its value. "
     "Head claims are decided under zero, mean and resample ablation (the reference of the last two: the study's own prompts); "
     "the headline verdict and numbers are **{headline}** ablation's, and a row says which kind changes its verdict. "
-    "The study prompts were drawn with seed {seed} (`icl-interp report --prompt-seed K`)."
+    "A claim on models with training seeds (column seeds) is decided on every seed, pairing seed k of each model with seed k "
+    "of the others: it takes the seeds' verdict where every seed gives the same one; else each of its statistics (the deciding "
+    "one, its other thresholds, each part) is decided across the seeds, on the hull of the seeds' intervals where all lie on "
+    "one side, else on the t-interval of the seeds' mean widened by the prompts' mean half-width (the seeds share their prompt "
+    "seed). The study prompts were drawn with seed {seed} (`icl-interp report --prompt-seed K`)."
 )
 
 
@@ -222,9 +226,11 @@ def markdown(r: dict, model: Any) -> str:
     if "pruning_noise" in r:
         lines += ["### Across noise levels", "", "![pruning across noise levels](pruning_noise.png)", "",
                   "| noise std | all heads | pruned | single-head model | noise floor | training steps |", "|---|---|---|---|---|---|"]
-        for k, v in r["pruning_noise"]["levels"].items():
-            single = f"{v['error_single_head']:.3f}" if "error_single_head" in v else "n/a"
-            lines.append(f"| {k} | {v['error_full']:.3f} | {v['error_pruned']:.3f} | {single} | {v['noise_floor']:.3f} | {v['train_steps']} |")
+        sweeps = {"": r["pruning_noise"], **{f" (training seed {k})": s for k, s in r["pruning_noise"].get("seeds", {}).items()}}
+        for seed, sweep in sweeps.items():
+            for k, v in sweep["levels"].items():
+                single = f"{v['error_single_head']:.3f}" if "error_single_head" in v else "n/a"
+                lines.append(f"| {k}{seed} | {v['error_full']:.3f} | {v['error_pruned']:.3f} | {single} | {v['noise_floor']:.3f} | {v['train_steps']} |")
         lines.append("")
     g = r["gd"]
     control = g.get("probe_risk_per_layer_control")

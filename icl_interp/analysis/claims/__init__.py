@@ -81,7 +81,7 @@ def _single_model(sub: dict, twin: Optional[str] = None, kind: str = "concat", h
 
 def _on_seeds(make: Callable[[dict], list[Optional[Claim]]], sub: dict) -> list[Optional[Claim]]:
     """``make``'s claims on ``sub`` and on each training seed's studies in ``sub["seeds"]`` (``{k: studies}``), each claim
-    decided across the seeds (:func:`across_seeds`)."""
+    decided across the seeds where ``make`` gives it (:func:`across_seeds`; None: not on that seed)."""
     base, others = make(sub), {str(k): make(s) for k, s in sub.get("seeds", {}).items()}
     return [None if c is None else across_seeds({"0": c, **{k: o[i] for k, o in others.items() if o[i] is not None}})
             for i, c in enumerate(base)]
@@ -90,9 +90,11 @@ def _on_seeds(make: Callable[[dict], list[Optional[Claim]]], sub: dict) -> list[
 def decide(results: dict) -> list[Claim]:
     """Every claim whose study results are in ``results`` (the report's layout), in the report's order.
 
-    Where the model (``results["seeds"]``), its linear twin (``results["linear"]["seeds"]``) or the second seed's models
-    (``results["multihead"]["seeds"]``) carry their training seeds' studies (``{k: studies}``), each claim on them is
-    decided on every seed (:func:`across_seeds`)."""
+    Where the model (``results["seeds"]``; ``multihead_beats_single`` on the seeds whose pruning study has a single-head
+    model), its linear twin (``results["linear"]["seeds"]``), the noise sweep (``results["pruning_noise"]["seeds"]``), the
+    head counts (``results["head_counts_seeds"]``), the second seed's models (``results["multihead"]["seeds"]``) or its
+    settings (``results["seed2_settings"]["seeds"]``) carry their training seeds' studies (``{k: studies}``), each claim on
+    them is decided on every seed (:func:`across_seeds`)."""
     check_result("results", results, ("importance", "pruning", "preprocessing", "gd"))
     claims: list[Optional[Claim]] = _on_seeds(_single_model, results)
     concat = results.get("concat")
@@ -101,12 +103,14 @@ def decide(results: dict) -> list[Claim]:
     lin = results.get("linear")
     if lin is not None:  # the same task in the seed's theory class: every single-model claim
         claims += _on_seeds(lambda sub: _single_model(sub, lin["model"], "linear"), lin)
-    if "error_single_head" in results["pruning"]:
-        claims.append(multihead_beats_single(results["pruning"]))
+    if "error_single_head" in results["pruning"]:  # on each seed k whose study has seed k's single-head model beside it
+        claims += _on_seeds(lambda sub: [multihead_beats_single(sub["pruning"]) if "error_single_head" in sub["pruning"] else None],
+                            results)
     if results.get("pruning_noise", {}).get("levels"):
-        claims += [noise_pruning(results["pruning_noise"]), noise_single_head(results["pruning_noise"])]
+        claims += _on_seeds(lambda sweep: [noise_pruning(sweep), noise_single_head(sweep)], results["pruning_noise"])
     if len(results.get("head_counts", {})) > 1:
-        claims.append(head_count_order(results["head_counts"]))
+        claims += _on_seeds(lambda sub: [head_count_order(sub["head_counts"])],
+                            {"head_counts": results["head_counts"], "seeds": {k: {"head_counts": h} for k, h in results.get("head_counts_seeds", {}).items()}})
     multihead = results.get("multihead", {})
     for cmp in multihead.get("comparisons", []):  # each comparison on every training seed of its models (the study's "seeds")
         same = {k: c for k, study in multihead.get("seeds", {}).items() for c in study["comparisons"] if (c["p"], c["h"]) == (cmp["p"], cmp["h"])}

@@ -262,41 +262,81 @@ def across_ablations(claims: Mapping[str, Claim]) -> Claim:
 _T95 = {1: 6.314, 2: 2.920, 3: 2.353, 4: 2.132, 5: 2.015, 6: 1.943, 7: 1.895, 8: 1.860, 9: 1.833, 10: 1.812}
 
 
-def seed_interval(values: Sequence[float]) -> list[float]:
-    """The 5-95% interval of the mean of a statistic over training seeds: mean -+ t(0.95, k - 1) x its standard error."""
+def seed_interval(values: Sequence[float], half_widths: Optional[Sequence[float]] = None) -> list[float]:
+    """The 5-95% interval of the mean of a statistic over training seeds: mean -+ t(0.95, k - 1) x its standard error.
+
+    ``half_widths``: each seed's own 5-95% half-width over prompts (0 for a point value). The seeds' studies draw their
+    prompts with the same seed, so the prompts' sampling error does not average out over seeds: its mean half-width is
+    added in quadrature (seeds that agree closely do not decide what each leaves undecided)."""
     v = [float(x) for x in values]
     if len(v) < 2:
         raise ValueError(f"values must hold the statistic on at least two seeds, got {values!r}")
+    if half_widths is not None and (len(half_widths) != len(v) or any(not h >= 0 for h in half_widths)):
+        raise ValueError(f"half_widths must hold one half-width >= 0 per value ({len(v)}), got {half_widths!r}")
     mean = sum(v) / len(v)
     se = math.sqrt(sum((x - mean) ** 2 for x in v) / (len(v) - 1) / len(v))
     t = _T95.get(len(v) - 1, 1.645 + 1.6 / (len(v) - 1))
-    return [mean - t * se, mean + t * se]
+    prompts = sum(half_widths) / len(v) if half_widths is not None else 0.0
+    half = math.sqrt((t * se) ** 2 + prompts ** 2)
+    return [mean - half, mean + half]
+
+
+def _seed_test(tests: Sequence[Mapping[str, Any]]) -> Test:
+    """One statistic of a claim (``value``, ``interval``, ``threshold``, ``direction``) on each training seed, as one
+    :class:`Test`: the seeds' mean with, where every seed's verdict is reproduced (or every one not reproduced), the hull of
+    their intervals, which then lies on that side too; else the across-seed interval (:func:`seed_interval`)."""
+    each = [Test(float(t["value"]), t["interval"], t["threshold"], t["direction"]) for t in tests]
+    values = [t.value for t in each]
+    verdicts = {t.verdict for t in each}
+    if len(verdicts) == 1 and verdicts <= {REPRODUCED, NOT_REPRODUCED}:
+        spans = [t.interval if t.interval is not None else [t.value, t.value] for t in each]
+        interval = [min(a for a, _ in spans), max(b for _, b in spans)]
+    else:
+        interval = seed_interval(values, [0.0 if t.interval is None else (t.interval[1] - t.interval[0]) / 2 for t in each])
+    return Test(sum(values) / len(values), interval, each[0].threshold, each[0].direction)
 
 
 def across_seeds(claims: Mapping[Any, Claim]) -> Claim:
     """One claim decided on every training seed of its model(s) (``{seed: claim}``, seed 0 the shipped model first).
 
-    The verdict holds across seeds: reproduced (not reproduced) when every seed's is, else the interval rule on the
-    across-seed interval of the seeds' values (:func:`seed_interval`), which then becomes the claim's value and interval;
-    ``per_seed`` holds each seed's value, interval and verdict, ``seeds`` their number. One seed: that claim unchanged.
+    The verdict holds across seeds: the seeds' verdict where every seed gives the same one. Else each statistic of the claim
+    (the deciding one, its other thresholds and each part) is decided across the seeds (:func:`_seed_test`: every seed
+    on one side, or the across-seed interval of the seeds' values, :func:`seed_interval`) and the claim by the rules of
+    one seed (:func:`all_of`; "mixed" where its parts disagree); the deciding statistic's mean and interval become the
+    claim's value and interval. ``per_seed`` holds each seed's value, interval and verdict, ``seeds`` their number. One
+    seed: that claim unchanged.
     """
     if not claims:
         raise ValueError("claims must map at least one training seed to its claim")
     first = next(iter(claims.values()))
     if len(claims) == 1:
         return first
+    each = list(claims.values())
     first.per_seed = {str(k): {"value": c.value, "interval": c.interval, "verdict": c.verdict} for k, c in claims.items()}
     first.seeds = len(claims)
-    verdicts = {c.verdict for c in claims.values()}
-    values = [c.value for c in claims.values()]
+    verdicts = {c.verdict for c in each}
     words = ", ".join(f"seed {k}: {c.verdict} ({interval_text(Test(c.value, c.interval, 0.0, ABOVE), '.2f')})" for k, c in claims.items())
-    if len(verdicts) == 1 and verdicts <= {REPRODUCED, NOT_REPRODUCED}:
+    if len(verdicts) == 1:  # the same verdict on every seed (mixed: its parts disagree on every one)
         first.number += f"; on every one of {len(claims)} training seeds ({words})"
         return first
-    interval = seed_interval(values)
-    first.value, first.interval = sum(values) / len(values), interval
-    first.verdict = interval_verdict(interval, first.threshold, first.direction)
-    first.number += f"; across {len(claims)} training seeds the mean is {interval_text(Test(first.value, interval, 0.0, ABOVE))} ({words})"
+    main = _seed_test([{"value": c.value, "interval": c.interval, "threshold": c.threshold, "direction": c.direction} for c in each])
+    n_conditions = {len(c.conditions or []) for c in each}
+    conditions = [_seed_test([c.conditions[i] for c in each]) for i in range(n_conditions.pop())] if len(n_conditions) == 1 else []
+    names = [k for k in (first.parts or {}) if all(k in (c.parts or {}) for c in each)]
+    parts = {k: _seed_test([c.parts[k] for c in each]) for k in names}
+    first.value, first.interval = main.value, main.interval
+    first.verdict = all_of([main, *conditions, *parts.values()])
+    if first.parts is not None:
+        first.parts = {k: p.to_dict() for k, p in parts.items()}
+    if first.conditions is not None and conditions:
+        first.conditions = [t.to_dict() for t in conditions]
+    first.number += f"; across {len(claims)} training seeds the mean is {interval_text(main)} ({words})"
+    first.number += "".join(f"; across the seeds its other threshold ({t.direction} {t.threshold:g}): {t.verdict}, {interval_text(t)}"
+                            for t in conditions if t.verdict != REPRODUCED)
+    if parts:
+        first.number += "; across the seeds by part: " + ", ".join(f"{k}: {p.verdict} ({interval_text(p, '.2f')})" for k, p in parts.items())
+    if all(t.verdict != NOT_REPRODUCED for t in conditions) and of_parts({k: p.verdict for k, p in parts.items()}) == MIXED:
+        first.verdict = MIXED
     return first
 
 

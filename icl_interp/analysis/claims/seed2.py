@@ -14,6 +14,7 @@ from ._core import (
     SEED2_C_RATIO,
     Claim,
     Test,
+    across_seeds,
     bootstrap,
     check_result,
     decided,
@@ -126,10 +127,19 @@ def seed2_prior_weak(cmp: dict) -> Claim:
                    n_prompts=p.get("n_prompts"))
 
 
-def seed2_settings(study: dict) -> list[Claim]:
-    """Every claim on a :func:`~icl_interp.analysis.studies.settings_study` result, in its order (other settings' names have none)."""
-    prior, out = {"prior-strong": seed2_prior_strong, "prior-weak": seed2_prior_weak}, []
+def _setting_claims(study: dict) -> dict[tuple, Claim]:
+    """The claims on one settings study by (setting, p, h), in its order (other settings' names have none)."""
+    prior, out = {"prior-strong": seed2_prior_strong, "prior-weak": seed2_prior_weak}, {}
     for setting, res in check_result("study", study, ("settings",))["settings"].items():
-        out += [seed2_setting(setting, c) if setting in SEED2_SETTINGS else prior[setting](c) for c in res["comparisons"]
-                if setting in SEED2_SETTINGS or (setting in prior and c["p_over_h_ge_d"])]
+        out.update({(setting, c["p"], c["h"]): seed2_setting(setting, c) if setting in SEED2_SETTINGS else prior[setting](c)
+                    for c in res["comparisons"] if setting in SEED2_SETTINGS or (setting in prior and c["p_over_h_ge_d"])})
     return out
+
+
+def seed2_settings(study: dict) -> list[Claim]:
+    """Every claim on a :func:`~icl_interp.analysis.studies.settings_study` result, in its order (other settings' names have none),
+    each decided on every training seed whose study ``study["seeds"]`` (``{k: settings study}``) holds its setting
+    (:func:`~icl_interp.analysis.claims.across_seeds`)."""
+    base = _setting_claims(study)
+    others = {str(k): _setting_claims(s) for k, s in study.get("seeds", {}).items()}
+    return [across_seeds({"0": c, **{k: o[key] for k, o in others.items() if key in o}}) for key, c in base.items()]
