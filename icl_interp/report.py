@@ -283,7 +283,8 @@ def write_report(out: Union[str, Path], *, model: Any = "default", quick: bool =
     stored = plans.load("plan")  # a rerun keeps its plan: timing noise must not change the prompts and so every section
     plan = ReportPlan(**{k: v for k, v in stored.items() if k != "interval_factor"}) if stored else \
         choose_plan(net, n_prompts, budget_s=float(budget_s), exact=exact)
-    plans.save("plan", plan.to_dict())
+    if not stored:
+        plans.save("plan", plan.to_dict())
     if progress:
         print(f"report on {name}: {plan.reason}", file=sys.stderr)
     store = SectionStore(out, {**base, "plan": {"method": plan.method, "n_prompts": plan.n_prompts}}, enabled=reuse)

@@ -338,13 +338,14 @@ def test_the_report_fails_at_every_write_and_the_previous_report_stays_whole(tmp
     old_json, old_md = (template / "report.json").read_text(), (template / "report.md").read_text()
     computed = {k: v for k, v in old.items() if k not in ("claims", "seconds")}
 
-    def collect(name, net, sib, quick, out, seeds):  # the same analyses' results, without minutes of computing; one figure
+    def collect(name, net, sib, quick, out, seeds, **_):  # the same analyses' results, without minutes of computing; one figure
         fig = plt.figure()
         fig.gca().plot([0, 1], [1, 0])
         save_figure(fig, out, "attention.png")
         return {**copy.deepcopy(computed), "rerun": True}
 
     monkeypatch.setattr(report, "_collect", collect)
+    shutil.copytree(template, tmp_path / "dry")  # as every run below: the template's plan (report_plan) is found again
     with pytest.MonkeyPatch.context() as mp:
         dry = DiskFaults(mp)
         report.write_report(tmp_path / "dry", model=model, quick=True)
@@ -375,7 +376,9 @@ def test_the_report_fails_at_every_write_and_the_previous_report_stays_whole(tmp
             assert got_md == old_md, (k, faults.fired)
         else:
             assert timeless(got_md) == timeless(new_md), (k, faults.fired)
-        assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [], k  # no temp file left
+        # no temp file left (.sections: the finished studies a rerun reuses, report_plan.SectionStore)
+        assert [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != ".sections"] == [], k
+        assert [p.name for p in (out / ".sections").glob(".*")] == [], k
     assert n >= 12 and r_json < r_md < n  # the figure, then report.json, report.md: a write, a replace, two fsyncs each
 
 
