@@ -24,7 +24,7 @@ from .attention_view import attention_profile, plot_attention
 from .checkpoint import ZOO_PREFIX, _is_path_like, load_model, resolve_model, zoo_folder, zoo_names
 from .evaluation import evaluate
 from .report_markdown import markdown
-from .report_plan import BUDGET_S, ReportPlan, SectionStore, choose_plan, weights_digest
+from .report_plan import BUDGET_S, ReportPlan, SectionStore, baseline_seconds, choose_plan, weights_digest
 from .runner import prepare
 from .study_plots import plot_dynamics_study, save_figure
 from .zoo import Siblings, siblings, siblings_from
@@ -282,7 +282,7 @@ def write_report(out: Union[str, Path], *, model: Any = "default", quick: bool =
     plans = SectionStore(out, {**base, "exact": exact, "budget_s": float(budget_s)}, enabled=reuse)
     stored = plans.load("plan")  # a rerun keeps its plan: timing noise must not change the prompts and so every section
     plan = ReportPlan(**{k: v for k, v in stored.items() if k != "interval_factor"}) if stored else \
-        choose_plan(net, n_prompts, budget_s=float(budget_s), exact=exact)
+        choose_plan(net, n_prompts, budget_s=float(budget_s), exact=exact, baselines_s=baseline_seconds(net, quick))
     if not stored:
         plans.save("plan", plan.to_dict())
     if progress:

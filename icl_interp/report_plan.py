@@ -3,7 +3,8 @@
 - :func:`choose_plan`: the cost rule. Each study's cost is predicted in *forward-equivalents*
   (one plain forward of the model over the study's prompts; :data:`STUDY_FWD`, measured at field
   size, benchmarks/README.md "Field size") and turned into seconds by one forward timed on this
-  machine now. If the exact studies on the requested prompts fit :data:`BUDGET_S`, they run as
+  machine now; the risk curves' tuned baselines, which no prompt count changes, come off the budget first
+  (:func:`baseline_seconds`). If the exact studies on the requested prompts fit :data:`BUDGET_S`, they run as
   always (every shipped model: far inside). Otherwise head importance is *estimated* to first order
   (the per-prompt gradient of the error with respect to each head's mask under each ablation kind,
   one forward and one backward: attribution patching of the ablation), its agreement with exact
@@ -33,15 +34,20 @@ from typing import Any, Callable, Optional
 from .atomic import atomic_write_bytes
 from .validation import check_float, check_int
 
-__all__ = ["BUDGET_S", "AGREEMENT_HEADS", "ReportPlan", "choose_plan", "forward_seconds", "study_fwd",
+__all__ = ["BUDGET_S", "baseline_seconds", "AGREEMENT_HEADS", "ReportPlan", "choose_plan", "forward_seconds", "study_fwd",
            "weights_digest", "SectionStore", "StudyBar"]
 
-#: wall seconds the model's own studies may take: the issue's goal is the whole report in 10 minutes on 2 cores, and
-#: the rest (the baselines' tuning, the figures, the claims' bootstraps, the siblings of a zoo model) is left the other two
-BUDGET_S = 480.0
+#: wall seconds the model's own studies (with the risk curves' tuned baselines) may take: the issue's goal is the whole
+#: report in 10 minutes on 2 cores, and the last 1.5 are left to the figures, the claims' bootstraps and the markdown
+#: (and a zoo model's siblings, which are small)
+BUDGET_S = 510.0
 #: forward-equivalents of each study besides head importance, at the study's prompt count, measured on the
-#: Garg-standard model at one thread (benchmarks/README.md, "Field size"): rounded up, so the prediction errs long
-ATTENTION_FWD, PRUNING_FWD, PREPROCESSING_FWD, GD_FWD, RISK_FWD = 6.0, 5.0, 12.0, 8.0, 2.0
+#: Garg-standard model at one thread on 96 prompts (benchmarks/README.md, "Field size": attention 3.7 with its
+#: 96-panel figure, pruning 2.2, preprocessing 2.5, GD 2.6), rounded up, so the prediction errs long
+ATTENTION_FWD, PRUNING_FWD, PREPROCESSING_FWD, GD_FWD, RISK_FWD = 4.0, 3.0, 3.0, 3.0, 2.0
+#: the risk curves' baselines (tuned ridge, Lasso, GD and PtO on held-out prompts) do not depend on the model: seconds
+#: per held-out prompt x point x dimension (measured: 88 s for 1,000 x 41 x 20 at one thread beside other jobs)
+BASELINE_S = 1.1e-4
 #: one forward and one backward (about two forwards) per ablation kind: the gradient estimate of every head at once
 GRADIENT_FWD = 4.0
 #: heads whose exact ablation is measured beside the gradient estimate (per kind), for the agreement the report states
@@ -57,6 +63,11 @@ ABLATION_KINDS = 3  # zero, mean, resample: the report's head studies run all th
 def exact_importance_fwd(n_layers: int, n_heads: int) -> float:
     """One exact single-head ablation sweep: the restart-at-the-layer bound ``H (L + 1) / 2 + 1`` (ours measures below it)."""
     return n_heads * (n_layers + 1) / 2 + 1
+
+
+def baseline_seconds(model: Any, quick: bool) -> float:
+    """Predicted seconds of the risk curves' tuned baselines (:func:`icl_interp.studies.baseline_suite`'s held-out prompts)."""
+    return BASELINE_S * (200 if quick else 1000) * int(model.cfg.max_points) * int(model.task.d)
 
 
 def study_fwd(n_layers: int, n_heads: int, method: str) -> dict[str, float]:
@@ -79,14 +90,17 @@ class ReportPlan:
     n_prompts: int
     requested_prompts: int
     forward_s: float  # one forward over n_prompts prompts, measured now
-    predicted_s: float  # the model's studies, by the cost rule
+    predicted_s: float  # the model's studies and the baselines, by the cost rule
     budget_s: float
     exact_forced: bool
     reason: str
+    baselines_s: float = 0.0  # the predicted part of the risk curves' baselines (not the model's: no prompts to cut)
 
     def study_seconds(self, cfg: Any) -> dict[str, float]:
         """Predicted seconds of each study under this plan (the progress bars' lengths)."""
-        return {k: v * self.forward_s for k, v in study_fwd(int(cfg.n_layers), int(cfg.n_heads), self.method).items()}
+        got = {k: v * self.forward_s for k, v in study_fwd(int(cfg.n_layers), int(cfg.n_heads), self.method).items()}
+        got["risk"] += self.baselines_s
+        return got
 
     @property
     def interval_factor(self) -> float:
@@ -114,10 +128,12 @@ def forward_seconds(model: Any, n_prompts: int, *, probe_prompts: int = 32) -> f
 
 
 def choose_plan(model: Any, n_prompts: int, *, budget_s: float = BUDGET_S, exact: bool = False,
-                forward_s: Optional[float] = None) -> ReportPlan:
+                forward_s: Optional[float] = None, baselines_s: float = 0.0) -> ReportPlan:
     """The report's plan for ``model`` asked for ``n_prompts`` prompts per study (the module docstring's rule).
 
     ``forward_s``: seconds of one forward over ``n_prompts`` prompts (default: timed now, :func:`forward_seconds`).
+    ``baselines_s``: the predicted seconds of what the prompt count does not change (:func:`baseline_seconds`), taken
+    from the budget first.
     """
     n_prompts = check_int("n_prompts", n_prompts, min_value=1)
     budget_s = check_float("budget_s", budget_s, min_value=0.0)
@@ -126,22 +142,26 @@ def choose_plan(model: Any, n_prompts: int, *, budget_s: float = BUDGET_S, exact
     if forward_s is None:
         forward_s = forward_seconds(model, n_prompts)
     forward_s = check_float("forward_s", forward_s, min_value=0.0)
+    baselines_s = check_float("baselines_s", baselines_s, min_value=0.0)
     n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
     per_prompt = {m: forward_s / n_prompts * sum(study_fwd(n_layers, n_heads, m).values()) for m in METHODS}
 
     def plan(method: str, n: int, reason: str) -> ReportPlan:
         fwd = forward_s * n / n_prompts
-        return ReportPlan(method, n, n_prompts, fwd, per_prompt[method] * n, budget_s, exact, reason)
+        return ReportPlan(method, n, n_prompts, fwd, baselines_s + per_prompt[method] * n, budget_s, exact, reason, baselines_s)
 
-    if per_prompt["exact"] * n_prompts <= budget_s:
+    def cost(method: str, n: int) -> float:
+        return baselines_s + per_prompt[method] * n
+
+    if cost("exact", n_prompts) <= budget_s:
         return plan("exact", n_prompts, f"the exact studies on {n_prompts} prompts are predicted to take "
-                    f"{per_prompt['exact'] * n_prompts:.0f} s, within the budget of {budget_s:.3g} s")
+                    f"{cost('exact', n_prompts):.0f} s, within the budget of {budget_s:.3g} s")
     method = "exact" if exact else "gradient"
     candidates = {n for n in PROMPT_GRID if n < n_prompts} | ({n_prompts} if method != "exact" else set())
-    fits = [n for n in candidates if per_prompt[method] * n <= budget_s]
+    fits = [n for n in candidates if cost(method, n) <= budget_s]
     n = max(fits) if fits else min(MIN_PROMPTS, n_prompts)
-    over = "" if fits else f"; even {n} prompts are predicted to take {per_prompt[method] * n:.0f} s, over the budget"
-    exact_s = per_prompt["exact"] * n_prompts
+    over = "" if fits else f"; even {n} prompts are predicted to take {cost(method, n):.0f} s, over the budget"
+    exact_s = cost("exact", n_prompts)
     if exact:
         why = (f"--exact: the exact sweeps on {n_prompts} prompts would take about {exact_s:.0f} s (budget {budget_s:.3g} s), "
                f"so they run on {n} prompts{over}")

@@ -30,7 +30,7 @@ def test_study_costs_at_field_size_are_the_documented_sums():
     exact, grad = study_fwd(12, 8, "exact"), study_fwd(12, 8, "gradient")
     assert exact["importance"] == 3 * (8 * 13 / 2 + 1) + 4  # three exact sweeps at the restart-at-the-layer bound + Michel's score
     assert grad["importance"] == pytest.approx(3 * (4 + AGREEMENT_HEADS * 13 / 24))
-    assert sum(exact.values()) == 197 and sum(grad.values()) == pytest.approx(59)
+    assert sum(exact.values()) == 179 and sum(grad.values()) == pytest.approx(41)
 
 
 def test_a_model_whose_exact_studies_fit_runs_them_on_every_prompt(tiny_model):
@@ -40,20 +40,24 @@ def test_a_model_whose_exact_studies_fit_runs_them_on_every_prompt(tiny_model):
 
 
 def test_over_budget_the_importance_is_estimated_on_the_prompts_that_fit():
-    # one forward over 256 prompts 2.56 s: exact 197 x 2.56 = 504 s > 480 s; the estimate 59 x 2.56 = 151 s fits on all 256
-    plan = choose_plan(FIELD, 256, forward_s=2.56)
-    assert (plan.method, plan.n_prompts) == ("gradient", 256) and plan.predicted_s == pytest.approx(151.04)
+    # one forward over 256 prompts 3 s: exact 179 x 3 = 537 s > 510 s; the estimate 41 x 3 = 123 s fits on all 256
+    plan = choose_plan(FIELD, 256, forward_s=3.0)
+    assert (plan.method, plan.n_prompts) == ("gradient", 256) and plan.predicted_s == pytest.approx(123)
     assert "--exact forces" in plan.reason
-    # 2,000 asked for: 59 x 0.01 s per prompt fits 813 prompts, the grid's 768
+    # 2,000 asked for: 41 x 0.01 s per prompt, 1243 prompts fit: the grid's 1024
     plan = choose_plan(FIELD, 2000, forward_s=20.0)
-    assert (plan.method, plan.n_prompts) == ("gradient", 768) and plan.forward_s == pytest.approx(7.68)
-    assert plan.interval_factor == pytest.approx((2000 / 768) ** 0.5)
+    assert (plan.method, plan.n_prompts) == ("gradient", 1024) and plan.forward_s == pytest.approx(10.24)
+    assert plan.interval_factor == pytest.approx((2000 / 1024) ** 0.5)
+    # what the prompts do not change (the baselines) comes off the budget first: (510 - 400) / 0.41 = 268, the grid's 256
+    plan = choose_plan(FIELD, 2000, forward_s=20.0, baselines_s=400.0)
+    assert plan.n_prompts == 256 and plan.predicted_s == pytest.approx(400 + 0.41 * 256)
+    assert plan.study_seconds(FIELD.cfg)["risk"] == pytest.approx(400 + 2 * 2.56)
 
 
 def test_exact_keeps_the_sweeps_on_fewer_prompts_and_a_low_budget_says_it_runs_long():
-    plan = choose_plan(FIELD, 256, forward_s=2.56, exact=True)  # 197 x 0.01 s per prompt: 243 prompts fit, the grid's 192
+    plan = choose_plan(FIELD, 256, forward_s=3.0, exact=True)  # 179 x 3 / 256 s per prompt: 243 prompts fit, the grid's 192
     assert (plan.method, plan.n_prompts, plan.exact_forced) == ("exact", 192, True) and "--exact" in plan.reason
-    plan = choose_plan(FIELD, 256, forward_s=2.56, budget_s=1.0)
+    plan = choose_plan(FIELD, 256, forward_s=3.0, budget_s=1.0)
     assert (plan.method, plan.n_prompts) == ("gradient", MIN_PROMPTS) and "over the budget" in plan.reason
     with pytest.raises(ValueError, match="budget_s"):
         choose_plan(FIELD, 256, forward_s=1.0, budget_s=-1.0)
