@@ -250,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="no progress bars (by default one per study on stderr, with the estimated time left)")
     rep.add_argument("--no-reuse", dest="no_reuse", action="store_true",
                      help="compute every study again (by default a study finished by an earlier run into the same --out, "
-                          "with the same model weights, prompt seeds, --quick and plan, is loaded from --out/.sections)")
+                          "with the same model weights, prompt seeds, --quick, plan and code, is loaded from --out/.sections; "
+                          "siblings are known by name only, so use this after retraining one)")
     rep.add_argument("--retrain", action="store_true",
                      help="retrain the zoo from its presets first (hours on a CPU; resumable), into --zoo-dir, and report on it")
     rep.add_argument("--zoo-dir", dest="zoo_dir",

@@ -24,7 +24,7 @@ from .attention_view import attention_profile, plot_attention
 from .checkpoint import ZOO_PREFIX, _is_path_like, load_model, resolve_model, zoo_folder, zoo_names
 from .evaluation import evaluate
 from .report_markdown import markdown
-from .report_plan import BUDGET_S, ReportPlan, SectionStore, baseline_seconds, choose_plan, weights_digest
+from .report_plan import BUDGET_S, ReportPlan, SectionStore, baseline_seconds, choose_plan, code_digest, weights_digest
 from .runner import prepare
 from .study_plots import plot_dynamics_study, save_figure
 from .zoo import Siblings, siblings, siblings_from
@@ -263,8 +263,8 @@ def write_report(out: Union[str, Path], *, model: Any = "default", quick: bool =
     gradient-estimated head importance on fewer prompts, or with ``exact`` the exact sweeps on fewer prompts
     (:func:`icl_interp.report_plan.choose_plan`; ``results["plan"]`` and ``results["methods"]`` say what ran). ``progress``:
     a bar per study on stderr, with the estimated time left. ``reuse``: each finished study is kept in
-    ``out/.sections`` as soon as it is done and a rerun with the same model weights, prompt seeds, ``quick`` and plan
-    loads it instead of computing it (False: compute everything).
+    ``out/.sections`` as soon as it is done and a rerun with the same model weights, prompt seeds, ``quick``, plan and
+    code loads it instead of computing it (False: compute everything; the siblings are keyed by name only).
     """
     if not isinstance(out, (str, Path)):
         raise TypeError(f"out must be a folder path (str or Path), got {type(out).__name__}")
@@ -278,7 +278,8 @@ def write_report(out: Union[str, Path], *, model: Any = "default", quick: bool =
     name, net, sib = _resolve(model, siblings)
     out = writable_folder(out, "out")  # before minutes of analyses
     n_prompts = 256 if quick else 2000
-    base = {"model": name, "weights": weights_digest(net), "siblings": repr(sib), "quick": quick, "prompt_seeds": seeds}
+    base = {"model": name, "weights": weights_digest(net), "code": code_digest(), "siblings": repr(sib), "quick": quick,
+            "prompt_seeds": seeds}
     plans = SectionStore(out, {**base, "exact": exact, "budget_s": float(budget_s)}, enabled=reuse)
     stored = plans.load("plan")  # a rerun keeps its plan: timing noise must not change the prompts and so every section
     plan = ReportPlan(**{k: v for k, v in stored.items() if k != "interval_factor"}) if stored else \

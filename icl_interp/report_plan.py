@@ -14,12 +14,14 @@
 - :class:`StudyBar`: a progress bar per study on stderr, its length the study's predicted seconds,
   so its "remaining" is the estimated time left.
 - :class:`SectionStore`: each finished study written at once to ``OUT/.sections/NAME.json.gz``
-  (atomically), keyed by the model's weights, the prompt seeds, ``quick`` and the plan; a rerun with
-  the same key loads it instead of computing it, any change recomputes.
+  (atomically), keyed by the model's weights, the prompt seeds, ``quick``, the plan and the code (:func:`code_digest`);
+  a rerun with the same key loads it instead of computing it, any change recomputes. The siblings are keyed by name
+  only: after retraining one, rerun with ``reuse=False`` (``--no-reuse``).
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
@@ -34,7 +36,7 @@ from typing import Any, Callable, Optional
 from .atomic import atomic_write_bytes
 from .validation import check_float, check_int
 
-__all__ = ["BUDGET_S", "baseline_seconds", "AGREEMENT_HEADS", "ReportPlan", "choose_plan", "forward_seconds", "study_fwd",
+__all__ = ["BUDGET_S", "baseline_seconds", "code_digest", "AGREEMENT_HEADS", "ReportPlan", "choose_plan", "forward_seconds", "study_fwd",
            "weights_digest", "SectionStore", "StudyBar"]
 
 #: wall seconds the model's own studies (with the risk curves' tuned baselines) may take: the issue's goal is the whole
@@ -189,6 +191,20 @@ def weights_digest(model: Any) -> str:
     task = getattr(model, "task", None)
     h.update(json.dumps({"cfg": cfg.to_dict() if cfg is not None else None,
                          "task": task.to_dict() if task is not None else None}, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """sha256 of the source of ``icl_interp`` and of the ``probes`` catalogue: a stored section is reused only by the
+    code that computed it (an edit to a study must not find its old numbers)."""
+    import probes
+
+    h = hashlib.sha256()
+    for package in (Path(__file__).parent, Path(probes.__file__).parent):
+        for path in sorted(package.rglob("*.py")):
+            h.update(f"{path.relative_to(package.parent)}\n".encode())
+            h.update(path.read_bytes())
     return h.hexdigest()
 
 

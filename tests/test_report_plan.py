@@ -165,9 +165,13 @@ def test_report_reuses_finished_sections_and_recomputes_on_a_change(tiny_model, 
     monkeypatch.setattr(st, "importance_study", lambda *a, **k: calls.append(1) or real(*a, **k))
     report.write_report(out, model=tiny_model, quick=True, prompt_seed=1)
     assert calls == [1]
+    # edited code: computed again (a stored section belongs to the code that computed it)
+    monkeypatch.setattr(report, "code_digest", lambda: "edited")
+    report.write_report(out, model=tiny_model, quick=True, prompt_seed=1)
+    assert calls == [1, 1]
     # --no-reuse computes even under the same key
     report.write_report(out, model=tiny_model, quick=True, prompt_seed=1, reuse=False)
-    assert calls == [1, 1]
+    assert calls == [1, 1, 1]
 
 
 @pytest.mark.slow
