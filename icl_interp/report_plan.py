@@ -124,7 +124,7 @@ def forward_seconds(model: Any, n_prompts: int, *, probe_prompts: int = 32) -> f
         model(batch[:2])  # first-call costs (allocations, lazy imports) out of the timing
         for _ in range(2):
             t0 = time.perf_counter()
-            model(batch)
+            float(model(batch).sum())  # read back: on a GPU the time includes the work, not only its launch
             best = min(best, time.perf_counter() - t0)
     return best * n_prompts / batch.batch_size
 
