@@ -69,7 +69,7 @@ def main() -> None:
         plan = report["plan"]
         print(f"{run}: wall {wall:.0f} s ({wall / 60:.1f} min; goal <= 10 min on 2 cores) at {args.threads} thread(s)")
         print(f"  plan: {plan['method']} on {plan['n_prompts']} of {plan['requested_prompts']} prompts; one forward over them "
-              f"{plan['forward_s']:.2f} s; predicted {plan['predicted_s']:.0f} s for the model's studies (budget {plan['budget_s']:.0f} s)")
+              f"{plan['forward_s']:.2f} s; predicted {plan['predicted_s']:.0f} s for the studies and the baselines (budget {plan['budget_s']:.0f} s)")
         for study, method in report["methods"].items():
             print(f"  {study}: {method}")
         for kind, by in report["importance"]["by_ablation"].items():
