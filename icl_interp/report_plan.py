@@ -113,19 +113,23 @@ class ReportPlan:
         return {**asdict(self), "interval_factor": self.interval_factor}
 
 
-def forward_seconds(model: Any, n_prompts: int, *, probe_prompts: int = 32) -> float:
-    """Seconds of one no-grad forward of ``model`` over ``n_prompts`` prompts: the best of two timed forwards over
-    ``probe_prompts`` of its task's prompts, scaled linearly (a forward's cost is linear in the batch)."""
+def forward_seconds(model: Any, n_prompts: int, *, probe_prompts: int = 128, repeats: int = 3, max_s: float = 5.0) -> float:
+    """Seconds of one no-grad forward of ``model`` over ``n_prompts`` prompts: the best of up to ``repeats`` timed forwards
+    over ``probe_prompts`` of its task's prompts (fewer once they have taken ``max_s``), scaled linearly (a forward's cost
+    is linear in the batch; on small models the fixed per-call cost makes this err long)."""
     import torch
 
     batch = model.task.sample(min(probe_prompts, n_prompts), model.cfg.max_points, seed=0)
-    best = math.inf
+    best, spent = math.inf, 0.0
     with torch.no_grad():
         model(batch[:2])  # first-call costs (allocations, lazy imports) out of the timing
-        for _ in range(2):
+        for _ in range(repeats):
             t0 = time.perf_counter()
             float(model(batch).sum())  # read back: on a GPU the time includes the work, not only its launch
-            best = min(best, time.perf_counter() - t0)
+            took = time.perf_counter() - t0
+            best, spent = min(best, took), spent + took
+            if spent >= max_s:
+                break
     return best * n_prompts / batch.batch_size
 
 
