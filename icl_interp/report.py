@@ -24,7 +24,16 @@ from .attention_view import attention_profile, plot_attention
 from .checkpoint import ZOO_PREFIX, _is_path_like, load_model, resolve_model, zoo_folder, zoo_names
 from .evaluation import evaluate
 from .report_markdown import markdown
-from .report_plan import BUDGET_S, ReportPlan, SectionStore, baseline_seconds, choose_plan, code_digest, weights_digest
+from .report_plan import (
+    AGREEMENT_HEADS,
+    BUDGET_S,
+    ReportPlan,
+    SectionStore,
+    baseline_seconds,
+    choose_plan,
+    code_digest,
+    weights_digest,
+)
 from .runner import prepare
 from .study_plots import plot_dynamics_study, save_figure
 from .zoo import Siblings, siblings, siblings_from
@@ -148,7 +157,8 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path, seeds
     # (issue 14: the comparison models reach the bar too, or the report says which do not)
     r["quality_bar_siblings"] = {v: cl.quality_bar(r["risk"], v, task.d) for v in variants if v != name}
     r["head_counts"] = st.head_count_summary(r["risk"], variants)
-    r["importance"] = section("importance", lambda: st.importance_study(model, study_data(), method=method, sample_seed=seeds["study"], out=out))
+    r["importance"] = section("importance", lambda: st.importance_study(model, study_data(), method=method, sample_heads=AGREEMENT_HEADS,
+                                                                      sample_seed=seeds["study"], out=out))
     r["attention"] = section("attention", lambda: _attention(model, study_data(), out))
     single = get(sib.single_head) if sib.single_head else None
     # every ablation kind removes the same heads, those zero ablation's importance prunes (so at every noise level)

@@ -1,8 +1,8 @@
 """How ``icl-interp report`` fits a model of any size in its time: the method chosen by cost, progress, finished sections kept.
 
 - :func:`choose_plan`: the cost rule. Each study's cost is predicted in *forward-equivalents*
-  (one plain forward of the model over the study's prompts; :data:`STUDY_FWD`, measured at field
-  size, benchmarks/README.md "Field size") and turned into seconds by one forward timed on this
+  (one plain forward of the model over the study's prompts; :func:`study_fwd`, measured at field
+  size, benchmarks/README.md section 9) and turned into seconds by one forward timed on this
   machine now; the risk curves' tuned baselines, which no prompt count changes, come off the budget first
   (:func:`baseline_seconds`). If the exact studies on the requested prompts fit :data:`BUDGET_S`, they run as
   always (every shipped model: far inside). Otherwise head importance is *estimated* to first order
@@ -44,7 +44,7 @@ __all__ = ["BUDGET_S", "baseline_seconds", "code_digest", "AGREEMENT_HEADS", "Re
 #: (and a zoo model's siblings, which are small)
 BUDGET_S = 510.0
 #: forward-equivalents of each study besides head importance, at the study's prompt count, measured on the
-#: Garg-standard model at one thread on 96 prompts (benchmarks/README.md, "Field size": attention 3.7 with its
+#: Garg-standard model at one thread on 96 prompts (benchmarks/README.md, section 9: attention 3.7 with its
 #: 96-panel figure, pruning 2.2, preprocessing 2.5, GD 2.6), rounded up, so the prediction errs long
 ATTENTION_FWD, PRUNING_FWD, PREPROCESSING_FWD, GD_FWD, RISK_FWD = 4.0, 3.0, 3.0, 3.0, 2.0
 #: the risk curves' baselines (tuned ridge, Lasso, GD and PtO on held-out prompts) do not depend on the model: seconds
