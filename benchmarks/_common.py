@@ -36,9 +36,11 @@ class Disagreement(AssertionError):
 
 
 def parse_args(description: str) -> argparse.Namespace:
-    """``--full`` (bigger settings) and ``--repeats`` (timed repeats per method)."""
+    """``--full`` (bigger settings), ``--field`` (the field's standard model, :func:`field_model`) and ``--repeats``."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--full", action="store_true", help="bigger settings (minutes instead of seconds)")
+    parser.add_argument("--field", action="store_true", help="only the Garg-standard model (12 x 8 x 256, d = 20, 41 points) on "
+                        f"{FIELD_PROMPTS} prompts: a few minutes at one thread")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per method (median reported)")
     return parser.parse_args()
 
@@ -130,6 +132,61 @@ def model_4x8(max_points: int = 20) -> Any:
 
     task = ii.SparseLinearRegression(d=8, s=2, noise_std=0.5)
     return ii.ICLTransformer(ii.ModelConfig(d=8, n_layers=4, n_heads=8, d_model=64, max_points=max_points), task)
+
+
+#: prompts of the ``--field`` runs: one forward of the field model over them is about 0.6 s at one thread, so the per-head
+#: loops (97 forwards) take about a minute; the forward-equivalents do not depend on the prompt count much
+FIELD_PROMPTS = 32
+
+
+def field_model() -> Any:
+    """Garg et al.'s standard model: 12 layers x 8 heads x d_model 256 (GPT-2 blocks, gelu_new), dense regression d = 20,
+    41 points (81 tokens); random init (timing does not depend on training)."""
+    import icl_interp as ii
+
+    task = ii.LinearRegression(d=20)
+    return ii.ICLTransformer(ii.ModelConfig(d=20, n_layers=12, n_heads=8, d_model=256, max_points=41, act_fn="gelu_new"), task)
+
+
+def block_profile(model: Any, data: Any, repeats: int = 3) -> dict[str, float]:
+    """Where a forward's time goes, in CPU seconds (medians): the whole fused forward, every block's attention half
+    (norm, q/k/v, softmax attention, output projection) and MLP half alone on the native modules, the hooked
+    (TransformerLens bridge) forward, and its hook and module-call overhead (hooked minus fused)."""
+    from icl_interp.core import fast_paths as _fast
+    from icl_interp.tools.runner import residual_input
+
+    hooked = model.hooked
+    n_heads = int(hooked.cfg.n_heads)
+    with torch.no_grad():
+        resid = residual_input(model, data)
+
+        def halves(which: str) -> None:
+            x = resid
+            for layer in range(int(hooked.cfg.n_layers)):
+                block = _fast._plain(hooked.blocks[layer])
+                if which == "attn":
+                    attn = _fast._plain(block.attn)
+                    q, k, v = _fast._attention_qkv(attn, _fast._plain(block.ln1)(x), n_heads)
+                    z = _fast._attend(q, k, v, None)
+                    _fast._module_linear(attn.o, z.transpose(1, 2).reshape(x.shape))
+                else:
+                    mlp = _fast._plain(block.mlp)
+                    _fast._module_linear(mlp.fc_out, mlp.act(_fast._module_linear(mlp.fc_in, _fast._plain(block.ln2)(x))))
+
+        fns = {"fused forward": lambda: _fast.native_forward(hooked, resid),
+               "attention halves": lambda: halves("attn"), "MLP halves": lambda: halves("mlp"),
+               "hooked forward": lambda: hooked(resid, start_at_layer=0)}
+        times, _ = compare(fns, repeats, warmup=1)
+    out = {k: t.cpu for k, t in times.items()}
+    out["hook overhead"] = out["hooked forward"] - out["fused forward"]
+    return out
+
+
+def print_profile(prof: dict[str, float]) -> None:
+    """One line per part of :func:`block_profile`, with its share of the fused forward."""
+    fwd = prof["fused forward"]
+    print("  where a forward's time goes (CPU s, share of the fused forward): "
+          + "; ".join(f"{k} {v:.3g} s ({v / fwd:.0%})" for k, v in prof.items()))
 
 
 FORWARDS = 5  # plain forwards per timed call of plain_forward: its median is steadier than one short forward's

@@ -10,6 +10,7 @@ mask: ours rebuilds the layer's attention output from the masked clean z and run
 only the layer's MLP half, which takes it below that bound.
 
     .venv/bin/python benchmarks/ablation_sweep.py [--full]   # 256 prompts (--full: 1024, 39 tokens at 4 x 8)
+    .venv/bin/python benchmarks/ablation_sweep.py --field    # the Garg-standard 12 x 8 x 256 model, 32 prompts x 81 tokens
 """
 
 import _common as common
@@ -70,6 +71,13 @@ def bench(label: str, model, n_prompts: int, n_points: int, repeats: int) -> tup
 def main() -> None:
     args = common.parse_args(__doc__.splitlines()[0])
     common.header("ablation_sweep")
+    if args.field:
+        model = common.field_model()
+        data = model.task.sample(common.FIELD_PROMPTS, 41, seed=1)
+        common.print_profile(common.block_profile(model, data))
+        loop_s, ours_s = bench("field", model, common.FIELD_PROMPTS, 41, args.repeats or 1)
+        common.ratio("ablation_sweep_field", loop_s, ours_s, "loop")
+        return
     repeats = args.repeats or (5 if args.full else 3)
     n_prompts, n_points = (1024, 20) if args.full else (256, 16)
     bench("default-v2", common.default_model(), n_prompts, 16, repeats)

@@ -16,6 +16,13 @@ timed, which favours the usual way (a grid search with validation would multiply
 benchmarks/probes.py would shadow the ``probes`` target catalogue for every benchmark.)
 
     .venv/bin/python benchmarks/probing.py [--full]   # 2048 prompts, 8 targets (--full: 8192, every per-prompt target)
+    .venv/bin/python benchmarks/probing.py --field    # the Garg-standard model: the report's probing sweeps in forward-equivalents
+
+``--field`` times, in forward-equivalents of the 12 x 8 x 256 model on 128 prompts, ``probe_all_layers`` on the 8 targets
+at the query (13 layers) and the report's probing sweep (``studies.preprocessing_study``: 8 targets at the query and the
+example targets at every x token, each on the model and on a random control model), with where its time goes
+(the forwards, the SVDs of the activations, the leave-one-out penalty choice). Run it with ``PYTHONPATH`` set to an
+older checkout to time that one's code on the same model.
 """
 
 import _common as common
@@ -90,9 +97,56 @@ def usual_probes(model, data, targets: list[str], alphas: dict) -> dict[tuple[st
     return out
 
 
+FIELD_PROBE_PROMPTS = 128
+
+
+def field() -> None:
+    """The report's probing sweeps on the field's standard model, in forward-equivalents, and where their time goes."""
+    import cProfile
+    import pstats
+
+    from icl_interp import studies as st
+    from icl_interp.tools.runner import prepare
+
+    model = common.field_model()
+    data = model.task.sample(FIELD_PROBE_PROMPTS, model.cfg.max_points, seed=3)
+    run = prepare(model, data)
+    times, _ = common.compare(
+        {
+            "fwd": common.plain_forward(model, data),
+            "query probes": lambda: ii.probe_all_layers(model, run, targets=TARGETS),
+            "preprocessing_study": lambda: st.preprocessing_study(model, run),
+        },
+        1,
+        warmup=0,
+    )
+    fwd = times["fwd"]
+    print(f"field: {common.describe(model)}, {FIELD_PROBE_PROMPTS} prompts x {2 * model.cfg.max_points - 1} tokens; "
+          f"one forward {fwd.cpu / common.FORWARDS:.3g} s CPU")
+    for name in ("query probes", "preprocessing_study"):
+        print(f"  {name}: {times[name]} = {common.fwd_eq(times[name], fwd):.1f} fwd-eq")
+    prof = cProfile.Profile()
+    prof.enable()
+    st.preprocessing_study(model, run)
+    prof.disable()
+    stats = pstats.Stats(prof).stats
+    total = sum(v[2] for v in stats.values())
+
+    def cum(fn: str) -> float:  # cumulative time of the functions named fn (ours, or a torch builtin's name)
+        return sum(v[3] for (file, _, name), v in stats.items() if name == fn and "icl_interp" in file or name.endswith(fn + ">"))
+
+    parts = {"forwards (runner.prepare: the control model's)": cum("prepare"), "captures (_capture)": cum("_capture"),
+             "SVDs (torch.linalg.svd)": cum("linalg_svd"), "leave-one-out (RidgeProbe._loo_mse)": cum("_loo_mse")}
+    print("  preprocessing_study under cProfile: " + "; ".join(f"{k} {v / total:.0%}" for k, v in parts.items()))
+    print(f"FIELD probing: preprocessing_study {common.fwd_eq(times['preprocessing_study'], fwd):.1f} fwd-eq")
+
+
 def main() -> None:
     args = common.parse_args(__doc__.splitlines()[0])
     common.header("probing")
+    if args.field:
+        field()
+        return
     repeats = args.repeats or 3
     model = common.default_model()
     n_prompts = 8192 if args.full else 2048

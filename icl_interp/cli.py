@@ -119,9 +119,11 @@ def _report(args: argparse.Namespace) -> int:
             return 0
         zoo = use_zoo(got["zoo"])
     with zoo:
-        res = write_report(args.out, model=args.model, quick=args.quick, prompt_seed=args.prompt_seed, siblings=args.siblings)
+        res = write_report(args.out, model=args.model, quick=args.quick, prompt_seed=args.prompt_seed, siblings=args.siblings,
+                           exact=args.exact, budget_s=60.0 * args.budget_minutes, progress=not args.no_progress, reuse=not args.no_reuse)
     for claim in res["claims"]:
         print(f"[{claim['verdict']}] {claim['id']}: {claim['claim']}  ({claim['number']})")
+    print(f"methods ({res['plan']['n_prompts']} prompts per study): " + "; ".join(f"{k}: {v.split(',')[0]}" for k, v in res["methods"].items()))
     print(f"wrote {Path(args.out) / 'report.md'} in {res['seconds']} s")
     return 0
 
@@ -184,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     from .analysis.recipes import RECIPES
+    from .analysis.report_plan import BUDGET_S
     from .training.presets import PRESETS
 
     t = sub.add_parser("train", help="train a model from a preset recipe", description="Train a preset into --out (resumable).")
@@ -230,11 +233,25 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default="report", help="folder for report.md, report.json and the figures (default report)")
     rep.add_argument("--model", default="zoo:default",
                      help="zoo name or saved model folder (default: zoo:default, with its zoo siblings); comparisons without siblings are skipped")
-    rep.add_argument("--quick", action="store_true", help="small samples (256 prompts): about a minute, rough numbers")
+    rep.add_argument("--quick", action="store_true", help="small samples (256 prompts): about a minute on a shipped model, rough numbers")
     rep.add_argument("--prompt-seed", dest="prompt_seed", type=int, default=0,
                      help="draw every study's prompts from this seed (default 0: the shipped report's prompts)")
     rep.add_argument("--siblings", help="for a model outside the zoo's index: a JSON file declaring its relatives "
                      "(index.json's roles: head_counts, single_head, noise_sweep, concat_twin, linear_twin, ...; docs/science/index.md)")
+    rep.add_argument("--exact", action="store_true",
+                     help="exact head-ablation sweeps on every model: one too large for them in --budget-minutes gets them "
+                          "on fewer prompts (wider intervals) instead of gradient-estimated importance")
+    rep.add_argument("--budget-minutes", dest="budget_minutes", type=float, default=BUDGET_S / 60,
+                     help="minutes the model's own studies may take (default %(default)g); a model whose exact studies would "
+                          "take longer (timed on this machine: one forward x each study's forward-equivalents) gets "
+                          "gradient-estimated head importance, with its agreement with exact ablation on sampled heads, on "
+                          "as many prompts as fit (report.md's Methods says what ran)")
+    rep.add_argument("--no-progress", dest="no_progress", action="store_true",
+                     help="no progress bars (by default one per study on stderr, with the estimated time left)")
+    rep.add_argument("--no-reuse", dest="no_reuse", action="store_true",
+                     help="compute every study again (by default a study finished by an earlier run into the same --out, "
+                          "with the same model weights, prompt seeds, --quick, plan and code, is loaded from --out/.sections; "
+                          "siblings are known by name only, so use this after retraining one)")
     rep.add_argument("--retrain", action="store_true",
                      help="retrain the zoo from its presets first (hours on a CPU; resumable), into --zoo-dir, and report on it")
     rep.add_argument("--zoo-dir", dest="zoo_dir",

@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 import torch
 from _disk import DiskFaults, InjectedFault, write_legacy_checkpoint
+from icl_interp.training.loop.loop import TrainConfig, train
+from icl_interp.training.loop.presets import get_preset, preset_model
+from icl_interp.training.loop.state import has_checkpoint, read_state
 from safetensors.torch import load_file
 
 from icl_interp.core.atomic import atomic_write_bytes
 from icl_interp.core.checkpoint import load_model, save_model
-from icl_interp.training.loop import TrainConfig, train
-from icl_interp.training.presets import get_preset, preset_model
-from icl_interp.training.state import has_checkpoint, read_state
 
 pytestmark = pytest.mark.tl3
 
@@ -150,7 +150,7 @@ def test_the_checkpoint_is_one_file_with_its_json_in_the_header(tmp_path):
     from safetensors import safe_open
 
     with safe_open(ckpt / "state.safetensors", framework="pt") as f:
-        doc = json.loads(f.metadata()["icl_interp.train_state"])
+        doc = json.loads(f.metadata()["icl_interp.training.state"])
     assert doc["step"] == 2 and doc["format_version"] == 2 and doc == read_state(ckpt)
     data = (ckpt / "state.safetensors").read_bytes()
     flipped = bytearray(data)
@@ -189,7 +189,7 @@ def test_a_run_killed_with_sigkill_at_random_moments_ends_bitwise_equal(tmp_path
     import icl_interp
 
     overrides = {"steps": 60, "checkpoint_every": 1, "threads": 1, "progress": False, "eval_prompts": 16}
-    child = ("import sys, json; from icl_interp.training.presets import train_preset; "
+    child = ("import sys, json; from icl_interp.training.loop.presets import train_preset; "
              "train_preset('tiny', sys.argv[1], resume=sys.argv[2] == '1', overrides=json.loads(sys.argv[3]))")
     root = str(Path(icl_interp.__file__).resolve().parent.parent)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
@@ -220,7 +220,7 @@ def test_a_run_killed_with_sigkill_at_random_moments_ends_bitwise_equal(tmp_path
                          timeout=300, env=env)
     assert res.returncode == 0, res.stderr
 
-    from icl_interp.training.presets import train_preset
+    from icl_interp.training.loop.presets import train_preset
 
     train_preset("tiny", tmp_path / "straight", overrides=overrides)  # unbroken, in this process (one thread too)
     a = load_file(tmp_path / "straight" / "model" / "model.safetensors")
@@ -338,13 +338,14 @@ def test_the_report_fails_at_every_write_and_the_previous_report_stays_whole(tmp
     old_json, old_md = (template / "report.json").read_text(), (template / "report.md").read_text()
     computed = {k: v for k, v in old.items() if k not in ("claims", "seconds")}
 
-    def collect(name, net, sib, quick, out, seeds):  # the same analyses' results, without minutes of computing; one figure
+    def collect(name, net, sib, quick, out, seeds, **_):  # the same analyses' results, without minutes of computing; one figure
         fig = plt.figure()
         fig.gca().plot([0, 1], [1, 0])
         save_figure(fig, out, "attention.png")
         return {**copy.deepcopy(computed), "rerun": True}
 
     monkeypatch.setattr(report, "_collect", collect)
+    shutil.copytree(template, tmp_path / "dry")  # as every run below: the template's plan (report_plan) is found again
     with pytest.MonkeyPatch.context() as mp:
         dry = DiskFaults(mp)
         report.write_report(tmp_path / "dry", model=model, quick=True)
@@ -375,7 +376,9 @@ def test_the_report_fails_at_every_write_and_the_previous_report_stays_whole(tmp
             assert got_md == old_md, (k, faults.fired)
         else:
             assert timeless(got_md) == timeless(new_md), (k, faults.fired)
-        assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [], k  # no temp file left
+        # no temp file left (.sections: the finished studies a rerun reuses, report_plan.SectionStore)
+        assert [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != ".sections"] == [], k
+        assert [p.name for p in (out / ".sections").glob(".*")] == [], k
     assert n >= 12 and r_json < r_md < n  # the figure, then report.json, report.md: a write, a replace, two fsyncs each
 
 

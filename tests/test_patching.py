@@ -79,6 +79,24 @@ def test_scores_shapes_and_reuse_match_full_forwards(tiny_model, pair, site, sha
     assert result.scores[index] == pytest.approx(frac, abs=1e-4)
 
 
+@pytest.mark.tl3
+@pytest.mark.parametrize("site", ["head", "head_pos"])
+def test_every_head_patch_equals_a_full_forward_with_the_patch(any_model, pair, site):
+    """The head sweep restarts at the layer with its attention reused and the later blocks fused: every score equals the
+    metric of a full hooked forward with that head's z patched (layer 0 too, where every later block runs)."""
+    clean, corrupted = pair
+    metric = lambda p, b: ((p - b.ys) ** 2).mean() if p.ndim == 2 else ((p - b.ys[:, -1]) ** 2).mean()  # noqa: E731
+    result = patch_activations(any_model, clean, corrupted, site=site, metric=metric)
+    cache = _cache(any_model, clean)
+    n_layers, n_heads = any_model.hooked.cfg.n_layers, any_model.hooked.cfg.n_heads
+    for layer in range(n_layers):
+        for head in range(n_heads):
+            index = (layer, head) if site == "head" else (layer, head, 5)
+            with patched(any_model, cache, site, index), torch.no_grad():
+                want = float(metric(predict(any_model, corrupted), clean))
+            assert float(result.scores[index]) == pytest.approx(want, rel=1e-5, abs=1e-7), index
+
+
 def test_custom_metric_and_hook_hygiene(any_model, pair):
     clean, corrupted = pair
     before = hook_counts(any_model.hooked)

@@ -292,6 +292,22 @@ def test_probing_an_attached_bridge(tiny_task, data):
     assert table.get(-1, target="y_query").n_test == 16
 
 
+def test_one_svd_serves_every_target_of_the_same_activations(tiny_model, tiny_task):
+    """fit(X, Y, decomposition=decompose(X)) is fit(X, Y); probe_all_layers (which shares one SVD per layer across its
+    targets) gives each target's row exactly as a probe of that target alone; a decomposition of another X is refused."""
+    X, Y, _ = _regression()
+    alone, shared = RidgeProbe().fit(X, Y), RidgeProbe().fit(X, Y, decomposition=RidgeProbe.decompose(X))
+    assert alone.alpha_ == shared.alpha_ and torch.equal(alone.coef_, shared.coef_) and torch.equal(alone.loo_mse_, shared.loo_mse_)
+    with pytest.raises(ValueError, match="decomposition"):
+        RidgeProbe().fit(X[:-1], Y[:-1], decomposition=RidgeProbe.decompose(X))
+    data = tiny_task.sample(64, 8, seed=4)
+    table = probe_all_layers(tiny_model, data, targets=["y_query", "w", "r"], control=True)
+    for target in ("w", "r"):
+        one = probe_layer(tiny_model, data, 1, target, control=True)
+        row = table.get(1, "resid_post", target)
+        assert (row.r2, row.mse, row.control_r2, row.probe.alpha_) == (one.r2, one.mse, one.control_r2, one.probe.alpha_)
+
+
 def test_probe_layer_equals_sklearn_ridgecv_on_the_same_split(tiny_model, tiny_task):
     """probe_layer against scikit-learn's RidgeCV (same prompts split, same penalties, efficient leave-one-out)."""
     from sklearn.linear_model import RidgeCV

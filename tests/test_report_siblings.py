@@ -209,9 +209,9 @@ def test_report_decides_the_sibling_comparisons_on_every_training_seed_all_their
     assert beats["per_seed"]["0"]["value"] != pytest.approx(beats["per_seed"]["1"]["value"])
     # head counts on seed 1 (every head count has it), on SEED_PROMPTS risk prompts (quick: 256)
     hc = claims["head_count_order"]
-    assert hc["seeds"] == 2 and set(r["head_counts_seeds"]) == {"1"} and sorted(r["head_counts_seeds"]["1"]) == [1, 2, 4]
+    assert hc["seeds"] == 2 and set(r["head_counts_seeds"]) == {"1"} and sorted(map(int, r["head_counts_seeds"]["1"])) == [1, 2, 4]  # a stored section: JSON keys
     curve = ii.evaluate(other, task, n_points=8, n_prompts=min(256, SEED_PROMPTS), seed=prompt_seeds(0)["risk"])
-    assert r["head_counts_seeds"]["1"][1]["last"] == pytest.approx(float(curve.error[-1]), rel=1e-5)
+    assert r["head_counts_seeds"]["1"]["1"]["last"] == pytest.approx(float(curve.error[-1]), rel=1e-5)
     # the noise sweep on seed 1: the copies' level as seed 0's, the anchor's level with seed 1's single head
     sweep = r["pruning_noise"]
     assert set(sweep["seeds"]) == {"1"} and claims["noise_pruning"]["seeds"] == claims["noise_single_head"]["seeds"] == 2

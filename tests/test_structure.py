@@ -1,5 +1,5 @@
 """The package's edges: the layers (who may import whom), no import cycle (function-local imports included), no module
-over 400 lines, probes on the public API."""
+over the size at which a file stops being one readable concept, probes on the public API."""
 
 import ast
 from pathlib import Path
@@ -8,7 +8,9 @@ import pytest
 
 ROOT = Path(__file__).parent.parent
 PACKAGES = ("icl_interp", "probes")
-MAX_LINES = 400
+#: not a rule to split files by size (the layers and one concept per module are: see the layering test), a ceiling
+#: past which a module is no longer one readable concept (TransformerLens' 2,000-line files are what we avoid)
+MAX_LINES = 600
 
 pytestmark = pytest.mark.tl3
 
@@ -74,7 +76,7 @@ def test_no_import_cycle():
             visit(name)
 
 
-def test_no_module_over_400_lines():
+def test_no_module_past_the_ceiling():
     long = {str(p.relative_to(ROOT)): n for p in _modules().values() if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -26,6 +27,16 @@ from ..zoo import seeds as zoo_seeds
 from . import claims as cl
 from . import studies as st
 from .report_markdown import markdown
+from .report_plan import (
+    AGREEMENT_HEADS,
+    BUDGET_S,
+    ReportPlan,
+    SectionStore,
+    baseline_seconds,
+    choose_plan,
+    code_digest,
+    weights_digest,
+)
 from .study_plots import plot_dynamics_study, save_figure
 
 __all__ = ["write_report", "load_report", "single_model_studies", "prompt_seeds"]
@@ -124,10 +135,15 @@ def _curves_at_last(models: dict[str, Any], task: Any, n: int, n_prompts: int, s
             "per_prompt_last": {v: per_prompt_list(c.per_prompt[:, -1]) for v, c in curves.items()}}
 
 
-def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path, seeds: dict[str, int]) -> dict:
+def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path, seeds: dict[str, int], *,
+             plan: Optional[ReportPlan] = None, store: Optional[SectionStore] = None, progress: bool = False) -> dict:
     """Run every study that applies to ``model`` (and its siblings) on the same prompts; the results by study.
 
-    ``seeds``: each prompt set's sampling seed (:func:`prompt_seeds`)."""
+    ``seeds``: each prompt set's sampling seed (:func:`prompt_seeds`). ``plan``: the model's studies' prompt count and
+    head-importance method (:func:`icl_interp.analysis.report_plan.choose_plan`; default: exact, the usual prompts).
+    ``store``: where each finished study is written at once, and found again on a rerun (default: nowhere).
+    ``progress``: a bar per study on stderr. Every comparison is also made on each training seed k that all its models
+    have, seed k of each with seed k of the others (:func:`_seed_sets`)."""
     import torch
 
     loaded = {name: model}
@@ -140,25 +156,47 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path, seeds
 
     task, n = model.task, model.cfg.max_points
     n_prompts = 256 if quick else 2000
-    data = prepare(model, task.sample(n_prompts, n, seed=seeds["study"]))  # one validated batch and clean forward for every study
+    n_study = n_prompts if plan is None else plan.n_prompts  # the model's own studies (siblings keep n_prompts)
+    seed_prompts = min(n_prompts, SEED_PROMPTS)  # prompts per study on the other training seeds
+    method = "exact" if plan is None else plan.method
+    cost = {} if plan is None else plan.study_seconds(model.cfg)
+    store = SectionStore(out, {}, enabled=False) if store is None else store
+    prepared: list = []
+
+    def study_data() -> Any:  # one validated batch and clean forward for every study, made when the first one needs it
+        if not prepared:
+            prepared.append(prepare(model, task.sample(n_study, n, seed=seeds["study"])))
+        return prepared[0]
+
+    def section(key: str, compute: Any) -> Any:
+        return store.section(key, compute, seconds=cost.get(key), progress=progress)
+
     r: dict[str, Any] = {"model": name, "model_config": model.cfg.to_dict(), "quick": quick, "prompt_seeds": seeds}
     variants = {v: get(v) for v in sib.head_counts}
     variants.setdefault(name, model)
-    r["risk"] = st.risk_study(variants, task, n, n_prompts=n_prompts, seed=seeds["risk"], tuning_seed=seeds["tuning"], quick=quick, out=out)
+    r["risk"] = section("risk", lambda: st.risk_study(variants, task, n, n_prompts=n_study, seed=seeds["risk"], tuning_seed=seeds["tuning"],
+                                                      quick=quick, out=out))
     r["quality_bar"] = cl.quality_bar(r["risk"], name, task.d)
     # the head-count siblings (and below the concatenated twin) share the task, so the same tuned baselines: each one's bar
     # (issue 14: the comparison models reach the bar too, or the report says which do not)
     r["quality_bar_siblings"] = {v: cl.quality_bar(r["risk"], v, task.d) for v in variants if v != name}
     r["head_counts"] = st.head_count_summary(r["risk"], variants)
-    seed_prompts = min(n_prompts, SEED_PROMPTS)  # prompts per study on the other training seeds
-    for k, names in _seed_sets(list(variants) if len(variants) > 1 else []).items():  # seed k of every head count, risk prompts
-        twins = {names[v]: get(names[v]) for v in variants}
-        r.setdefault("head_counts_seeds", {})[k] = st.head_count_summary(_curves_at_last(twins, task, n, seed_prompts, seeds["risk"]), twins)
-    r["importance"] = st.importance_study(model, data, out=out)
-    r["attention"] = _attention(model, data, out)
+    if head_count_seeds := _seed_sets(list(variants) if len(variants) > 1 else []):
+        def head_counts_by_seed() -> dict:  # seed k of every head count, on the risk prompts
+            got = {}
+            for k, names in head_count_seeds.items():
+                twins = {names[v]: get(names[v]) for v in variants}
+                got[k] = st.head_count_summary(_curves_at_last(twins, task, n, seed_prompts, seeds["risk"]), twins)
+            return got
+
+        r["head_counts_seeds"] = section("head_counts_seeds", head_counts_by_seed)
+    r["importance"] = section("importance", lambda: st.importance_study(model, study_data(), method=method, sample_heads=AGREEMENT_HEADS,
+                                                                      sample_seed=seeds["study"], out=out))
+    r["attention"] = section("attention", lambda: _attention(model, study_data(), out))
     single = get(sib.single_head) if sib.single_head else None
     # every ablation kind removes the same heads, those zero ablation's importance prunes (so at every noise level)
-    r["pruning"] = st.pruning_study(model, data, single_head=single, importance=torch.tensor(r["importance"]["ablation"]), out=out)
+    r["pruning"] = section("pruning", lambda: st.pruning_study(model, study_data(), single_head=single,
+                                                               importance=torch.tensor(r["importance"]["ablation"]), out=out))
 
     def seed_studies(zoo_name: str, single_head: Optional[str] = None) -> dict:
         """The single-model studies of each training seed k >= 1 of ``zoo_name`` the zoo holds; seed k's pruning study
@@ -169,64 +207,86 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path, seeds
                                                 single_head=get(paired[str(k)][single_head]) if str(k) in paired else None)
                 for k, v in zoo_seeds(zoo_name).items() if k}
 
-    if seed_studies_of := seed_studies(name, sib.single_head):  # the model's own training seeds: its claims decided on every one
-        r["seeds"] = seed_studies_of
+    if zoo_seeds(name).keys() - {0}:  # the model's own training seeds: its claims decided on every one
+        r["seeds"] = section("seeds", lambda: seed_studies(name, sib.single_head))
     pairs = {}
     for full, one in sib.noise_sweep:
         pairs[float(get(full).task.noise_std)] = (get(full), get(one) if one else None)
     if len(pairs) > 1:
-        known = {float(task.noise_std): r["pruning"]}  # the same model, prompts and seed: not run again
-        r["pruning_noise"] = st.noise_pruning_study(pairs, n_prompts=n_prompts, seed=seeds["study"], quick=quick, known=known, out=out)
-        for k, names in _seed_sets([m for pair in sib.noise_sweep for m in pair if m]).items():  # seed k of every model of the sweep
-            twins = {float(get(names[full]).task.noise_std): (get(names[full]), get(names[one]) if one else None) for full, one in sib.noise_sweep}
-            # the anchor's seed-k level is its seed study's pruning (the same prompts) where that compared the same single head
-            own = r["seeds"][k]["pruning"] if dict(sib.noise_sweep).get(name, "") == sib.single_head else None
-            r["pruning_noise"].setdefault("seeds", {})[k] = st.noise_pruning_study(
-                twins, n_prompts=seed_prompts, seed=seeds["study"], quick=quick, known=None if own is None else {float(task.noise_std): own})
-        r["quality_bar_noise"] = {}  # each other level's pair against its own task's tuned baselines
-        for full, one in sib.noise_sweep:
-            if full != name:
-                level = {m: get(m) for m in (full, one) if m}
-                risk = st.risk_study(level, get(full).task, n, n_prompts=n_prompts, seed=seeds["risk"], tuning_seed=seeds["tuning"],
-                                      quick=quick)
-                r["quality_bar_noise"].update({m: cl.quality_bar(risk, m, task.d) for m in level})
-    r["preprocessing"] = st.preprocessing_study(model, data, out=out)
-    r["gd"] = st.gd_study(model, data, tuning_seed=seeds["gd_tuning"], out=out)
+        def noise_levels() -> dict:
+            known = {float(task.noise_std): r["pruning"]}  # the same model, prompts and seed: not run again
+            got = {"pruning_noise": st.noise_pruning_study(pairs, n_prompts=n_prompts, seed=seeds["study"], quick=quick, known=known, out=out),
+                   "quality_bar_noise": {}}  # each other level's pair against its own task's tuned baselines
+            for k, names in _seed_sets([m for pair in sib.noise_sweep for m in pair if m]).items():  # seed k of every model of the sweep
+                twins = {float(get(names[full]).task.noise_std): (get(names[full]), get(names[one]) if one else None)
+                         for full, one in sib.noise_sweep}
+                # the anchor's seed-k level is its seed study's pruning (the same prompts) where that compared the same single head
+                own = r["seeds"][k]["pruning"] if dict(sib.noise_sweep).get(name, "") == sib.single_head else None
+                got["pruning_noise"].setdefault("seeds", {})[k] = st.noise_pruning_study(
+                    twins, n_prompts=seed_prompts, seed=seeds["study"], quick=quick, known=None if own is None else {float(task.noise_std): own})
+            for full, one in sib.noise_sweep:
+                if full != name:
+                    level = {m: get(m) for m in (full, one) if m}
+                    risk = st.risk_study(level, get(full).task, n, n_prompts=n_prompts, seed=seeds["risk"], tuning_seed=seeds["tuning"],
+                                         quick=quick)
+                    got["quality_bar_noise"].update({m: cl.quality_bar(risk, m, task.d) for m in level})
+            return got
+
+        r.update(section("noise_sweep", noise_levels))
+    r["preprocessing"] = section("preprocessing", lambda: st.preprocessing_study(model, study_data(), out=out))
+    r["gd"] = section("gd", lambda: st.gd_study(model, study_data(), tuning_seed=seeds["gd_tuning"], out=out))
     if sib.concat_twin:  # the same questions where one token holds x_i and y_i together
-        twin = get(sib.concat_twin)
-        tdata = prepare(twin, twin.task.sample(n_prompts, twin.cfg.max_points, seed=seeds["study"]))
-        curve = evaluate(twin, twin.task, n_points=twin.cfg.max_points, n_prompts=r["risk"]["n_prompts"], seed=seeds["risk"])  # the risk prompts
-        r["concat"] = {"model": sib.concat_twin, "error": curve.error.tolist(),
-                       "preprocessing": st.preprocessing_study(twin, tdata), "gd": st.gd_study(twin, tdata, tuning_seed=seeds["gd_tuning"])}
-        if twin.task.to_dict() == task.to_dict() and len(curve.error) == len(r["risk"]["curves"][name]["error"]):  # same prompts
+        def concat() -> dict:
+            twin = get(sib.concat_twin)
+            tdata = prepare(twin, twin.task.sample(n_prompts, twin.cfg.max_points, seed=seeds["study"]))
+            curve = evaluate(twin, twin.task, n_points=twin.cfg.max_points, n_prompts=r["risk"]["n_prompts"], seed=seeds["risk"])  # the risk prompts
+            return {"model": sib.concat_twin, "error": curve.error.tolist(),
+                    "preprocessing": st.preprocessing_study(twin, tdata), "gd": st.gd_study(twin, tdata, tuning_seed=seeds["gd_tuning"])}
+
+        r["concat"] = section("concat", concat)
+        twin_task = get(sib.concat_twin).task
+        if twin_task.to_dict() == task.to_dict() and len(r["concat"]["error"]) == len(r["risk"]["curves"][name]["error"]):  # same prompts
             with_twin = {"curves": {**r["risk"]["curves"], sib.concat_twin: {"error": r["concat"]["error"]}}}
             r["quality_bar_siblings"][sib.concat_twin] = cl.quality_bar(with_twin, sib.concat_twin, task.d)
     if sib.linear_twin:  # the same task in the seed's theory class (bidirectional linear attention): every single-model claim
-        r["linear"] = st.single_model_studies(get(sib.linear_twin), n_prompts=n_prompts, seed=seeds["study"], name=sib.linear_twin,
-                                              risk_seed=seeds["risk"], tuning_seed=seeds["gd_tuning"])
-        if lin_seeds := seed_studies(sib.linear_twin):
-            r["linear"]["seeds"] = lin_seeds
+        def linear() -> dict:
+            lin = st.single_model_studies(get(sib.linear_twin), n_prompts=n_prompts, seed=seeds["study"], name=sib.linear_twin,
+                                          risk_seed=seeds["risk"], tuning_seed=seeds["gd_tuning"])
+            if lin_seeds := seed_studies(sib.linear_twin):
+                lin["seeds"] = lin_seeds
+            return lin
+
+        r["linear"] = section("linear", linear)
     if sib.second_seed:
-        softmax = {v: get(v) for v in sib.second_seed}
-        r["multihead"] = st.multihead_study(softmax, next(iter(softmax.values())).task, seed=seeds["second_seed"], quick=quick, out=out)
-        r["multihead"]["seeds"] = {}  # the same study on each training seed k that every one of these models has
-        for k, names in _seed_sets(sib.second_seed).items():
-            twins = {v: get(v) for v in names.values()}
-            r["multihead"]["seeds"][k] = st.multihead_study(twins, next(iter(twins.values())).task, n_prompts=SEED_PROMPTS,
-                                                            seed=seeds["second_seed"], quick=quick)
+        def multihead() -> dict:
+            softmax = {v: get(v) for v in sib.second_seed}
+            mh = st.multihead_study(softmax, next(iter(softmax.values())).task, seed=seeds["second_seed"], quick=quick, out=out)
+            mh["seeds"] = {}  # the same study on each training seed k that every one of these models has
+            for k, names in _seed_sets(sib.second_seed).items():
+                twins = {v: get(v) for v in names.values()}
+                mh["seeds"][k] = st.multihead_study(twins, next(iter(twins.values())).task, n_prompts=SEED_PROMPTS,
+                                                    seed=seeds["second_seed"], quick=quick)
+            return mh
+
+        r["multihead"] = section("multihead", multihead)
     dyn = _stored_dynamics(name, out)
     if dyn is not None:
         r["dynamics"] = dyn
     if sib.second_seed_settings:  # the seed's other settings (our definitions: README)
-        r["seed2_settings"] = st.settings_study({s: {v: get(v) for v in names} for s, names in sib.second_seed_settings},
-                                                seed=seeds["second_seed"], prior_seed=seeds["prior"], quick=quick, out=out)
-        by_seed: dict[str, dict] = {}  # training seed k -> each setting all of whose models have seed k, with those
-        for setting, names in sib.second_seed_settings:
-            for k, twins in _seed_sets(names).items():
-                by_seed.setdefault(k, {})[setting] = {v: get(v) for v in twins.values()}
-        for k in sorted(by_seed, key=int):
-            r["seed2_settings"].setdefault("seeds", {})[k] = st.settings_study(
-                by_seed[k], n_prompts=SEED_PROMPTS, prior_prompts=SEED_PRIOR_PROMPTS, seed=seeds["second_seed"], prior_seed=seeds["prior"], quick=quick)
+        def settings() -> dict:
+            got = st.settings_study({s: {v: get(v) for v in names} for s, names in sib.second_seed_settings},
+                                    seed=seeds["second_seed"], prior_seed=seeds["prior"], quick=quick, out=out)
+            by_seed: dict[str, dict] = {}  # training seed k -> each setting all of whose models have seed k, with those
+            for setting, names in sib.second_seed_settings:
+                for k, twins in _seed_sets(names).items():
+                    by_seed.setdefault(k, {})[setting] = {v: get(v) for v in twins.values()}
+            for k in sorted(by_seed, key=int):
+                got.setdefault("seeds", {})[k] = st.settings_study(
+                    by_seed[k], n_prompts=SEED_PROMPTS, prior_prompts=SEED_PRIOR_PROMPTS, seed=seeds["second_seed"], prior_seed=seeds["prior"],
+                    quick=quick)
+            return got
+
+        r["seed2_settings"] = section("seed2_settings", settings)
     have = {"head_counts": len(variants) > 1, "single_head": single is not None, "noise_sweep": len(pairs) > 1,
             "concat_twin": bool(sib.concat_twin), "linear_twin": bool(sib.linear_twin), "second_seed": bool(sib.second_seed),
             "second_seed_settings": bool(sib.second_seed_settings)}
@@ -253,7 +313,8 @@ def single_model_studies(model: Any, *, n_prompts: int = 2000, seed: int = 7, na
 
 
 def write_report(out: Union[str, Path], *, model: Any = "default", quick: bool = False, prompt_seed: int = 0,
-                 siblings: Any = None) -> dict:
+                 siblings: Any = None, exact: bool = False, budget_s: float = BUDGET_S, progress: bool = False,
+                 reuse: bool = True) -> dict:
     """Run every analysis on ``model`` and write ``out/report.md`` (with its figures) and ``out/report.json``.
 
     ``model``: a zoo name (its siblings in the zoo index join the comparisons), a
@@ -263,16 +324,40 @@ def write_report(out: Union[str, Path], *, model: Any = "default", quick: bool =
     shipped report's prompts). ``siblings``: for a model outside the zoo's index (a saved folder, an imported model), a
     JSON file or dict declaring its relatives (:func:`icl_interp.zoo.siblings_from`). Returns the results; ``results["claims"]`` lists each claim
     with its stable ``id``, verdict, value and 5-95% interval.
+
+    ``budget_s``: the seconds the model's own studies may take; a model whose exact studies would take longer gets
+    gradient-estimated head importance on fewer prompts, or with ``exact`` the exact sweeps on fewer prompts
+    (:func:`icl_interp.report_plan.choose_plan`; ``results["plan"]`` and ``results["methods"]`` say what ran). ``progress``:
+    a bar per study on stderr, with the estimated time left. ``reuse``: each finished study is kept in
+    ``out/.sections`` as soon as it is done and a rerun with the same model weights, prompt seeds, ``quick``, plan and
+    code loads it instead of computing it (False: compute everything; the siblings are keyed by name only).
     """
     if not isinstance(out, (str, Path)):
         raise TypeError(f"out must be a folder path (str or Path), got {type(out).__name__}")
-    if not isinstance(quick, bool):
-        raise TypeError(f"quick must be a bool, got {type(quick).__name__}")
+    for flag, value in (("quick", quick), ("exact", exact), ("progress", progress), ("reuse", reuse)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{flag} must be a bool, got {type(value).__name__}")
+    if isinstance(budget_s, bool) or not isinstance(budget_s, (int, float)) or not budget_s > 0 or budget_s != budget_s:
+        raise ValueError(f"budget_s must be a number of seconds > 0, got {budget_s!r}")
     seeds = prompt_seeds(prompt_seed)
     t0 = time.perf_counter()
     name, net, sib = _resolve(model, siblings)
     out = writable_folder(out, "out")  # before minutes of analyses
-    results = _collect(name, net, sib, quick, out, seeds)  # writes the figures
+    n_prompts = 256 if quick else 2000
+    base = {"model": name, "weights": weights_digest(net), "code": code_digest(), "siblings": repr(sib), "quick": quick,
+            "prompt_seeds": seeds}
+    plans = SectionStore(out, {**base, "exact": exact, "budget_s": float(budget_s)}, enabled=reuse)
+    stored = plans.load("plan")  # a rerun keeps its plan: timing noise must not change the prompts and so every section
+    plan = ReportPlan(**{k: v for k, v in stored.items() if k != "interval_factor"}) if stored else \
+        choose_plan(net, n_prompts, budget_s=float(budget_s), exact=exact, baselines_s=baseline_seconds(net, quick))
+    if not stored:
+        plans.save("plan", plan.to_dict())
+    if progress:
+        print(f"report on {name}: {plan.reason}", file=sys.stderr)
+    store = SectionStore(out, {**base, "plan": {"method": plan.method, "n_prompts": plan.n_prompts}}, enabled=reuse)
+    results = _collect(name, net, sib, quick, out, seeds, plan=plan, store=store, progress=progress)  # writes the figures
+    results["plan"] = plan.to_dict()
+    results["methods"] = _methods(results, plan)
     results["claims"] = [c.to_dict() for c in cl.decide(results)]
     results["seconds"] = round(time.perf_counter() - t0, 1)
     text = markdown(results, net)  # rendered before any file is replaced
@@ -280,6 +365,21 @@ def write_report(out: Union[str, Path], *, model: Any = "default", quick: bool =
     _save(results, out)
     atomic_write_bytes(out / "report.md", text.encode())
     return results
+
+
+def _methods(results: dict, plan: ReportPlan) -> dict:
+    """Which method each of the model's studies used, on how many prompts (report.json's ``methods``)."""
+    n = plan.n_prompts
+    importance = (f"exact single-head ablation, every head, {n} prompts" if plan.method == "exact" else
+                  f"first-order estimate from the per-prompt mask gradients (attribution patching of the ablation), {n} prompts; "
+                  f"exact ablation on {len(next(iter(results['importance']['by_ablation'].values()))['agreement']['heads'])} "
+                  "sampled heads per ablation kind for the agreement")
+    got = {"risk": f"exact forward, {results['risk']['n_prompts']} prompts", "importance": importance,
+           "attention": f"exact (the clean run's patterns), {n} prompts",
+           "pruning": f"exact masking of the heads the importance above keeps, {n} prompts",
+           "preprocessing": f"exact (closed-form ridge probes on the clean run), {n} prompts",
+           "gd": f"exact (probes and iterates on the clean run), {n} prompts"}
+    return {k: v for k, v in got.items() if k in results}
 
 
 # -- report.json and its per-prompt numbers ------------------------------------------------------------

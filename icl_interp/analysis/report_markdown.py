@@ -152,6 +152,24 @@ def _kinds_cell(claim: dict) -> str:
     return "; ".join(f"{k}: {v['verdict']}, {_num(v['value'])} {_interval(v['interval'])}" for k, v in by.items())
 
 
+def _methods_lines(r: dict) -> list[str]:
+    """The plan (why these methods and prompts, :mod:`icl_interp.report_plan`), each study's method, and for estimated head
+    importance its agreement with exact ablation on the sampled heads; nothing for a report without a plan."""
+    plan, methods = r.get("plan"), r.get("methods")
+    if not plan or not methods:
+        return []
+    lines = [f"Methods: {plan['reason']}.", ""] + [f"- {study}: {text}" for study, text in methods.items()]
+    if plan["n_prompts"] < plan["requested_prompts"]:
+        lines.append(f"- {plan['n_prompts']} prompts instead of {plan['requested_prompts']}: the intervals are about "
+                     f"{plan['interval_factor']:.1f}x as wide")
+    agree = {k: v["agreement"] for k, v in r.get("importance", {}).get("by_ablation", {}).items() if "agreement" in v}
+    if agree:
+        lines.append("- the estimate against exact ablation on the sampled heads: " + "; ".join(
+            f"{k}: Spearman {a['spearman']:.2f}, largest |difference| {a['max_abs_diff']:.3g} (exact importances span "
+            f"{a['exact_range']:.3g})" for k, a in agree.items()))
+    return lines + [""]
+
+
 def markdown(r: dict, model: Any) -> str:
     """``report.md`` of the report's results ``r`` on ``model``: the claims table first, then every study's section."""
     c = model.cfg
@@ -162,6 +180,7 @@ def markdown(r: dict, model: Any) -> str:
         f"Model: {c.n_layers} layers x {c.n_heads} heads, d_model {c.d_model}, {c.encoding} encoding; task {model.task.to_dict()}.",
         f"{'Quick mode (small samples): numbers are rough.' if r['quick'] else ''} Ran in {r['seconds']} s.",
         "",
+        *_methods_lines(r),
         "## Claims",
         "",
         "Each claim is decided in `icl_interp/analysis/claims/` (thresholds named there); `report.json` lists them by `id`. "

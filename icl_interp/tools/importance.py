@@ -50,6 +50,21 @@ def head_importance(
 
 
 def _gradient_importance(run: CleanRun, ablation: str, reference: Union[ICLBatch, CleanRun, None], metric: Optional[Metric]) -> Tensor:
+    score = mask_gradients(run, ablation, reference, metric).abs().mean(0)
+    bad = (~torch.isfinite(score)).nonzero().tolist()
+    if bad:
+        raise ValueError("head_importance (method='gradient'): the gradient score is NaN or Inf at heads "
+                         f"{', '.join(f'L{l}H{h}' for l, h in bad)} where the model's own output is finite")
+    return score
+
+
+def mask_gradients(run: CleanRun, ablation: str = "zero", reference: Union[ICLBatch, CleanRun, None] = None,
+                   metric: Optional[Metric] = None) -> Tensor:
+    """d error / d mask at mask = 1 for every head, per prompt ``[B, n_layers, n_heads]`` (one forward and one backward).
+
+    The error is the normalised error of each prompt (with a custom ``metric``: the batch's, one row ``[1, L, H]``);
+    the mask interpolates each head's z towards its ``ablation`` replacement. To first order, ablating a head alone
+    changes prompt i's error by ``-grad[i, layer, head]`` (attribution patching of the ablation)."""
     model, data = run.model, run.batch
     n_layers, n_heads = model.hooked.cfg.n_layers, model.hooked.cfg.n_heads
     stats = AblationStats(model, ablation, run if reference is None else reference)
@@ -66,12 +81,7 @@ def _gradient_importance(run: CleanRun, ablation: str, reference: Union[ICLBatch
             if not isinstance(loss, Tensor) or loss.numel() != 1 or not loss.requires_grad:
                 raise ValueError("metric must return a differentiable scalar tensor for method='gradient'")
         (grad,) = torch.autograd.grad(loss.reshape(()), mask)
-    score = grad.abs().mean(0)
-    bad = (~torch.isfinite(score)).nonzero().tolist()
-    if bad:
-        raise ValueError("head_importance (method='gradient'): the gradient score is NaN or Inf at heads "
-                         f"{', '.join(f'L{l}H{h}' for l, h in bad)} where the model's own output is finite")
-    return score
+    return grad
 
 
 KeepSpec = Union[int, list, tuple, dict, None]

@@ -6,7 +6,8 @@ One sweep engine (:func:`patch_activations`) over small patch setters: the site
 says *where* (a hook name per layer) and which slice an index selects; the
 intervention is always ``interventions.replace_slice``. A patch at layer ``l``
 restarts from the corrupted clean run's residual entering block ``l``, so nothing
-below ``l`` is recomputed; a residual-stream patch at position ``p`` also skips
+below ``l`` is recomputed; a head patch reuses layer ``l``'s attention as well (its output is rebuilt
+from the patched ``hook_z``, ``runner.run_layer_with_z``) and runs the later blocks on the fast path; a residual-stream patch at position ``p`` also skips
 positions before ``p`` where the fast path applies (``runner.run_suffix``).
 """
 
@@ -25,7 +26,7 @@ from ..core.checks import check_choice, check_int, check_layer
 from ..core.protocol import ToolModel, as_model, check_batch
 from ..core.tasks import ICLBatch, SparseLinearRegression, Task
 from .interventions import capture, replace_slice, scoped
-from .runner import CleanRun, Metric, call_metric, default_metric, keys_values, prepare, run_from, run_suffix
+from .runner import CleanRun, Metric, call_metric, default_metric, keys_values, prepare, run_from, run_layer_with_z, run_suffix
 
 __all__ = ["PatchResult", "patch_activations", "patched", "corrupt_batch", "SITES"]
 
@@ -182,9 +183,13 @@ def patch_activations(
                 if kv is not None:  # a residual patch at one position: only the suffix runs
                     preds = run_suffix(corr_run, layer + (site == "resid_post"), rest[0], clean_acts[name][:, rest[0]], kv)
                 if preds is None:
-                    sl = _slice_index(site, (layer, *rest))
-                    hook = [(name, replace_slice(clean_acts[name], sl))]
-                    preds = run_from(model, corr_run.resids[layer], layer, corr_run.batch, hook, tool=f"patch_activations (site {site!r})")
+                    write = replace_slice(clean_acts[name], _slice_index(site, (layer, *rest)))
+                    tool = f"patch_activations (site {site!r})"
+                    if site in ("head", "head_pos"):  # the layer's attention is the corrupted run's: only its output is rebuilt
+                        resid = run_layer_with_z(model, layer, corr_run.resids[layer], corr_run.acts([name])[name], write)
+                        preds = run_from(model, resid, layer + 1, corr_run.batch, tool=tool)  # no hook after it: the fast path
+                    else:
+                        preds = run_from(model, corr_run.resids[layer], layer, corr_run.batch, [(name, write)], tool=tool)
                 scores[(li, *rest)] = call_metric(metric, preds, clean_run.batch, f"patch_activations ({name} at {rest})")
     if not user_metric:
         scores = (corrupted_value - scores) / gap

@@ -275,10 +275,21 @@ def _values(target: probes.Target, data: ICLBatch, plan: _Plan) -> Tensor:
     return vals[:, plan.examples.to(vals.device)]
 
 
-def _fit_score(probe: Any, acts: Tensor, values: Tensor, train: Tensor, test: Tensor) -> tuple[Any, Tensor, float, Tensor, Tensor]:
-    """Fit on the train prompts' rows; (probe, R2 per output, MSE, SSE and SST per test prompt ``[n_test, k]``) on the test rows."""
+def _fit_score(probe: Any, acts: Tensor, values: Tensor, train: Tensor, test: Tensor,
+               shared: Optional[dict] = None) -> tuple[Any, Tensor, float, Tensor, Tensor]:
+    """Fit on the train prompts' rows; (probe, R2 per output, MSE, SSE and SST per test prompt ``[n_test, k]``) on the test rows.
+
+    ``shared``: a dict kept across the targets of the same ``acts``, holding the train rows and their SVD
+    (:meth:`RidgeProbe.decompose`) after the first ridge fit, so every other target's fit skips both."""
     f, k = acts.shape[-1], values.shape[-1]
-    probe = _new_probe(probe).fit(acts[train].reshape(-1, f), values[train].reshape(-1, k))
+    probe = _new_probe(probe)
+    if shared is not None and type(probe) is RidgeProbe:
+        if not shared:
+            shared["x"] = acts[train].reshape(-1, f)
+            shared["svd"] = RidgeProbe.decompose(shared["x"])
+        probe = probe.fit(shared["x"], values[train].reshape(-1, k), decomposition=shared["svd"])
+    else:
+        probe = probe.fit(acts[train].reshape(-1, f), values[train].reshape(-1, k))
     y_test = values[test].reshape(-1, k).double()
     pred = probe.predict(acts[test].reshape(-1, f)).reshape(-1, k).double()
     sse, sst = (((a - b) ** 2).reshape(len(test), -1, k).sum(1) for a, b in ((pred, y_test), (y_test, y_test.mean(0))))
@@ -324,17 +335,19 @@ def _probe_many(
         if control:
             ctrl = _control_model(model)
             acts.append(_capture(prepare(ctrl, data), layer_sites, plan.tokens))
-    rows = []
-    for t in targets:
-        for layer, site in layer_sites:
-            fitted, r2s, mse, sse, sst = _fit_score(probe, acts[0][(layer, site)], values[t.name], train, test)
+    rows = {}
+    for layer, site in layer_sites:  # every target of one (layer, site) on one SVD of its activations (and the control's)
+        shared: list[dict] = [{}, {}]
+        for t in targets:
+            fitted, r2s, mse, sse, sst = _fit_score(probe, acts[0][(layer, site)], values[t.name], train, test, shared[0])
             row = ProbeResult(t.name, layer, site, plan.label, float(r2s.mean()), mse, r2s.float(), fitted, len(train), len(test),
                               train, test, per_prompt={"sse": sse, "sst": sst})
             if control:
-                _, c_r2s, row.control_mse, row.per_prompt["control_sse"], _ = _fit_score(probe, acts[1][(layer, site)], values[t.name], train, test)
+                _, c_r2s, row.control_mse, row.per_prompt["control_sse"], _ = _fit_score(probe, acts[1][(layer, site)], values[t.name],
+                                                                                         train, test, shared[1])
                 row.control_r2 = float(c_r2s.mean())
-            rows.append(row)
-    return rows
+            rows[t.name, layer, site] = row
+    return [rows[t.name, layer, site] for t in targets for layer, site in layer_sites]
 
 
 def _check_layer(layer: Any, n_layers: int) -> int:

@@ -50,7 +50,19 @@ class RidgeProbe:
         alpha = getattr(self, "alpha_", self.alpha)
         return f"RidgeProbe(alpha={alpha if alpha is None else f'{alpha:g}'}, rank={self.rank})"
 
-    def fit(self, X: Float[Tensor, "n f"], Y: Union[Float[Tensor, " n"], Float[Tensor, "n k"]]) -> "RidgeProbe":
+    @staticmethod
+    def decompose(X: Float[Tensor, "n f"]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """(column means, centred X, and its thin SVD u, s, vh), in float64: what :meth:`fit` needs of X. Pass it to
+        ``fit(X, Y, decomposition=...)`` to fit several targets on the same X with one SVD."""
+        x = check_tensor("X", X, ndim=2).double()
+        mean = x.mean(0)
+        xc = x - mean
+        u, s, vh = torch.linalg.svd(xc, full_matrices=False)
+        return mean, xc, u, s, vh
+
+    def fit(self, X: Float[Tensor, "n f"], Y: Union[Float[Tensor, " n"], Float[Tensor, "n k"]],
+            decomposition: Optional[tuple] = None) -> "RidgeProbe":
+        """Fit on rows ``X`` ``[n, f]`` and targets ``Y``; ``decomposition``: :meth:`decompose` of this same ``X``."""
         X = check_tensor("X", X, ndim=2)
         Y = check_tensor("Y", Y, ndim=(1, 2))
         if Y.shape[0] != X.shape[0]:
@@ -58,10 +70,14 @@ class RidgeProbe:
         if X.shape[0] < 2:
             raise ValueError(f"X must have at least 2 rows to fit a probe with an intercept, got {X.shape[0]}")
         self._vector = Y.ndim == 1
-        x, y = X.double(), Y.double().reshape(X.shape[0], -1)
-        self.x_mean_, y_mean = x.mean(0), y.mean(0)
-        xc, yc = x - self.x_mean_, y - y_mean
-        u, s, vh = torch.linalg.svd(xc, full_matrices=False)
+        if decomposition is None:
+            decomposition = self.decompose(X)
+        elif not (isinstance(decomposition, tuple) and len(decomposition) == 5 and decomposition[1].shape == X.shape):
+            raise ValueError(f"decomposition must be RidgeProbe.decompose(X) of this X (shape {tuple(X.shape)})")
+        self.x_mean_, xc, u, s, vh = decomposition
+        y = Y.double().reshape(X.shape[0], -1)
+        y_mean = y.mean(0)
+        yc = y - y_mean
         uty = u.T @ yc
         if self.alpha is None:
             self.loo_mse_ = self._loo_mse(u, s, uty, yc, torch.tensor(self.alphas, dtype=s.dtype, device=s.device))
@@ -81,7 +97,8 @@ class RidgeProbe:
         """Exact leave-one-out MSE for every penalty ``[A]`` at once: residual / (1 - leverage),
         leverage including the intercept's 1/N."""
         shrink = s**2 / (s**2 + alphas[:, None])  # [A, r]
-        resid = yc - torch.einsum("nr,ar,rk->ank", u, shrink, uty)  # [A, N, k]
+        # [N, r] @ [A, r, k]: the shrunken coordinates first (tiny), then one batched product; no [A, N, r] intermediate
+        resid = yc - torch.matmul(u, shrink[:, :, None] * uty)  # [A, N, k]
         lev = 1.0 / yc.shape[0] + shrink @ (u**2).T  # [A, N]
         return ((resid / (1 - lev).clamp_min(1e-12)[..., None]) ** 2).mean((1, 2))
 

@@ -7,7 +7,7 @@ from typing import Any, Optional
 import torch
 
 from ...core.checks import check_choice, check_int
-from ...tools.importance import head_importance, prune_heads
+from ...tools.importance import head_importance, mask_gradients, prune_heads
 from ...tools.masking import ABLATIONS, mask_heads, masked
 from ...tools.runner import model_norm, normalised_error, prepare
 from ._common import PathLike, layer_risk, per_prompt_list
@@ -49,7 +49,13 @@ def context_free_error(model: Any, run: Any, *, per_prompt: bool = False) -> Any
     return errs if per_prompt else float(errs.mean())
 
 
-def importance_study(model: Any, data: Any, *, ablations: tuple = ABLATIONS, out: PathLike = None) -> dict:
+#: ``importance_study``'s methods: exact single-head ablation, or its first-order estimate from the mask gradients
+#: (one forward and one backward per kind) checked against exact ablation on sampled heads
+IMPORTANCE_METHODS = ("exact", "gradient")
+
+
+def importance_study(model: Any, data: Any, *, ablations: tuple = ABLATIONS, method: str = "exact", sample_heads: int = 8,
+                     sample_seed: int = 0, out: PathLike = None) -> dict:
     """Ablation and gradient importance side by side, with the numbers the seed's two head claims are decided on.
 
     ``layer0_skill_share``: each layer-0 head's ablation importance over the model's
@@ -64,8 +70,16 @@ def importance_study(model: Any, data: Any, *, ablations: tuple = ABLATIONS, out
     masked head's per-prompt errors (``per_prompt``, heads in layer-major order), from the
     one clean run; ``per_prompt`` holds the clean and context-free per-prompt errors. The
     claims bootstrap their intervals from these.
+
+    ``method="gradient"`` (a model too large for the exact sweeps in its time, :mod:`icl_interp.report_plan`): each
+    masked head's per-prompt error is its first-order estimate ``clean - d error / d mask`` (:func:`~icl_interp.tools.importance.mask_gradients`,
+    one backward per kind), and each kind's ``agreement`` compares it with exact ablation on ``sample_heads`` heads drawn
+    with ``sample_seed`` (Spearman rank correlation, the largest absolute difference, both importances).
     """
     kinds = _check_ablations(ablations)
+    check_choice("method", method, IMPORTANCE_METHODS)
+    sample_heads = check_int("sample_heads", sample_heads, min_value=2)
+    sample_seed = check_int("sample_seed", sample_seed, min_value=0)
     run = prepare(model, data)  # one validation and one clean forward for every tool below
     batch, norm = run.batch, model_norm(model)
     n_layers, n_heads = int(run.model.hooked.cfg.n_layers), int(run.model.hooked.cfg.n_heads)
@@ -77,12 +91,23 @@ def importance_study(model: Any, data: Any, *, ablations: tuple = ABLATIONS, out
     per_prompt = {"clean": per_prompt_list(clean_pp), "context_free": per_prompt_list(free_pp)}
     clean, free = _mean(per_prompt["clean"]), _mean(per_prompt["context_free"])
     by = {}
+    grads = {}
+    sample = torch.randperm(n_layers * n_heads, generator=torch.Generator().manual_seed(sample_seed))[:sample_heads].sort().values
     for kind in kinds:  # every masked head from the clean run, the reference is that run too (no extra forward)
-        errs = [per_prompt_list(e) for e in normalised_error(mask_heads(model, run, masks, ablation=kind), batch, norm, per_prompt=True)]
+        if method == "exact":
+            errs = [per_prompt_list(e) for e in normalised_error(mask_heads(model, run, masks, ablation=kind), batch, norm, per_prompt=True)]
+        else:
+            grads[kind] = mask_gradients(run, kind)
+            estimate = clean_pp.double()[:, None] - grads[kind].reshape(batch.batch_size, -1).double()  # [B, L*H]
+            errs = [per_prompt_list(e) for e in estimate.T]
         by[kind] = {"ablation": [[_mean(errs[l * n_heads + h]) - clean for h in range(n_heads)] for l in range(n_layers)],
-                    "per_prompt": errs}
+                    "per_prompt": errs, "method": method}
+        if method == "gradient":
+            by[kind]["agreement"] = _agreement(model, run, masks[sample], kind, sample, [_mean(errs[i]) - clean for i in sample.tolist()],
+                                               clean, n_heads)
     abl = torch.tensor(by[_headline(kinds)]["ablation"], dtype=torch.float64)
-    grad = head_importance(model, run, method="gradient")
+    # Michel et al.'s score: the mean |d error / d mask| under zero ablation (the exact run's own backward if it was taken)
+    grad = grads["zero"].abs().mean(0) if "zero" in grads else head_importance(model, run, method="gradient")
     later = abl[1:].clamp(min=0)
     shares = (later.max(1).values / later.sum(1).clamp(min=1e-12)).tolist() if abl.shape[0] > 1 else []
     result = {
@@ -97,6 +122,7 @@ def importance_study(model: Any, data: Any, *, ablations: tuple = ABLATIONS, out
         "later_layers_top_head_share": shares,
         "spearman_ablation_vs_gradient": _spearman(abl, grad.double()),
         "n_prompts": batch.batch_size,
+        "method": method,
         "headline_ablation": _headline(kinds),
         "ablation_reference": ABLATION_REFERENCE,
         "by_ablation": by,
@@ -107,6 +133,17 @@ def importance_study(model: Any, data: Any, *, ablations: tuple = ABLATIONS, out
 
         result["figure"] = save_figure(plot_importance_study(result), out, "head_importance.png")
     return result
+
+
+def _agreement(model: Any, run: Any, masks: torch.Tensor, kind: str, heads: torch.Tensor, estimate: list, clean: float,
+               n_heads: int) -> dict:
+    """The first-order estimate against exact ablation on the sampled ``heads`` (flat indices; ``masks`` each ablates one)."""
+    errs = normalised_error(mask_heads(model, run, masks, ablation=kind), run.batch, model_norm(model), per_prompt=True)
+    exact = [_mean(per_prompt_list(e)) - clean for e in errs]
+    est, ex = torch.tensor(estimate, dtype=torch.float64), torch.tensor(exact, dtype=torch.float64)
+    return {"heads": [[i // n_heads, i % n_heads] for i in heads.tolist()], "exact": exact, "estimate": estimate,
+            "spearman": _spearman(est, ex), "max_abs_diff": float((est - ex).abs().max()),
+            "exact_range": float(ex.max() - ex.min())}
 
 
 def _mean(values: list) -> float:
