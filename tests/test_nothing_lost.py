@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 import torch
 from _disk import DiskFaults, InjectedFault, write_legacy_checkpoint
-from icl_interp.training.loop.loop import TrainConfig, train
-from icl_interp.training.loop.presets import get_preset, preset_model
-from icl_interp.training.loop.state import has_checkpoint, read_state
 from safetensors.torch import load_file
 
 from icl_interp.core.atomic import atomic_write_bytes
 from icl_interp.core.checkpoint import load_model, save_model
+from icl_interp.training.loop import TrainConfig, train
+from icl_interp.training.presets import get_preset, preset_model
+from icl_interp.training.state import has_checkpoint, read_state
 
 pytestmark = pytest.mark.tl3
 
@@ -150,7 +150,7 @@ def test_the_checkpoint_is_one_file_with_its_json_in_the_header(tmp_path):
     from safetensors import safe_open
 
     with safe_open(ckpt / "state.safetensors", framework="pt") as f:
-        doc = json.loads(f.metadata()["icl_interp.training.state"])
+        doc = json.loads(f.metadata()["icl_interp.train_state"])
     assert doc["step"] == 2 and doc["format_version"] == 2 and doc == read_state(ckpt)
     data = (ckpt / "state.safetensors").read_bytes()
     flipped = bytearray(data)
@@ -189,7 +189,7 @@ def test_a_run_killed_with_sigkill_at_random_moments_ends_bitwise_equal(tmp_path
     import icl_interp
 
     overrides = {"steps": 60, "checkpoint_every": 1, "threads": 1, "progress": False, "eval_prompts": 16}
-    child = ("import sys, json; from icl_interp.training.loop.presets import train_preset; "
+    child = ("import sys, json; from icl_interp.training.presets import train_preset; "
              "train_preset('tiny', sys.argv[1], resume=sys.argv[2] == '1', overrides=json.loads(sys.argv[3]))")
     root = str(Path(icl_interp.__file__).resolve().parent.parent)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
@@ -220,7 +220,7 @@ def test_a_run_killed_with_sigkill_at_random_moments_ends_bitwise_equal(tmp_path
                          timeout=300, env=env)
     assert res.returncode == 0, res.stderr
 
-    from icl_interp.training.loop.presets import train_preset
+    from icl_interp.training.presets import train_preset
 
     train_preset("tiny", tmp_path / "straight", overrides=overrides)  # unbroken, in this process (one thread too)
     a = load_file(tmp_path / "straight" / "model" / "model.safetensors")

@@ -153,7 +153,7 @@ def test_report_reuses_finished_sections_and_recomputes_on_a_change(tiny_model, 
         raise AssertionError("a finished section was computed again")
 
     with monkeypatch.context() as mp:
-        for study in ("risk_curves", "importance_study", "pruning_study", "preprocessing_study", "gd_study"):
+        for study in ("risk_study", "importance_study", "pruning_study", "preprocessing_study", "gd_study"):
             mp.setattr(st, study, never)
         mp.setattr(report, "_attention", never)
         report.write_report(out, model=tiny_model, quick=True, progress=True)

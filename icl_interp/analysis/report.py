@@ -327,7 +327,7 @@ def write_report(out: Union[str, Path], *, model: Any = "default", quick: bool =
 
     ``budget_s``: the seconds the model's own studies may take; a model whose exact studies would take longer gets
     gradient-estimated head importance on fewer prompts, or with ``exact`` the exact sweeps on fewer prompts
-    (:func:`icl_interp.report_plan.choose_plan`; ``results["plan"]`` and ``results["methods"]`` say what ran). ``progress``:
+    (:func:`icl_interp.analysis.report_plan.choose_plan`; ``results["plan"]`` and ``results["methods"]`` say what ran). ``progress``:
     a bar per study on stderr, with the estimated time left. ``reuse``: each finished study is kept in
     ``out/.sections`` as soon as it is done and a rerun with the same model weights, prompt seeds, ``quick``, plan and
     code loads it instead of computing it (False: compute everything; the siblings are keyed by name only).

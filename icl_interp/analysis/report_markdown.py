@@ -153,7 +153,7 @@ def _kinds_cell(claim: dict) -> str:
 
 
 def _methods_lines(r: dict) -> list[str]:
-    """The plan (why these methods and prompts, :mod:`icl_interp.report_plan`), each study's method, and for estimated head
+    """The plan (why these methods and prompts, :mod:`icl_interp.analysis.report_plan`), each study's method, and for estimated head
     importance its agreement with exact ablation on the sampled heads; nothing for a report without a plan."""
     plan, methods = r.get("plan"), r.get("methods")
     if not plan or not methods:

@@ -71,7 +71,7 @@ def importance_study(model: Any, data: Any, *, ablations: tuple = ABLATIONS, met
     one clean run; ``per_prompt`` holds the clean and context-free per-prompt errors. The
     claims bootstrap their intervals from these.
 
-    ``method="gradient"`` (a model too large for the exact sweeps in its time, :mod:`icl_interp.report_plan`): each
+    ``method="gradient"`` (a model too large for the exact sweeps in its time, :mod:`icl_interp.analysis.report_plan`): each
     masked head's per-prompt error is its first-order estimate ``clean - d error / d mask`` (:func:`~icl_interp.tools.importance.mask_gradients`,
     one backward per kind), and each kind's ``agreement`` compares it with exact ablation on ``sample_heads`` heads drawn
     with ``sample_seed`` (Spearman rank correlation, the largest absolute difference, both importances).
