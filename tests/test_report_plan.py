@@ -33,6 +33,35 @@ def test_study_costs_at_field_size_are_the_documented_sums():
     assert sum(exact.values()) == 179 and sum(grad.values()) == pytest.approx(41)
 
 
+def test_a_forward_dearer_per_prompt_in_a_large_batch_is_timed_again_and_the_plan_made_from_it(monkeypatch):
+    """Planted costs: a forward costs 0.01 s a prompt in a batch of up to 128, 0.02 s beyond. Timed on 128 prompts the
+    gradient plan would take 768 prompts and run over the budget at its real cost; timed again there, it takes fewer,
+    which fit at the large batches' cost. With linear costs the second timing changes nothing."""
+    import icl_interp.analysis.report_plan as rp
+
+    def planted(per_prompt_large):
+        calls = []
+
+        def forward_seconds(model, n_prompts, *, probe_prompts=rp.PROBE_PROMPTS, repeats=3, max_s=5.0):
+            size = min(probe_prompts, n_prompts)
+            calls.append(size)
+            return (0.01 if size <= rp.PROBE_PROMPTS else per_prompt_large) * n_prompts
+
+        return calls, forward_seconds
+
+    calls, fake = planted(0.02)
+    monkeypatch.setattr(rp, "forward_seconds", fake)
+    plan = choose_plan(FIELD, 2000, budget_s=510.0)
+    first = rp._decide(FIELD, 2000, 510.0, False, 0.01 * 2000, 0.0)
+    assert calls == [rp.PROBE_PROMPTS, first.n_prompts] and first.n_prompts > rp.PROBE_PROMPTS
+    assert 0.02 * sum(rp.study_fwd(12, 8, "gradient").values()) * first.n_prompts > 510.0  # the first plan, at its real cost: over
+    assert plan.method == "gradient" and plan.n_prompts < first.n_prompts
+    assert plan.predicted_s == pytest.approx(0.02 * sum(rp.study_fwd(12, 8, "gradient").values()) * plan.n_prompts) and plan.predicted_s <= 510.0
+    calls, fake = planted(0.01)  # linear: the same plan as from the first timing
+    monkeypatch.setattr(rp, "forward_seconds", fake)
+    assert choose_plan(FIELD, 2000, budget_s=510.0).n_prompts == first.n_prompts and len(calls) == 2
+
+
 def test_a_model_whose_exact_studies_fit_runs_them_on_every_prompt(tiny_model):
     plan = choose_plan(tiny_model, 2000)  # timed here: a tiny model is far inside the budget
     assert (plan.method, plan.n_prompts, plan.interval_factor) == ("exact", 2000, 1.0) and plan.predicted_s < BUDGET_S
