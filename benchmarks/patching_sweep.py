@@ -26,18 +26,30 @@ import torch
 import icl_interp as ii
 
 
-def loop_patching(model, clean, corrupted) -> torch.Tensor:
-    """The usual way: one full run_with_hooks forward per (layer, position)."""
+def _loop_runs(model, clean, corrupted, hook_suffix: str):
+    """The loops' shared start: the corrupted residual, the clean run's cache of ``*hook_suffix``, the clean and
+    corrupted errors, and the error of a run's output on the clean targets."""
     hooked = model.hooked
-    n_layers = hooked.cfg.n_layers
 
     def error(out: torch.Tensor) -> float:
         return float(common.prompt_errors(model, out, clean).mean())
 
+    clean_r0, corr_r0 = model.encode(clean.xs, clean.ys), model.encode(corrupted.xs, corrupted.ys)
+    out, cache = hooked.run_with_cache(clean_r0, start_at_layer=0, names_filter=lambda name: name.endswith(hook_suffix))
+    return corr_r0, cache, error(out), error(hooked(corr_r0, start_at_layer=0)), error
+
+
+def _loop(model, corr_r0, name, patch, e_clean, e_corr, error) -> float:
+    """One full ``run_with_hooks`` forward of the corrupted run with ``patch`` at ``name``: its recovered share."""
+    out = model.hooked.run_with_hooks(corr_r0, start_at_layer=0, fwd_hooks=[(name, patch)])
+    return (e_corr - error(out)) / (e_corr - e_clean)
+
+
+def loop_patching(model, clean, corrupted) -> torch.Tensor:
+    """The usual way: one full run_with_hooks forward per (layer, position)."""
+    n_layers = model.hooked.cfg.n_layers
     with torch.no_grad():
-        clean_r0, corr_r0 = model.encode(clean.xs, clean.ys), model.encode(corrupted.xs, corrupted.ys)
-        out, cache = hooked.run_with_cache(clean_r0, start_at_layer=0, names_filter=lambda name: name.endswith("hook_resid_pre"))
-        e_clean, e_corr = error(out), error(hooked(corr_r0, start_at_layer=0))
+        corr_r0, cache, e_clean, e_corr, error = _loop_runs(model, clean, corrupted, "hook_resid_pre")
         scores = torch.zeros(n_layers, corr_r0.shape[1])
         for layer in range(n_layers):
             name = f"blocks.{layer}.hook_resid_pre"
@@ -48,23 +60,15 @@ def loop_patching(model, clean, corrupted) -> torch.Tensor:
                     act[:, pos] = clean_act[:, pos]
                     return act
 
-                out = hooked.run_with_hooks(corr_r0, start_at_layer=0, fwd_hooks=[(name, patch)])
-                scores[layer, pos] = (e_corr - error(out)) / (e_corr - e_clean)
+                scores[layer, pos] = _loop(model, corr_r0, name, patch, e_clean, e_corr, error)
     return scores
 
 
 def loop_head_patching(model, clean, corrupted) -> torch.Tensor:
     """The usual way for heads: one full run_with_hooks forward per (layer, head) writing the clean head's z."""
-    hooked = model.hooked
-    n_layers, n_heads = hooked.cfg.n_layers, hooked.cfg.n_heads
-
-    def error(out: torch.Tensor) -> float:
-        return float(common.prompt_errors(model, out, clean).mean())
-
+    n_layers, n_heads = model.hooked.cfg.n_layers, model.hooked.cfg.n_heads
     with torch.no_grad():
-        clean_r0, corr_r0 = model.encode(clean.xs, clean.ys), model.encode(corrupted.xs, corrupted.ys)
-        out, cache = hooked.run_with_cache(clean_r0, start_at_layer=0, names_filter=lambda name: name.endswith("hook_z"))
-        e_clean, e_corr = error(out), error(hooked(corr_r0, start_at_layer=0))
+        corr_r0, cache, e_clean, e_corr, error = _loop_runs(model, clean, corrupted, "hook_z")
         scores = torch.zeros(n_layers, n_heads)
         for layer in range(n_layers):
             name = f"blocks.{layer}.attn.hook_z"
@@ -75,8 +79,7 @@ def loop_head_patching(model, clean, corrupted) -> torch.Tensor:
                     z[:, :, head] = clean_z[:, :, head]
                     return z
 
-                out = hooked.run_with_hooks(corr_r0, start_at_layer=0, fwd_hooks=[(name, patch)])
-                scores[layer, head] = (e_corr - error(out)) / (e_corr - e_clean)
+                scores[layer, head] = _loop(model, corr_r0, name, patch, e_clean, e_corr, error)
     return scores
 
 
