@@ -92,7 +92,7 @@ def _recipe(args: argparse.Namespace) -> int:
     from .analysis.recipes import run_recipe
 
     _set_threads(args)
-    run_recipe(args.name, args.out, quick=args.quick)
+    run_recipe(args.name, args.out, quick=args.quick, device=args.device)
     print(f"wrote {Path(args.out) / (args.name + '.json')}")
     return 0
 
@@ -120,7 +120,8 @@ def _report(args: argparse.Namespace) -> int:
         zoo = use_zoo(got["zoo"])
     with zoo:
         res = write_report(args.out, model=args.model, quick=args.quick, prompt_seed=args.prompt_seed, siblings=args.siblings,
-                           exact=args.exact, budget_s=60.0 * args.budget_minutes, progress=not args.no_progress, reuse=not args.no_reuse)
+                           exact=args.exact, budget_s=60.0 * args.budget_minutes, progress=not args.no_progress, reuse=not args.no_reuse,
+                           device=args.device)
     for claim in res["claims"]:
         print(f"[{claim['verdict']}] {claim['id']}: {claim['claim']}  ({claim['number']})")
     print(f"methods ({res['plan']['n_prompts']} prompts per study): " + "; ".join(f"{k}: {v.split(',')[0]}" for k, v in res["methods"].items()))
@@ -226,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("name", choices=RECIPES, metavar="NAME", help="the recipe (recipes/NAME.py); one of: " + ", ".join(RECIPES))
     r.add_argument("--out", required=True, help="folder for the recipe's figures and NAME.json")
     r.add_argument("--quick", action="store_true", help="small samples: seconds to a minute, rough numbers")
-    _compute_flags(r, None)
+    _compute_flags(r, "where the recipe's models run (the baselines-only algorithm recipe has none)")
     r.set_defaults(func=_recipe)
 
     rep = sub.add_parser("report", help="the main job: every analysis on the shipped zoo, as report.md")
@@ -259,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--presets", nargs="+", help="with --retrain: only these presets (default: every shipped model)")
     rep.add_argument("--max-minutes", dest="max_minutes", type=float,
                      help="with --retrain: stop training after about this many minutes; run again to go on")
-    _compute_flags(rep, None)
+    _compute_flags(rep, "where the models run")
     rep.set_defaults(func=_report)
 
     g = sub.add_parser("import-garg", help="import a Garg et al. (dtsip/in-context-learning) checkpoint and save it in our format")

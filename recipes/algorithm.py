@@ -17,7 +17,7 @@ from icl_interp.analysis import studies, study_plots
 from icl_interp.analysis.recipes import recipe_arguments
 
 
-def main(out, quick=False):
+def main(out, quick=False, device=None):
     # 1. The study: no model, only the baselines. One of its candidates by hand:
     #      ii.baselines.PreprocessThenOptimize("reweight", steps=3, lr=0.3).fit(xs, ys).predict(x_query)
     #    and the tuning: ii.baselines.tuning.best_pto(task, n_points, 3, preprocessings=[...]).
@@ -39,4 +39,4 @@ def main(out, quick=False):
 
 if __name__ == "__main__":
     args = recipe_arguments(__doc__)
-    main(args.out, quick=args.quick)
+    main(args.out, quick=args.quick, device=args.device)

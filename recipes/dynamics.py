@@ -35,6 +35,7 @@ import torch
 from icl_interp.analysis import studies, study_plots
 from icl_interp.analysis.studies import dynamics_study, llc_history, llc_stages, load_history
 from icl_interp.core.atomic import atomic_write_bytes
+from icl_interp.core.devices import DEVICE_HELP
 
 
 def add_llc(result, history, out, quick=False):
@@ -53,7 +54,7 @@ def add_llc(result, history, out, quick=False):
     return result
 
 
-def main(out, quick=False, model="default", llc=True, threads=None, llc_only=None):
+def main(out, quick=False, device=None, model="default", llc=True, threads=None, llc_only=None):
     if threads is not None:
         torch.set_num_threads(threads)
     if llc and find_spec("devinterp") is None:
@@ -61,7 +62,7 @@ def main(out, quick=False, model="default", llc=True, threads=None, llc_only=Non
         llc = False
 
     # 1. The history: (step, model) for every kept snapshot, in step order.
-    history = load_history(model, every=3 if quick else 1)
+    history = load_history(model, every=3 if quick else 1, device=device)
     print(f"{len(history)} snapshots of {model}: steps {[step for step, _ in history]}")
 
     if llc_only is not None:  # the LLC alone, into a stored study (written as one unit: a kill leaves the old file)
@@ -105,5 +106,7 @@ if __name__ == "__main__":
     parser.add_argument("--no-llc", action="store_true", help="skip the local learning coefficient")
     parser.add_argument("--llc-only", metavar="FILE", help="add the LLC to this stored dynamics.json, nothing else")
     parser.add_argument("--threads", type=int, help="torch threads (the LLC was calibrated at 1-2)")
+    parser.add_argument("--device", default="auto", help=f"where the snapshots run: {DEVICE_HELP} (default auto)")
     args = parser.parse_args()
-    main(args.out, quick=args.quick, model=args.model, llc=not args.no_llc, threads=args.threads, llc_only=args.llc_only)
+    main(args.out, quick=args.quick, device=args.device, model=args.model, llc=not args.no_llc, threads=args.threads,
+         llc_only=args.llc_only)

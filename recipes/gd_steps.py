@@ -21,10 +21,10 @@ from icl_interp.analysis import claims, studies, study_plots
 from icl_interp.analysis.recipes import recipe_arguments
 
 
-def main(out, quick=False):
+def main(out, quick=False, device=None):
     # 1. The model and fresh prompts (seed 7, as in the report).
-    model = ii.load_model("zoo:default")
-    data = model.task.sample(256 if quick else 2000, model.cfg.max_points, seed=7)
+    model = ii.load_model("zoo:default", device=device)
+    data = model.task.sample(256 if quick else 2000, model.cfg.max_points, seed=7).to(model.device)
 
     # 2. The study: per-layer probe risk (and the random model's), tuned GD and PtO risk for every t,
     #    the alignment metrics of ii.gd_alignment, and the distances the claims use.
@@ -52,4 +52,4 @@ def main(out, quick=False):
 
 if __name__ == "__main__":
     args = recipe_arguments(__doc__)
-    main(args.out, quick=args.quick)
+    main(args.out, quick=args.quick, device=args.device)

@@ -17,12 +17,13 @@ from icl_interp.analysis import claims, studies, study_plots
 from icl_interp.analysis.recipes import recipe_arguments
 
 
-def main(out, quick=False):
-    # 1. The model, and fresh prompts from the task it was trained on (seed 7, as in the report):
+def main(out, quick=False, device=None):
+    # 1. The model (on --device), and fresh prompts from the task it was trained on (seed 7, as in the report),
+    #    drawn on the CPU and put where the model runs:
     #    sparse regression d = 8, s = 2, noise 0.5, 16 examples per prompt.
-    model = ii.load_model("zoo:default")
+    model = ii.load_model("zoo:default", device=device)
     n_prompts = 256 if quick else 2000
-    data = model.task.sample(n_prompts, model.cfg.max_points, seed=7)
+    data = model.task.sample(n_prompts, model.cfg.max_points, seed=7).to(model.device)
 
     # 2. The study: both importance scores, the clean error, and the numbers the claims use
     #    (each layer-0 head's error rise relative to the clean error; each later layer's top-head share).
@@ -47,4 +48,4 @@ def main(out, quick=False):
 
 if __name__ == "__main__":
     args = recipe_arguments(__doc__)
-    main(args.out, quick=args.quick)
+    main(args.out, quick=args.quick, device=args.device)

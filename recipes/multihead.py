@@ -18,12 +18,12 @@ from icl_interp.analysis import claims, studies, study_plots
 from icl_interp.analysis.recipes import recipe_arguments
 
 
-def main(out, quick=False):
+def main(out, quick=False, device=None):
     # 1. The models: the second seed's set, as the zoo index declares it.
     names = ii.zoo.siblings("default").second_seed
     if not names:
         raise ValueError("the multihead recipe needs the softmax-p{16,8}-h{1,4} zoo models: icl-interp train --preset NAME")
-    models = {name: ii.load_model("zoo:" + name) for name in names}
+    models = {name: ii.load_model("zoo:" + name, device=device) for name in names}
     task = models[names[0]].task  # all four were trained on the same task
 
     # 2. The study: each model's excess risk over D (2,000 prompts), the fitted c and e, and every
@@ -48,4 +48,4 @@ def main(out, quick=False):
 
 if __name__ == "__main__":
     args = recipe_arguments(__doc__)
-    main(args.out, quick=args.quick)
+    main(args.out, quick=args.quick, device=args.device)

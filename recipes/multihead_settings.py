@@ -21,12 +21,12 @@ from icl_interp.analysis import claims, studies, study_plots
 from icl_interp.analysis.recipes import recipe_arguments
 
 
-def main(out, quick=False):
+def main(out, quick=False, device=None):
     # 1. The models: each setting's set, as the zoo index declares it (a setting only when all its models are there).
     sets = ii.zoo.siblings("default").second_seed_settings
     if not sets:
         raise ValueError("the multihead_settings recipe needs the softmax-<setting>-p*-h* zoo models: icl-interp train --preset NAME")
-    settings = {setting: {name: ii.load_model("zoo:" + name) for name in names} for setting, names in sets}
+    settings = {setting: {name: ii.load_model("zoo:" + name, device=device) for name in names} for setting, names in sets}
 
     # 2. The study: per setting, each model's excess risk over D (2,000 prompts), the fitted c and e, every
     #    (multi-head, single-head) pair of the same p compared; for the prior settings, each model's mean function
@@ -51,4 +51,4 @@ def main(out, quick=False):
 
 if __name__ == "__main__":
     args = recipe_arguments(__doc__)
-    main(args.out, quick=args.quick)
+    main(args.out, quick=args.quick, device=args.device)

@@ -19,10 +19,10 @@ from icl_interp.analysis import claims, studies, study_plots
 from icl_interp.analysis.recipes import recipe_arguments
 
 
-def main(out, quick=False):
+def main(out, quick=False, device=None):
     # 1. The model and fresh prompts (seed 7, as in the report).
-    model = ii.load_model("zoo:default")
-    data = model.task.sample(256 if quick else 2000, model.cfg.max_points, seed=7)
+    model = ii.load_model("zoo:default", device=device)
+    data = model.task.sample(256 if quick else 2000, model.cfg.max_points, seed=7).to(model.device)
 
     # 2. The study. One probe by hand:
     #      ii.probe_layer(model, data, layer=0, target="pre_reweight_all", positions="all", control=True).r2
@@ -49,4 +49,4 @@ def main(out, quick=False):
 
 if __name__ == "__main__":
     args = recipe_arguments(__doc__)
-    main(args.out, quick=args.quick)
+    main(args.out, quick=args.quick, device=args.device)

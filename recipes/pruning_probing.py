@@ -19,12 +19,12 @@ from icl_interp.analysis import claims, studies, study_plots
 from icl_interp.analysis.recipes import recipe_arguments
 
 
-def main(out, quick=False):
+def main(out, quick=False, device=None):
     # 1. The model, its declared relatives (icl_interp/zoo/index.json) and fresh prompts (seed 7).
-    model = ii.load_model("zoo:default")
+    model = ii.load_model("zoo:default", device=device)
     family = ii.zoo.siblings("default")
-    single = ii.load_model(family.single_head) if family.single_head else None
-    data = model.task.sample(256 if quick else 2000, model.cfg.max_points, seed=7)
+    single = ii.load_model(family.single_head, device=device) if family.single_head else None
+    data = model.task.sample(256 if quick else 2000, model.cfg.max_points, seed=7).to(model.device)
 
     # 2. The study at the model's own noise level. By hand it is:
     #      imp = ii.head_importance(model, data); mask = ii.prune_heads(imp, keep={0: "all", "rest": 1})
@@ -36,8 +36,8 @@ def main(out, quick=False):
     noise = float(model.task.noise_std)
     pairs = {}
     for full, one in family.noise_sweep:
-        big = model if full == "default" else ii.load_model(full)
-        small = single if one == family.single_head else (ii.load_model(one) if one else None)
+        big = model if full == "default" else ii.load_model(full, device=device)
+        small = single if one == family.single_head else (ii.load_model(one, device=device) if one else None)
         pairs[float(big.task.noise_std)] = (big, small)
     sweep = studies.noise_pruning_study(pairs, n_prompts=data.batch_size, quick=quick, known={noise: result})
     result["noise_sweep"] = sweep
@@ -66,4 +66,4 @@ def main(out, quick=False):
 
 if __name__ == "__main__":
     args = recipe_arguments(__doc__)
-    main(args.out, quick=args.quick)
+    main(args.out, quick=args.quick, device=args.device)

@@ -19,11 +19,11 @@ from icl_interp.analysis import claims, studies, study_plots
 from icl_interp.analysis.recipes import recipe_arguments
 
 
-def main(out, quick=False):
+def main(out, quick=False, device=None):
     # 1. The models: `default` and its head-count siblings, as the zoo index declares them
     #    (icl_interp/zoo/index.json). Any dict label -> model works here.
     names = ii.zoo.siblings("default").head_counts or ("default",)
-    models = {name: ii.load_model("zoo:" + name) for name in names}
+    models = {name: ii.load_model("zoo:" + name, device=device) for name in names}
     default = models["default"]
     task, n_points = default.task, default.cfg.max_points  # sparse regression d=8, s=2, noise 0.5; 16 examples
 
@@ -56,4 +56,4 @@ def main(out, quick=False):
 
 if __name__ == "__main__":
     args = recipe_arguments(__doc__)
-    main(args.out, quick=args.quick)
+    main(args.out, quick=args.quick, device=args.device)

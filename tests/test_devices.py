@@ -155,3 +155,28 @@ def test_models_and_baselines_evaluate_on_cuda_as_on_the_cpu(tmp_path):
         a = ii.evaluate(est, task, n_points=8, n_prompts=200, seed=3, device="cuda")
         b = ii.evaluate(est, task, n_points=8, n_prompts=200, seed=3)
         assert torch.allclose(a.error, b.error, rtol=1e-4, atol=1e-6), est
+
+
+@gpu
+@pytest.mark.slow
+def test_the_quick_report_on_cuda_gives_the_cpu_verdicts(tmp_path):
+    cpu = ii.write_report(tmp_path / "cpu", quick=True, reuse=False)
+    got = ii.write_report(tmp_path / "gpu", quick=True, reuse=False, device="cuda")
+    assert [(c["id"], c["verdict"]) for c in got["claims"]] == [(c["id"], c["verdict"]) for c in cpu["claims"]]
+
+
+def test_report_and_recipe_take_a_device_and_refuse_an_absent_one(tmp_path, tiny_model):
+    from icl_interp.analysis.recipes import run_recipe
+    from icl_interp.cli import main
+
+    for argv in (["report", "--out", str(tmp_path / "r"), "--quick", "--device", "gpu"],
+                 ["recipe", "multihead", "--out", str(tmp_path / "m"), "--device", "tpu"]):
+        assert main(argv) == 2  # a clear one-line error, before any work
+    assert not (tmp_path / "r").exists() and not (tmp_path / "m").exists()
+    if not CUDA:
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            ii.write_report(tmp_path / "r", model=tiny_model, quick=True, device="cuda")
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            run_recipe("multihead", tmp_path / "m", quick=True, device="cuda")
+    with pytest.raises(ValueError, match="device must be one of"):
+        ii.write_report(tmp_path / "r", model=tiny_model, quick=True, device="meta")

@@ -7,6 +7,7 @@ from _util import hook_counts
 
 import probes
 from icl_interp.tools.probing import RidgeProbe, _plan, collect_activations, probe_all_layers, probe_layer
+from icl_interp.tools.runner import prepare
 
 pytestmark = pytest.mark.tl3
 
@@ -106,6 +107,7 @@ def test_planted_feature_is_probed_under_the_users_hook(tiny_model, data):
     hooked = tiny_model.hooked
     u, values = _direction(), torch.randn(64, generator=torch.Generator().manual_seed(1))
     feature = probes.register("_planted_feature", lambda b: values, "planted in blocks.1.hook_resid_post")
+    prepare(tiny_model, data)  # the tools' one-time self-check (on 2 prompts) before a hook that only fits 64 prompts
     before = hook_counts(hooked)
     try:
         with hooked.hooks(fwd_hooks=[("blocks.1.hook_resid_post", _plant_prompt(values, u))]):

@@ -19,6 +19,8 @@ from typing import Any, Optional, Union
 
 from ..core.atomic import atomic_write_bytes, writable_folder
 from ..core.checkpoint import ZOO_PREFIX, _is_path_like, load_model, resolve_model, zoo_folder, zoo_names
+from ..core.devices import resolve_device
+from ..core.protocol import model_device, sample_for
 from ..tools.attention_view import attention_profile, plot_attention
 from ..tools.evaluation import evaluate
 from ..tools.runner import prepare
@@ -94,13 +96,17 @@ def _stored_dynamics(name: str, out: Path) -> Optional[dict]:
     return {**dyn, "figure": "dynamics.png", "source": f"icl_interp/zoo/{name}/dynamics.json (python recipes/dynamics.py --model {name})"}
 
 
-def _resolve(model: Any, declared: Any = None) -> tuple[str, Any, Siblings]:
-    """(label, loaded model, siblings) for a zoo name, a saved model folder or an ICLTransformer in memory."""
+def _resolve(model: Any, declared: Any = None, device: Any = None) -> tuple[str, Any, Siblings]:
+    """(label, loaded model, siblings) for a zoo name, a saved model folder or an ICLTransformer in memory; a model from
+    disk is loaded on ``device`` (a resolved ``torch.device``; None: the CPU), one in memory must already be there."""
     from ..core.model import ICLTransformer
 
     if isinstance(model, ICLTransformer):
         if model.task is None:
             raise ValueError("model must know its task (ICLTransformer(cfg, task)); got one with task None")
+        if device is not None and model_device(model) != device:
+            raise ValueError(f"device={str(device)!r} but the model is on {model_device(model)}: move it (model.to(...)) "
+                             "or leave device unset")
         return IN_MEMORY, model, Siblings()
     if not isinstance(model, (str, Path)):
         raise TypeError(f"model must be a zoo name, a saved model folder or an ICLTransformer, got {type(model).__name__}")
@@ -110,10 +116,10 @@ def _resolve(model: Any, declared: Any = None) -> tuple[str, Any, Siblings]:
         raise ValueError(f"model: {e}") from None
     if declared is not None:  # the caller's own declaration of the model's relatives (a model outside the index)
         label = zoo_name or str(model)
-        return label, load_model(folder), siblings_from(label if zoo_name is None else ZOO_PREFIX + zoo_name, declared)
+        return label, load_model(folder, device=device), siblings_from(label if zoo_name is None else ZOO_PREFIX + zoo_name, declared)
     if zoo_name is None:
-        return str(model), load_model(folder), Siblings()
-    return zoo_name, load_model(folder), siblings(ZOO_PREFIX + zoo_name)
+        return str(model), load_model(folder, device=device), Siblings()
+    return zoo_name, load_model(folder, device=device), siblings(ZOO_PREFIX + zoo_name)
 
 
 def _seed_sets(names: Any) -> dict[str, dict[str, str]]:
@@ -143,15 +149,15 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path, seeds
     head-importance method (:func:`icl_interp.analysis.report_plan.choose_plan`; default: exact, the usual prompts).
     ``store``: where each finished study is written at once, and found again on a rerun (default: nowhere).
     ``progress``: a bar per study on stderr. Every comparison is also made on each training seed k that all its models
-    have, seed k of each with seed k of the others (:func:`_seed_sets`)."""
+    have, seed k of each with seed k of the others (:func:`_seed_sets`). Siblings are loaded where ``model`` is."""
     import torch
 
-    loaded = {name: model}
+    loaded, device = {name: model}, model_device(model)
 
     def get(sibling: str) -> Any:  # each sibling loaded once: a zoo name, or a folder a --siblings file declares
         if sibling not in loaded:
             is_folder = _is_path_like(sibling) or sibling.startswith(ZOO_PREFIX)
-            loaded[sibling] = load_model(sibling if is_folder else ZOO_PREFIX + sibling)
+            loaded[sibling] = load_model(sibling if is_folder else ZOO_PREFIX + sibling, device=device)
         return loaded[sibling]
 
     task, n = model.task, model.cfg.max_points
@@ -165,7 +171,7 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path, seeds
 
     def study_data() -> Any:  # one validated batch and clean forward for every study, made when the first one needs it
         if not prepared:
-            prepared.append(prepare(model, task.sample(n_study, n, seed=seeds["study"])))
+            prepared.append(prepare(model, sample_for(model, n_study, seed=seeds["study"])))
         return prepared[0]
 
     def section(key: str, compute: Any) -> Any:
@@ -238,7 +244,7 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path, seeds
     if sib.concat_twin:  # the same questions where one token holds x_i and y_i together
         def concat() -> dict:
             twin = get(sib.concat_twin)
-            tdata = prepare(twin, twin.task.sample(n_prompts, twin.cfg.max_points, seed=seeds["study"]))
+            tdata = prepare(twin, sample_for(twin, n_prompts, seed=seeds["study"]))
             curve = evaluate(twin, twin.task, n_points=twin.cfg.max_points, n_prompts=r["risk"]["n_prompts"], seed=seeds["risk"])  # the risk prompts
             return {"model": sib.concat_twin, "error": curve.error.tolist(),
                     "preprocessing": st.preprocessing_study(twin, tdata), "gd": st.gd_study(twin, tdata, tuning_seed=seeds["gd_tuning"])}
@@ -314,7 +320,7 @@ def single_model_studies(model: Any, *, n_prompts: int = 2000, seed: int = 7, na
 
 def write_report(out: Union[str, Path], *, model: Any = "default", quick: bool = False, prompt_seed: int = 0,
                  siblings: Any = None, exact: bool = False, budget_s: float = BUDGET_S, progress: bool = False,
-                 reuse: bool = True) -> dict:
+                 reuse: bool = True, device: Any = None) -> dict:
     """Run every analysis on ``model`` and write ``out/report.md`` (with its figures) and ``out/report.json``.
 
     ``model``: a zoo name (its siblings in the zoo index join the comparisons), a
@@ -331,6 +337,10 @@ def write_report(out: Union[str, Path], *, model: Any = "default", quick: bool =
     a bar per study on stderr, with the estimated time left. ``reuse``: each finished study is kept in
     ``out/.sections`` as soon as it is done and a rerun with the same model weights, prompt seeds, ``quick``, plan and
     code loads it instead of computing it (False: compute everything; the siblings are keyed by name only).
+
+    ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``, ...; default None: the CPU, or where an in-memory model is): where the
+    models run. Every model is loaded there; prompts are drawn on the CPU and moved to it, so every device sees the same
+    prompts (the numbers agree to float rounding).
     """
     if not isinstance(out, (str, Path)):
         raise TypeError(f"out must be a folder path (str or Path), got {type(out).__name__}")
@@ -341,11 +351,11 @@ def write_report(out: Union[str, Path], *, model: Any = "default", quick: bool =
         raise ValueError(f"budget_s must be a number of seconds > 0, got {budget_s!r}")
     seeds = prompt_seeds(prompt_seed)
     t0 = time.perf_counter()
-    name, net, sib = _resolve(model, siblings)
+    name, net, sib = _resolve(model, siblings, None if device is None else resolve_device(device, "device"))
     out = writable_folder(out, "out")  # before minutes of analyses
     n_prompts = 256 if quick else 2000
     base = {"model": name, "weights": weights_digest(net), "code": code_digest(), "siblings": repr(sib), "quick": quick,
-            "prompt_seeds": seeds}
+            "prompt_seeds": seeds, **({} if model_device(net).type == "cpu" else {"device": model_device(net).type})}
     plans = SectionStore(out, {**base, "exact": exact, "budget_s": float(budget_s)}, enabled=reuse)
     stored = plans.load("plan")  # a rerun keeps its plan: timing noise must not change the prompts and so every section
     plan = ReportPlan(**{k: v for k, v in stored.items() if k != "interval_factor"}) if stored else \

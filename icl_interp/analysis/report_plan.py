@@ -35,6 +35,7 @@ from typing import Any, Callable, Optional
 
 from ..core.atomic import atomic_write_bytes
 from ..core.checks import check_float, check_int
+from ..core.protocol import sample_for
 
 __all__ = ["BUDGET_S", "baseline_seconds", "code_digest", "AGREEMENT_HEADS", "ReportPlan", "choose_plan", "forward_seconds", "study_fwd",
            "weights_digest", "SectionStore", "StudyBar"]
@@ -121,7 +122,7 @@ def forward_seconds(model: Any, n_prompts: int, *, probe_prompts: int = PROBE_PR
     is linear in the batch; on small models the fixed per-call cost makes this err long)."""
     import torch
 
-    batch = model.task.sample(min(probe_prompts, n_prompts), model.cfg.max_points, seed=0)
+    batch = sample_for(model, min(probe_prompts, n_prompts), seed=0)
     best, spent = math.inf, 0.0
     with torch.no_grad():
         model(batch[:2])  # first-call costs (allocations, lazy imports) out of the timing

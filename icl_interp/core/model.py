@@ -172,6 +172,11 @@ class ICLTransformer(nn.Module):
         return None if self.cfg.task is None else task_from_dict(self.cfg.task)
 
     @property
+    def device(self) -> torch.device:
+        """Where its parameters are: prompts go there (``batch.to(model.device)``)."""
+        return next(self.parameters()).device
+
+    @property
     def query_only(self) -> bool:
         """True when the model predicts only the last y (concatenated encoding)."""
         return self.cfg.encoding == "concatenated"

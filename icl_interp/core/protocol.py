@@ -25,7 +25,7 @@ from torch import Tensor
 from .checks import check_float
 from .tasks import ICLBatch, Task
 
-__all__ = ["ToolModel", "Layout", "AttachedModel", "as_model", "check_batch", "model_device", "model_dtype"]
+__all__ = ["ToolModel", "Layout", "AttachedModel", "as_model", "check_batch", "model_device", "model_dtype", "sample_for"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,15 @@ def model_device(model: Any) -> torch.device:
     """The device of the core's parameters (CPU for a model without parameters)."""
     p = next(iter(model.hooked.parameters()), None)
     return torch.device("cpu") if p is None else p.device
+
+
+def sample_for(model: Any, n_prompts: int, n_points: Optional[int] = None, *, seed: int,
+               task: Optional[Task] = None) -> ICLBatch:
+    """``n_prompts`` prompts of ``task`` (default the model's own) drawn from ``seed`` on the CPU, then put on the model's
+    device: the same numbers wherever the model runs. ``n_points`` defaults to the model's ``cfg.max_points``."""
+    task = model.task if task is None else task
+    n_points = model.cfg.max_points if n_points is None else n_points
+    return task.sample(n_prompts, n_points, seed=seed).to(model_device(model))
 
 
 def model_dtype(model: Any) -> torch.dtype:

@@ -26,7 +26,7 @@ def head_importance(
     reference: Optional[ICLBatch] = None,
     metric: Optional[Metric] = None,
 ) -> Float[Tensor, "layer head"]:
-    """Importance of every head, ``[n_layers, n_heads]``.
+    """Importance of every head, ``[n_layers, n_heads]`` (on the CPU, wherever the model runs).
 
     ``"ablation"``: increase of the metric (default: normalised error over all
     predicted positions) when the head alone is ablated. ``"gradient"``: Michel
@@ -46,7 +46,7 @@ def head_importance(
         scores = torch.tensor([call_metric(metric, p, run.batch, f"head_importance ({ablation}-ablating L{i // n_heads}H{i % n_heads})")
                                for i, p in enumerate(preds)])
         return (scores - call_metric(metric, run.preds, run.batch, "head_importance (the clean run)")).reshape(n_layers, n_heads)
-    return _gradient_importance(run, ablation, reference, metric)
+    return _gradient_importance(run, ablation, reference, metric).cpu()
 
 
 def _gradient_importance(run: CleanRun, ablation: str, reference: Union[ICLBatch, CleanRun, None], metric: Optional[Metric]) -> Tensor:

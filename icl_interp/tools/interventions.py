@@ -98,9 +98,9 @@ def mix_heads(keep: Tensor, replacement: Optional[Callable[[Tensor], Optional[Te
     """
 
     def fn(z: Tensor, hook: Any = None) -> Tensor:
-        k = (keep[None, None, :, None] if keep.ndim == 1 else keep[:, None, :, None]).to(z.dtype)
+        k = (keep[None, None, :, None] if keep.ndim == 1 else keep[:, None, :, None]).to(z)  # its dtype and device
         repl = None if replacement is None else replacement(z)
-        new = z * k if repl is None else z * k + (1 - k) * repl.to(z.dtype)
+        new = z * k if repl is None else z * k + (1 - k) * repl.to(z)
         if _in_place(z, new):
             z.copy_(new)
             return z

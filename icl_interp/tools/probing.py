@@ -37,7 +37,7 @@ import probes
 
 from ..core import fast_paths
 from ..core.checks import check_choice, check_float, check_int, check_layer
-from ..core.protocol import Layout, ToolModel, as_model
+from ..core.protocol import Layout, ToolModel, as_model, model_device
 from ..core.tasks import ICLBatch
 from .ridge_probe import PROBE_ALPHAS, RidgeProbe, r2_score
 from .runner import CleanRun, capture_forward, prepare
@@ -296,7 +296,9 @@ def _fit_score(probe: Any, acts: Tensor, values: Tensor, train: Tensor, test: Te
     return probe, r2_score(y_test, pred), float(((pred - y_test) ** 2).mean()), sse, sst
 
 
-def _control_model(model: Any) -> Any:
+def control_model(model: Any) -> Any:
+    """The probes' control: a randomly initialised model of ``model``'s config (the seed after its own), with its task,
+    on its device (so that it reads the same batch)."""
     from ..core.model import ICLTransformer, ModelConfig
 
     if not isinstance(model, ICLTransformer):
@@ -304,7 +306,8 @@ def _control_model(model: Any) -> Any:
             f"control=True builds a random model of the same config, which needs an ICLTransformer, got {type(model).__name__}; "
             "probe your own control model instead"
         )
-    return ICLTransformer(ModelConfig(**{**model.cfg.to_dict(), "seed": model.cfg.seed + 1}))
+    control = ICLTransformer(ModelConfig(**{**model.cfg.to_dict(), "seed": model.cfg.seed + 1}), model.task)
+    return control.to(model_device(model))
 
 
 def _probe_many(
@@ -333,7 +336,7 @@ def _probe_many(
         values = {t.name: _values(t, data, plan) for t in targets}
         acts = [_capture(run, layer_sites, plan.tokens)]
         if control:
-            ctrl = _control_model(model)
+            ctrl = control_model(model)
             acts.append(_capture(prepare(ctrl, data), layer_sites, plan.tokens))
     rows = {}
     for layer, site in layer_sites:  # every target of one (layer, site) on one SVD of its activations (and the control's)

@@ -57,21 +57,21 @@ def _init_from(source: Union[str, Path]) -> Optional[str]:
     return None
 
 
-def load_history(source: Union[str, Path], *, every: int = 1) -> list[tuple[int, Any]]:
+def load_history(source: Union[str, Path], *, every: int = 1, device: Any = None) -> list[tuple[int, Any]]:
     """``[(step, model)]`` from a run folder or a zoo model that carries ``snapshots/`` (every ``every``-th one, the last
-    always). A model warm-started from another (``init_from``: a second training stage) continues that one's history,
+    always), each loaded on ``device`` (default the CPU). A model warm-started from another (``init_from``: a second training stage) continues that one's history,
     its steps counted on from the earlier stage's last."""
     every = check_int("every", every, min_value=1)
     if Path(source).name == "model" and (Path(source).parent / "snapshots").is_dir():  # a run's final model: the run
         source = Path(source).parent
     parent = _init_from(source)
-    earlier = load_history(parent, every=every) if parent else []
+    earlier = load_history(parent, every=every, device=device) if parent else []
     found = list_snapshots(source)
     if not found and not earlier:
         raise ValueError(f"source {str(source)!r} has no snapshots/ (train with keep_log= or keep_every=)")
     kept = found[::every] if not found or found[::every][-1] == found[-1] else found[::every] + [found[-1]]
     offset = earlier[-1][0] if earlier else 0
-    return earlier + [(offset + step, load_model(path)) for step, path in kept]
+    return earlier + [(offset + step, load_model(path, device=device)) for step, path in kept]
 
 
 def dynamics_study(

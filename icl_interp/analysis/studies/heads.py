@@ -7,6 +7,7 @@ from typing import Any, Optional
 import torch
 
 from ...core.checks import check_choice, check_int
+from ...core.protocol import sample_for
 from ...tools.importance import head_importance, mask_gradients, prune_heads
 from ...tools.masking import ABLATIONS, mask_heads, masked
 from ...tools.runner import model_norm, normalised_error, prepare
@@ -240,7 +241,7 @@ def noise_pruning_study(
     for sigma, (model, single) in sorted(pairs.items()):
         r = (known or {}).get(sigma)
         if r is None:
-            r = pruning_study(model, model.task.sample(n_prompts, model.cfg.max_points, seed=seed), single_head=single, ablations=ablations)
+            r = pruning_study(model, sample_for(model, n_prompts, seed=seed), single_head=single, ablations=ablations)
         row = {k: r[k] for k in keep if k in r}
         row["noise_floor"] = float(sigma) ** 2 / model_norm(model)
         row["train_steps"] = _train_steps(model)

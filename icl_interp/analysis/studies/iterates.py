@@ -63,8 +63,8 @@ class AlgorithmRun:
 
     def predict(self, steps: int, lrs: Sequence[float]) -> Tensor:
         """Query predictions ``[len(lrs), B]`` (float64) after ``steps`` steps with each step size."""
-        lr = torch.as_tensor(list(lrs), dtype=torch.float64)[:, None, None]
-        w = torch.zeros(lr.shape[0], *self.c.shape, dtype=torch.float64)
+        lr = torch.as_tensor(list(lrs), dtype=torch.float64, device=self.c.device)[:, None, None]
+        w = torch.zeros(lr.shape[0], *self.c.shape, dtype=torch.float64, device=self.c.device)
         for _ in range(steps):
             w = w - lr * ((self.gram @ w[..., None])[..., 0] - self.c)
         return (w * self.xq).sum(-1)
@@ -193,6 +193,6 @@ def gap_columns(run: Any, iterates: dict, table: Any, family: str, t0: int) -> d
         row = table.get(layer, "resid_post", f"{rec['family']}|t0={rec['t0']}|{layer}")
         for key in ("sse", "sst"):
             full = torch.zeros(batch.batch_size, dtype=torch.float64)
-            full[row.test_prompts] = row.per_prompt[key][:, 0].double()
+            full[row.test_prompts] = row.per_prompt[key][:, 0].double().cpu()
             cols[f"{key}:{layer}"] = per_prompt_list(full)
     return cols

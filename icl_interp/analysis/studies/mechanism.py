@@ -23,7 +23,7 @@ import probes
 
 from ...baselines.estimators import GD_LRS
 from ...core.checks import check_int
-from ...tools.probing import probe_all_layers
+from ...tools.probing import control_model, probe_all_layers
 from ...tools.runner import model_norm, prepare
 from ._common import PathLike, per_prompt_list
 from .iterates import AlgorithmRun, algorithms, closest, gap_columns, gd_distance, layer_iterates
@@ -110,7 +110,7 @@ def preprocessing_study(model: Any, data: Any, *, out: PathLike = None) -> dict:
 def _tuned_risks(task: Any, batch: Any, steps: tuple, norm: float, seed: int = TUNING_SEED) -> dict[str, list[float]]:
     """Risk at the query of the best t-step GD and PtO (step size, and for PtO the candidate, of the lowest validation error
     on prompts of ``seed``)."""
-    val = task.sample(TUNING_PROMPTS, batch.n_points, seed=seed)
+    val = task.sample(TUNING_PROMPTS, batch.n_points, seed=seed).to(batch.device)
     curves: dict[str, list[float]] = {"gd": [], "pto": []}
     for t in steps:
         for kind in curves:
@@ -122,7 +122,7 @@ def _tuned_risks(task: Any, batch: Any, steps: tuple, norm: float, seed: int = T
                 errs = torch.nan_to_num(errs, nan=math.inf).tolist()
                 i = min(range(len(errs)), key=errs.__getitem__)
                 best = min(best, (errs[i], name, GD_LRS[i]), key=lambda e: e[0])
-            pred = AlgorithmRun(algorithms()[best[1]], batch).predict(t, [best[2]])[0] if best[1] else torch.zeros(batch.batch_size)
+            pred = AlgorithmRun(algorithms()[best[1]], batch).predict(t, [best[2]])[0] if best[1] else torch.zeros(batch.batch_size, device=batch.device)
             curves[kind].append(float(((pred - batch.ys[:, -1].double()) ** 2).mean() / norm))
     return curves
 
@@ -136,13 +136,6 @@ def _distances(iterates: dict, control: Optional[dict]) -> Optional[dict]:
     return {"layers": iterates["layers"], "gd": d_gd, "gd_t0": t0_gd, "pto": d_pto, "pto_t0": t0_pto,
             "pto_candidate": fam.split(":", 1)[1] if fam else None, "control_gd": c_gd, "control_gd_t0": c_t0_gd,
             "control_pto": c_pto, "control_pto_t0": c_t0_pto, "control_pto_candidate": c_fam.split(":", 1)[1] if c_fam else None}
-
-
-def _control_model(model: Any) -> Any:
-    """A randomly initialised model of ``model``'s config (the seed after its own), as the probes' control."""
-    from ...core.model import ICLTransformer, ModelConfig
-
-    return ICLTransformer(ModelConfig(**{**model.cfg.to_dict(), "seed": model.cfg.seed + 1}), model.task)
 
 
 def gd_study(model: Any, data: Any, *, steps: tuple = (1, 2, 3, 4, 6, 8), tuning_seed: int = TUNING_SEED, out: PathLike = None) -> dict:
@@ -177,7 +170,7 @@ def gd_study(model: Any, data: Any, *, steps: tuple = (1, 2, 3, 4, 6, 8), tuning
               "gd_risk": curves["gd"], "pto_risk": curves["pto"], "iterates": iterates, "iterates_control": None,
               "alignment": align.to_dict()}
     if isinstance(model, ICLTransformer):  # a random model of the same config: how close does chance come?
-        ctrl = _control_model(model)
+        ctrl = control_model(model)
         ctrl_run = prepare(ctrl, data)
         ctrl_iterates, ctrl_table = layer_iterates(ctrl, ctrl_run)
         result["iterates_control"] = ctrl_iterates

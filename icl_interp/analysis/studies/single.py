@@ -7,6 +7,7 @@ from typing import Any, Optional
 import torch
 
 from ...core.checks import check_int
+from ...core.protocol import sample_for
 from ...tools.evaluation import evaluate
 from ...tools.masking import ABLATIONS
 from ...tools.runner import prepare
@@ -30,7 +31,7 @@ def single_model_studies(model: Any, *, n_prompts: int = 2000, seed: int = 7, na
                          f"{None if other is None else other.to_dict()}")
     n_prompts, seed = check_int("n_prompts", n_prompts, min_value=8), check_int("seed", seed, min_value=0)
     risk_seed = check_int("risk_seed", risk_seed, min_value=0)
-    data = prepare(model, model.task.sample(n_prompts, model.cfg.max_points, seed=seed))
+    data = prepare(model, sample_for(model, n_prompts, seed=seed))
     curve = evaluate(model, model.task, n_points=model.cfg.max_points, n_prompts=n_prompts, seed=risk_seed)
     imp = importance_study(model, data, ablations=ablations)
     return {"model": name, "error": curve.error.tolist(), "importance": imp,
