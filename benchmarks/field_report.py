@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--train-steps", dest="train_steps", type=int, default=0, help="train the model this many steps first")
     parser.add_argument("--out", help="the report's folder (default: a temporary one)")
     parser.add_argument("--rerun", action="store_true", help="run the report a second time into the same folder (sections reused)")
+    parser.add_argument("--device", default="cpu", help="the report's --device (default cpu; cuda on a lent GPU)")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
 
@@ -54,7 +55,7 @@ def main() -> None:
     folder = Path(tmp.name) / "garg-standard"
     ii.save_model(model, folder)
     out = Path(args.out) if args.out else Path(tmp.name) / "report"
-    argv = ["report", "--model", str(folder), "--out", str(out), "--threads", str(args.threads)]
+    argv = ["report", "--model", str(folder), "--out", str(out), "--threads", str(args.threads), "--device", args.device]
     argv += ["--quick"] * args.quick + ["--exact"] * args.exact
     if args.budget_minutes is not None:
         argv += ["--budget-minutes", str(args.budget_minutes)]
@@ -67,7 +68,7 @@ def main() -> None:
             raise SystemExit(f"the report failed (exit status {status})")
         report = json.loads((out / "report.json").read_text())
         plan = report["plan"]
-        print(f"{run}: wall {wall:.0f} s ({wall / 60:.1f} min; goal <= 10 min on 2 cores) at {args.threads} thread(s)")
+        print(f"{run}: wall {wall:.0f} s ({wall / 60:.1f} min; goal <= 10 min on 2 cores) at {args.threads} thread(s) on {args.device}")
         print(f"  plan: {plan['method']} on {plan['n_prompts']} of {plan['requested_prompts']} prompts; one forward over them "
               f"{plan['forward_s']:.2f} s; predicted {plan['predicted_s']:.0f} s for the studies and the baselines (budget {plan['budget_s']:.0f} s)")
         for study, method in report["methods"].items():

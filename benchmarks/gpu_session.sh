@@ -4,10 +4,12 @@
 #
 #   bash benchmarks/gpu_session.sh --wheels   # here, once: those four wheels into .whl/ (2.4 MB, git-ignored)
 #   device run, carry [".whl"], timeout_s 540:  bash benchmarks/gpu_session.sh
+#   a second device run, carry [".whl"], timeout_s 300:  bash benchmarks/gpu_session.sh report
 #
 # On the device it installs the wheels into /tmp/site, runs the gpu-marked tests, then
 # benchmarks/device_training.py (steps per second, default and Garg-standard models, float32/bfloat16,
-# eager/compiled), writing logs and JSON under $OUT (the device tool brings them back).
+# eager/compiled); with `report`, instead the report on the Garg-standard model on the GPU
+# (benchmarks/field_report.py --device cuda). Logs and JSON go under $OUT (the device tool brings them back).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--wheels" ]; then
@@ -23,5 +25,9 @@ export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, transformer_lens, icl_interp; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" \
     | tee -a "$OUT/gpu.txt" || exit 1
-timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log"
+if [ "${1:-}" = "report" ]; then  # issue 29, item 6: the report on the Garg-standard model on the GPU
+    timeout 270 python3 benchmarks/field_report.py --device cuda --threads 16 --out "$OUT/field_report" 2>&1 | tee "$OUT/field_report.log"
+    exit
+fi
+timeout 150 python3 -m pytest -m "gpu and not slow" -q -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log"
 timeout 330 python3 benchmarks/device_training.py --device cuda --out "$OUT/device_training.json" 2>&1 | tee "$OUT/device_training.log"
