@@ -142,6 +142,31 @@ def test_head_count_order(errors, verdict):
     assert cl.head_count_order(as_json).verdict == verdict
 
 
+def values_of(seed_errors):
+    return [0.8] + [b / a for a, b in seed_errors]
+
+
+@pytest.mark.parametrize("seed_errors, part, verdict", [
+    (((1.0, 0.8), (1.0, 0.85)), R, R),   # 1 vs 4 heads clears on every seed: the claim as on seed 0 alone
+    (((1.0, 1.1), (1.0, 1.05)), U, U),   # seed 0's 0.8 clears, the seeds' 1.1 and 1.05 do not: across seeds undecided
+])
+def test_head_count_order_on_seeds_that_have_only_some_head_counts(seed_errors, part, verdict):
+    """Seed 0 has 1, 2, 4, 8 heads; seeds 1 and 2 only 1 and 4: the claim keeps seed 0's four head counts and the
+    1-vs-4 comparison on every seed, seed 0's included, joins as a part."""
+    full = {h: {"last": e, "mean": e} for h, e in zip((1, 2, 4, 8), (1.0, 0.9, 0.8, 0.78))}  # reproduced on seed 0 alone
+    seeds = {str(k + 1): {str(h): {"last": e, "mean": e} for h, e in zip((1, 4), errs)} for k, errs in enumerate(seed_errors)}
+    got = cl.head_count_order(full, seeds)
+    name = "h=1 vs h=4 on 3 training seeds"
+    assert got.parts[name]["verdict"] == part and got.verdict == verdict
+    assert got.value == cl.head_count_order(full).value  # the headline is seed 0's, all head counts
+    assert got.seeds == 3 and got.per_seed["2"]["value"] == pytest.approx(values_of(seed_errors)[2])
+    values = values_of(seed_errors)  # seed 0's 1 vs 4 heads, then each seed's
+    assert got.parts[name]["value"] == pytest.approx(0.8 if part == R else sum(values) / 3)  # one verdict: seed 0's value
+    assert name in got.number and "seed 2:" in got.number
+    same = {k: {h: v for h, v in full.items()} for k in ("1", "2")}  # every seed has every head count: decided on each
+    assert cl.head_count_order(full, same).seeds == 3
+
+
 def test_head_count_order_needs_two_head_counts():
     with pytest.raises(ValueError, match="head_counts"):
         cl.head_count_order({4: {"last": 0.2, "mean": 0.3}})

@@ -187,11 +187,13 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path, seeds
     # (issue 14: the comparison models reach the bar too, or the report says which do not)
     r["quality_bar_siblings"] = {v: cl.quality_bar(r["risk"], v, task.d) for v in variants if v != name}
     r["head_counts"] = st.head_count_summary(r["risk"], variants)
-    if head_count_seeds := _seed_sets(list(variants) if len(variants) > 1 else []):
-        def head_counts_by_seed() -> dict:  # seed k of every head count, on the risk prompts
+    # seed k of every head count that has one (all of them, or e.g. 1 and 4 heads where only those were trained on seeds)
+    seeded = [v for v in variants if set(zoo_seeds(v)) - {0}] if name in variants else []
+    if head_count_seeds := _seed_sets(seeded if len(seeded) > 1 and name in seeded else []):
+        def head_counts_by_seed() -> dict:  # on the risk prompts
             got = {}
             for k, names in head_count_seeds.items():
-                twins = {names[v]: get(names[v]) for v in variants}
+                twins = {names[v]: get(names[v]) for v in seeded}
                 got[k] = st.head_count_summary(_curves_at_last(twins, task, n, seed_prompts, seeds["risk"]), twins)
             return got
 

@@ -108,9 +108,8 @@ def decide(results: dict) -> list[Claim]:
                             results)
     if results.get("pruning_noise", {}).get("levels"):
         claims += _on_seeds(lambda sweep: [noise_pruning(sweep), noise_single_head(sweep)], results["pruning_noise"])
-    if len(results.get("head_counts", {})) > 1:
-        claims += _on_seeds(lambda sub: [head_count_order(sub["head_counts"])],
-                            {"head_counts": results["head_counts"], "seeds": {k: {"head_counts": h} for k, h in results.get("head_counts_seeds", {}).items()}})
+    if len(results.get("head_counts", {})) > 1:  # on every seed that has every head count, or on the head counts the seeds share
+        claims.append(head_count_order(results["head_counts"], results.get("head_counts_seeds")))
     multihead = results.get("multihead", {})
     for cmp in multihead.get("comparisons", []):  # each comparison on every training seed of its models (the study's "seeds")
         same = {k: c for k, study in multihead.get("seeds", {}).items() for c in study["comparisons"] if (c["p"], c["h"]) == (cmp["p"], cmp["h"])}

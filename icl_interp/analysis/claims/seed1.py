@@ -20,6 +20,7 @@ from ._core import (
     Claim,
     Test,
     across_ablations,
+    across_seeds,
     bootstrap,
     check_result,
     decided,
@@ -237,12 +238,45 @@ def noise_single_head(sweep: dict) -> Optional[Claim]:
                    n_prompts=n_prompts, parts={f"noise {k}": t for k, t in tests.items()})
 
 
-def head_count_order(head_counts: dict) -> Claim:
+def head_count_order(head_counts: dict, seeds: Optional[dict] = None) -> Claim:
     """More heads, lower error: ``head_counts`` maps a head count to ``{"last": error at the largest n, "mean": ...}``
     (and ``per_prompt_last``, the per-prompt errors at the largest n on the shared prompts). Two parts: the most heads
-    at most HEAD_COUNT_GAIN x one head's error, and no head count more than HEAD_COUNT_SLACK x the next smaller's."""
+    at most HEAD_COUNT_GAIN x one head's error, and no head count more than HEAD_COUNT_SLACK x the next smaller's.
+
+    ``seeds``: ``{k: head_counts of training seed k}``. Where every seed has every head count, the claim is decided on
+    every seed (:func:`across_seeds`). Where the seeds have only some (e.g. 1 and 4 heads), the claim stays on seed 0's
+    every head count, and the same claim on the head counts the seeds share, seed 0 included, decided across the seeds,
+    joins as a third part."""
+    if seeds:
+        counts = {str(h) for h in head_counts}
+        shared = set.intersection(*({str(h) for h in s} for s in seeds.values())) & counts
+        if shared == counts:
+            return across_seeds({"0": head_count_order(head_counts), **{str(k): head_count_order(h) for k, h in seeds.items()}})
+        base = head_count_order(head_counts)
+        if len(shared) < 2:
+            return base
+        pick = lambda hc: {h: v for h, v in hc.items() if str(h) in shared}  # noqa: E731
+        sub = across_seeds({"0": head_count_order(pick(head_counts)), **{str(k): head_count_order(pick(h)) for k, h in seeds.items()}})
+        name = f"h={' vs h='.join(str(h) for h in sorted(int(h) for h in shared))} on {sub.seeds} training seeds"
+        each = ", ".join(f"seed {k}: {v['verdict']} ({v['value']:.3f})" for k, v in sub.per_seed.items())
+        test = Test(sub.value, sub.interval, sub.threshold, sub.direction)
+        claim = _with_part(base, name, test, f"most / fewest heads {interval_text(test)} ({each})")
+        claim.seeds, claim.per_seed = sub.seeds, sub.per_seed  # the seeds that decided it (their part's values)
+        return claim
     if not isinstance(head_counts, dict) or len(head_counts) < 2:
         raise ValueError(f"head_counts must map at least two head counts to errors, got {head_counts!r}")
+    return _head_count_order(head_counts)
+
+
+def _with_part(claim: Claim, name: str, test: Test, text: str) -> Claim:
+    """``claim`` decided again with one more part (``test``), its text extended by ``text``."""
+    parts = {k: Test(p["value"], p["interval"], p["threshold"], p["direction"]) for k, p in (claim.parts or {}).items()}
+    main = Test(claim.value, claim.interval, claim.threshold, claim.direction)
+    return decided(claim.id, claim.text, main, claim.values, f"{claim.number}; {name}: {test.verdict}, {text}",
+                   n_prompts=claim.n_prompts, parts={**parts, name: test})
+
+
+def _head_count_order(head_counts: dict) -> Claim:
     heads = {int(h): v for h, v in head_counts.items()}
     hs = sorted(heads)
     errs = [heads[h]["last"] for h in hs]
