@@ -163,7 +163,7 @@ def test_study_bar_writes_to_stderr_only_when_enabled(capsys):
 
 def _fields(folder):
     doc = json.loads((folder / "report.json").read_text())
-    return {k: v for k, v in doc.items() if k != "seconds"}
+    return {k: v for k, v in doc.items() if k not in ("seconds", "reused_sections")}
 
 
 @pytest.mark.slow
@@ -174,6 +174,7 @@ def test_report_reuses_finished_sections_and_recomputes_on_a_change(tiny_model, 
     assert first["methods"]["importance"].startswith("exact single-head ablation")
     assert capsys.readouterr().err == ""  # progress off by default in the API
     assert "Methods: the exact studies on 256 prompts" in (out / "report.md").read_text()
+    assert first["reused_sections"] == [] and "loaded from an earlier run" not in (out / "report.md").read_text()
     before = _fields(out)
     sections = sorted(p.name for p in (out / ".sections").iterdir())
     assert sections == sorted(f"{s}.json.gz" for s in ("plan", "risk", "importance", "attention", "pruning", "preprocessing", "gd"))
@@ -188,6 +189,9 @@ def test_report_reuses_finished_sections_and_recomputes_on_a_change(tiny_model, 
         report.write_report(out, model=tiny_model, quick=True, progress=True)
     assert "importance: reused" in capsys.readouterr().err
     assert _fields(out) == before  # the same report.json (and per-prompt file) from the stored sections
+    again = json.loads((out / "report.json").read_text())["reused_sections"]
+    assert sorted(again) == ["attention", "gd", "importance", "preprocessing", "pruning", "risk"]
+    assert "6 of its studies loaded from an earlier run into this folder" in (out / "report.md").read_text()
     # another prompt seed: everything is computed again (and the sections now hold that run)
     calls = []
     real = st.importance_study

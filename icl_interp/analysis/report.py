@@ -372,6 +372,7 @@ def write_report(out: Union[str, Path], *, model: Any = "default", quick: bool =
     results["methods"] = _methods(results, plan)
     results["claims"] = [c.to_dict() for c in cl.decide(results)]
     results["seconds"] = round(time.perf_counter() - t0, 1)
+    results["reused_sections"] = list(store.reused)  # studies loaded from an earlier run into out (their time not in seconds)
     text = markdown(results, net)  # rendered before any file is replaced
     # after the figures, each file replaced as one unit: a failed write leaves the previous report whole
     _save(results, out)

@@ -178,7 +178,7 @@ def markdown(r: dict, model: Any) -> str:
         f"# icl_interp report: `{r['model']}`",
         "",
         f"Model: {c.n_layers} layers x {c.n_heads} heads, d_model {c.d_model}, {c.encoding} encoding; task {model.task.to_dict()}.",
-        f"{'Quick mode (small samples): numbers are rough.' if r['quick'] else ''} Ran in {r['seconds']} s.",
+        f"{'Quick mode (small samples): numbers are rough.' if r['quick'] else ''} Ran in {r['seconds']} s{_reused(r)}.",
         "",
         *_methods_lines(r),
         "## Claims",
@@ -289,3 +289,9 @@ def markdown(r: dict, model: Any) -> str:
         lines += _settings_lines(r["seed2_settings"])
     lines += ["", "Every number is in `report.json`.", ""]
     return "\n".join(lines)
+
+
+def _reused(r: dict) -> str:
+    """What the time leaves out: the studies loaded from an earlier run into the same folder."""
+    reused = r.get("reused_sections") or []
+    return f", {len(reused)} of its studies loaded from an earlier run into this folder ({', '.join(reused)})" if reused else ""
