@@ -93,11 +93,13 @@ class RemoteDevice(TorchFunctionMode):
             where = _device_type(target)
             kwargs["device"] = "cpu"
             return tree_map(lambda t: _mark(t, where == "remote"), func(*args, **kwargs))
-        self._check(func, args, kwargs)
-        remote = any(is_remote(t) for t in tree_flatten((args, kwargs))[0])
+        tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        if func in _COPY:
+            return func(*args, **kwargs)
+        self._check(func, args, tensors)
         result = func(*args, **kwargs)
-        if remote and func not in _COPY:
-            inputs = {id(t) for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
+        if any(is_remote(t) for t in tensors):
+            inputs = {id(t) for t in tensors}
             # a new tensor computed from a remote one is remote; an unmarked input returned as is (in place) stays as it is
             result = tree_map(lambda t: _mark(t) if isinstance(t, torch.Tensor) and id(t) not in inputs else t, result)
         return result
@@ -123,9 +125,8 @@ class RemoteDevice(TorchFunctionMode):
         return _mark(_fresh(result, source), where == "remote")
 
     @staticmethod
-    def _check(func: Any, args: tuple, kwargs: dict) -> None:
-        if func in _COPY:
-            return
+    def _check(func: Any, args: tuple, tensors: list) -> None:
+        """Raise as CUDA would where ``func`` mixes devices (``tensors``: every tensor among its arguments)."""
         if func in _INDEXING:  # t[idx] / t[idx] = v: the index may be on the CPU when t is remote
             base, index = args[0], args[1]
             idx = [t for t in tree_flatten(index)[0] if isinstance(t, torch.Tensor)]
@@ -137,7 +138,6 @@ class RemoteDevice(TorchFunctionMode):
                     raise DeviceMismatch(f"{func.__name__}: value on {'cuda:0' if is_remote(value) else 'cpu'}, "
                                          f"tensor on {'cuda:0' if is_remote(base) else 'cpu'} (emulated)")
             return
-        tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
         remote = [t for t in tensors if is_remote(t)]
         local = [t for t in tensors if not is_remote(t) and t.ndim > 0]
         if remote and local:

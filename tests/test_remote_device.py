@@ -11,25 +11,16 @@ import copy
 import pytest
 import torch
 from _remote import REMOTE, DeviceMismatch, RemoteDevice, is_remote, mark_module
+from compare_reports import compare
 
 import icl_interp as ii
 from icl_interp.analysis.recipes import RECIPES
 
 
-def _close(a, b, path="result"):
-    """Nested dicts / lists of numbers equal to float rounding (NaN where the other is NaN)."""
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for k in a:
-            _close(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            _close(x, y, f"{path}[{i}]")
-    elif isinstance(a, float):
-        assert (a != a and b != b) or a == pytest.approx(b, rel=1e-4, abs=1e-6), path
-    else:
-        assert a == b, path
+def _close(a, b):
+    """Nested dicts / lists of numbers equal to float rounding (the report comparer's walk)."""
+    diff = compare(a, b, rel=1e-4)
+    assert diff.ok and not diff.added, (diff.mismatches[:5], diff.missing[:5], diff.added[:5])
 
 
 @pytest.fixture

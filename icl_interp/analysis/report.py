@@ -19,7 +19,7 @@ from typing import Any, Optional, Union
 
 from ..core.atomic import atomic_write_bytes, writable_folder
 from ..core.checkpoint import ZOO_PREFIX, _is_path_like, load_model, resolve_model, zoo_folder, zoo_names
-from ..core.devices import resolve_device
+from ..core.devices import check_model_there, resolve_device
 from ..core.protocol import model_device, sample_for
 from ..tools.attention_view import attention_profile, plot_attention
 from ..tools.evaluation import evaluate
@@ -104,9 +104,8 @@ def _resolve(model: Any, declared: Any = None, device: Any = None) -> tuple[str,
     if isinstance(model, ICLTransformer):
         if model.task is None:
             raise ValueError("model must know its task (ICLTransformer(cfg, task)); got one with task None")
-        if device is not None and model_device(model) != device:
-            raise ValueError(f"device={str(device)!r} but the model is on {model_device(model)}: move it (model.to(...)) "
-                             "or leave device unset")
+        if device is not None:
+            check_model_there(device, model_device(model))
         return IN_MEMORY, model, Siblings()
     if not isinstance(model, (str, Path)):
         raise TypeError(f"model must be a zoo name, a saved model folder or an ICLTransformer, got {type(model).__name__}")
@@ -188,8 +187,8 @@ def _collect(name: str, model: Any, sib: Siblings, quick: bool, out: Path, seeds
     r["quality_bar_siblings"] = {v: cl.quality_bar(r["risk"], v, task.d) for v in variants if v != name}
     r["head_counts"] = st.head_count_summary(r["risk"], variants)
     # seed k of every head count that has one (all of them, or e.g. 1 and 4 heads where only those were trained on seeds)
-    seeded = [v for v in variants if set(zoo_seeds(v)) - {0}] if name in variants else []
-    if head_count_seeds := _seed_sets(seeded if len(seeded) > 1 and name in seeded else []):
+    seeded = [v for v in variants if set(zoo_seeds(v)) - {0}]
+    if head_count_seeds := _seed_sets(seeded if name in seeded and len(seeded) > 1 else []):
         def head_counts_by_seed() -> dict:  # on the risk prompts
             got = {}
             for k, names in head_count_seeds.items():
@@ -356,8 +355,9 @@ def write_report(out: Union[str, Path], *, model: Any = "default", quick: bool =
     name, net, sib = _resolve(model, siblings, None if device is None else resolve_device(device, "device"))
     out = writable_folder(out, "out")  # before minutes of analyses
     n_prompts = 256 if quick else 2000
+    where = model_device(net).type
     base = {"model": name, "weights": weights_digest(net), "code": code_digest(), "siblings": repr(sib), "quick": quick,
-            "prompt_seeds": seeds, **({} if model_device(net).type == "cpu" else {"device": model_device(net).type})}
+            "prompt_seeds": seeds, **({} if where == "cpu" else {"device": where})}
     plans = SectionStore(out, {**base, "exact": exact, "budget_s": float(budget_s)}, enabled=reuse)
     stored = plans.load("plan")  # a rerun keeps its plan: timing noise must not change the prompts and so every section
     plan = ReportPlan(**{k: v for k, v in stored.items() if k != "interval_factor"}) if stored else \

@@ -13,7 +13,7 @@ from typing import Any, Optional, Union
 
 import torch
 
-__all__ = ["DEVICE_HELP", "DTYPES", "check_device", "resolve_device", "autocast"]
+__all__ = ["DEVICE_HELP", "DTYPES", "check_device", "resolve_device", "check_model_there", "autocast"]
 
 DEVICE_HELP = (
     "auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps "
@@ -58,6 +58,12 @@ def resolve_device(device: Union[str, torch.device] = "auto", name: str = "devic
     if dev.type != "cpu" and dev.index is None:  # the index tensors report, so devices compare equal
         dev = torch.device(dev.type, torch.cuda.current_device() if dev.type == "cuda" else 0)
     return dev
+
+
+def check_model_there(device: torch.device, where: torch.device) -> None:
+    """A model is never moved: a ``device`` other than ``where`` it is gets a ValueError naming both."""
+    if where != device:
+        raise ValueError(f"device={str(device)!r} but the model is on {where}: move the model (model.to(...)) or leave device unset")
 
 
 def autocast(device: torch.device, dtype: Optional[str]) -> Any:

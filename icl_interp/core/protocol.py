@@ -62,13 +62,10 @@ def model_device(model: Any) -> torch.device:
     return torch.device("cpu") if p is None else p.device
 
 
-def sample_for(model: Any, n_prompts: int, n_points: Optional[int] = None, *, seed: int,
-               task: Optional[Task] = None) -> ICLBatch:
-    """``n_prompts`` prompts of ``task`` (default the model's own) drawn from ``seed`` on the CPU, then put on the model's
-    device: the same numbers wherever the model runs. ``n_points`` defaults to the model's ``cfg.max_points``."""
-    task = model.task if task is None else task
-    n_points = model.cfg.max_points if n_points is None else n_points
-    return task.sample(n_prompts, n_points, seed=seed).to(model_device(model))
+def sample_for(model: Any, n_prompts: int, *, seed: int) -> ICLBatch:
+    """``n_prompts`` prompts of the model's task with ``cfg.max_points`` points, drawn from ``seed`` on the CPU, then put
+    on the model's device: the same numbers wherever the model runs."""
+    return model.task.sample(n_prompts, model.cfg.max_points, seed=seed).to(model_device(model))
 
 
 def model_dtype(model: Any) -> torch.dtype:

@@ -25,7 +25,7 @@ from torch import Tensor
 from ..baselines.estimators import Estimator
 from ..baselines.tuning import prefix_predictions
 from ..core.checks import check_int, check_tensor
-from ..core.devices import resolve_device
+from ..core.devices import check_model_there, resolve_device
 from ..core.tasks import ICLBatch, Task
 
 __all__ = ["EvalResult", "evaluate", "model_predictions", "ratio_interval", "paired_bootstrap"]
@@ -221,9 +221,7 @@ def evaluate(
 
     dev = None if device is None else resolve_device(device)
     if dev is not None and isinstance(predictor, torch.nn.Module):
-        where = next((p.device for p in predictor.parameters()), dev)
-        if where != dev:
-            raise ValueError(f"device={str(device)!r} but the model is on {where}: move the model (model.to(...)) or leave device unset")
+        check_model_there(dev, next((p.device for p in predictor.parameters()), dev))
     full = task.sample(n_prompts, n_points, seed=seed)
     chunks = []
     for start in range(0, n_prompts, batch_size):

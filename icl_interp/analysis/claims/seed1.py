@@ -247,36 +247,29 @@ def head_count_order(head_counts: dict, seeds: Optional[dict] = None) -> Claim:
     every seed (:func:`across_seeds`). Where the seeds have only some (e.g. 1 and 4 heads), the claim stays on seed 0's
     every head count, and the same claim on the head counts the seeds share, seed 0 included, decided across the seeds,
     joins as a third part."""
-    if seeds:
-        counts = {str(h) for h in head_counts}
-        shared = set.intersection(*({str(h) for h in s} for s in seeds.values())) & counts
-        if shared == counts:
-            return across_seeds({"0": head_count_order(head_counts), **{str(k): head_count_order(h) for k, h in seeds.items()}})
-        base = head_count_order(head_counts)
-        if len(shared) < 2:
-            return base
-        pick = lambda hc: {h: v for h, v in hc.items() if str(h) in shared}  # noqa: E731
-        sub = across_seeds({"0": head_count_order(pick(head_counts)), **{str(k): head_count_order(pick(h)) for k, h in seeds.items()}})
-        name = f"h={' vs h='.join(str(h) for h in sorted(int(h) for h in shared))} on {sub.seeds} training seeds"
-        each = ", ".join(f"seed {k}: {v['verdict']} ({v['value']:.3f})" for k, v in sub.per_seed.items())
-        test = Test(sub.value, sub.interval, sub.threshold, sub.direction)
-        claim = _with_part(base, name, test, f"most / fewest heads {interval_text(test)} ({each})")
-        claim.seeds, claim.per_seed = sub.seeds, sub.per_seed  # the seeds that decided it (their part's values)
-        return claim
     if not isinstance(head_counts, dict) or len(head_counts) < 2:
         raise ValueError(f"head_counts must map at least two head counts to errors, got {head_counts!r}")
-    return _head_count_order(head_counts)
+    if not seeds:
+        return _head_count_order(head_counts)
+    counts = {str(h) for h in head_counts}
+    shared = set.intersection(*({str(h) for h in s} for s in seeds.values())) & counts
+    if shared == counts:
+        return across_seeds({"0": _head_count_order(head_counts), **{str(k): _head_count_order(h) for k, h in seeds.items()}})
+    if len(shared) < 2:
+        return _head_count_order(head_counts)
+
+    def pick(hc: dict) -> dict:
+        return {h: v for h, v in hc.items() if str(h) in shared}
+
+    sub = across_seeds({"0": _head_count_order(pick(head_counts)), **{str(k): _head_count_order(pick(h)) for k, h in seeds.items()}})
+    claim = _head_count_order(head_counts, on_seeds=sub)
+    claim.seeds, claim.per_seed = sub.seeds, sub.per_seed  # the seeds that decided it (their part's values)
+    return claim
 
 
-def _with_part(claim: Claim, name: str, test: Test, text: str) -> Claim:
-    """``claim`` decided again with one more part (``test``), its text extended by ``text``."""
-    parts = {k: Test(p["value"], p["interval"], p["threshold"], p["direction"]) for k, p in (claim.parts or {}).items()}
-    main = Test(claim.value, claim.interval, claim.threshold, claim.direction)
-    return decided(claim.id, claim.text, main, claim.values, f"{claim.number}; {name}: {test.verdict}, {text}",
-                   n_prompts=claim.n_prompts, parts={**parts, name: test})
-
-
-def _head_count_order(head_counts: dict) -> Claim:
+def _head_count_order(head_counts: dict, on_seeds: Optional[Claim] = None) -> Claim:
+    """The claim on ``head_counts``; ``on_seeds``: the same claim on fewer head counts decided across training seeds,
+    joining as a third part."""
     heads = {int(h): v for h, v in head_counts.items()}
     hs = sorted(heads)
     errs = [heads[h]["last"] for h in hs]
@@ -294,10 +287,17 @@ def _head_count_order(head_counts: dict) -> Claim:
         gain = Test(errs[-1] / errs[0], None, HEAD_COUNT_GAIN, BELOW)
         order = Test(max(b / a for a, b in zip(errs, errs[1:])), None, HEAD_COUNT_SLACK, BELOW)
         n_prompts = None
+    parts, text = {"most heads below one head": gain, "ordered by head count": order}, ""
+    if on_seeds is not None:
+        shared = sorted(int(h) for h in on_seeds.values["error_last_by_heads"])
+        name = f"h={' vs h='.join(map(str, shared))} on {on_seeds.seeds} training seeds"
+        parts[name] = Test(on_seeds.value, on_seeds.interval, on_seeds.threshold, on_seeds.direction)
+        each = ", ".join(f"seed {k}: {v['verdict']} ({v['value']:.3f})" for k, v in on_seeds.per_seed.items())
+        text = f"; {name}: {parts[name].verdict}, most / fewest heads {interval_text(parts[name])} ({each})"
     return decided("head_count_order", "More heads, lower error at the same size (Fig 1b).", gain,
                    {"error_last_by_heads": {str(h): e for h, e in zip(hs, errs)}, "most_over_fewest": gain.value,
                     "worst_step_up": order.value},
                    "error at the largest n by head count: " + ", ".join(f"h={h}: {e:.3f}" for h, e in zip(hs, errs))
                    + f"; most / fewest heads {interval_text(gain)}; largest rise to the next head count {interval_text(order)}"
-                   + "; mean over n = 1..: " + ", ".join(f"h={h}: {heads[h]['mean']:.3f}" for h in hs),
-                   n_prompts=n_prompts, parts={"most heads below one head": gain, "ordered by head count": order})
+                   + "; mean over n = 1..: " + ", ".join(f"h={h}: {heads[h]['mean']:.3f}" for h in hs) + text,
+                   n_prompts=n_prompts, parts=parts)

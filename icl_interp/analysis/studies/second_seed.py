@@ -13,6 +13,7 @@ from typing import Any, Optional
 import torch
 
 from ...core.checks import check_int
+from ...core.protocol import model_device
 from ...core.tasks import Task
 from ...tools.evaluation import evaluate, paired_bootstrap
 from ._common import PathLike, per_prompt_list
@@ -96,7 +97,7 @@ def _fast(model: Any) -> Any:
     where they are and giving the predictions there (the model runs on its own device)."""
     if not isinstance(model, torch.nn.Module):
         return model
-    dev = next(model.parameters()).device
+    dev = model_device(model)
     return lambda xs, ys: model(xs.to(dev), ys.to(dev), fast=True).to(xs.device)
 
 
